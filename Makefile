@@ -1,0 +1,45 @@
+# The two commands a newcomer needs: `make demo` (the tour) and `make test` (everything CI runs).
+# Both create the virtual environment in .venv on first use and reuse it afterwards.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit integration bench-smoke docs bench clean
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/python examples/tour
+
+test: lint typecheck unit integration bench-smoke docs
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+	$(BIN)/mypy --strict tests/typing
+
+unit: $(INSTALLED)
+	$(BIN)/python -m pytest tests/unit
+
+integration: $(INSTALLED)
+	$(BIN)/python -m pytest tests/integration
+
+bench-smoke: $(INSTALLED)
+	$(BIN)/python -m benchmarks --quick --out benchmarks/results/quick > /dev/null
+
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+bench: $(INSTALLED)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) site .mypy_cache .ruff_cache benchmarks/results/quick

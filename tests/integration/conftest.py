@@ -1,0 +1,90 @@
+"""Fixtures for the real servers: Redis, PostgreSQL, RabbitMQ.
+
+Each fixture checks that its server answers and yields its URL; a missing server skips
+the test, or fails it under ``SCALEPATTERNS_REQUIRE_SERVICES=1`` (see tests/support/services.py).
+URLs are overridable: SCALEPATTERNS_REDIS_URL, SCALEPATTERNS_POSTGRES_URL, SCALEPATTERNS_AMQP_URL.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import services
+from tests.support.servers import RedisServer
+
+
+def _probe_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(services.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _probe_postgres() -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(services.POSTGRES_URL, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        engine.dispose()
+
+
+def _probe_rabbitmq() -> None:
+    import pika
+
+    params = pika.URLParameters(services.AMQP_URL)
+    params.socket_timeout = 3
+    params.blocked_connection_timeout = 3
+    params.connection_attempts = 1
+    pika.BlockingConnection(params).close()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the shared Redis; tests isolate themselves with unique key prefixes."""
+    services.require_service("Redis", services.REDIS_URL, _probe_redis)
+    return services.REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """SQLAlchemy URL of the shared PostgreSQL database ``test``."""
+    services.require_service("PostgreSQL", services.POSTGRES_URL, _probe_postgres)
+    return services.POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """AMQP URL of the shared RabbitMQ; tests use uniquely named queues."""
+    services.require_service("RabbitMQ", services.AMQP_URL, _probe_rabbitmq)
+    return services.AMQP_URL
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A short unique name for keys, queues and tables created by one test."""
+    return f"sp_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[RedisServer]:
+    """A private redis-server on a free port that the test may kill and restart."""
+    server = RedisServer()
+    try:
+        server.start()
+    except (RuntimeError, TimeoutError) as exc:
+        if services.services_required():
+            pytest.fail(f"could not start a throw-away redis-server: {exc}", pytrace=False)
+        pytest.skip(f"could not start a throw-away redis-server: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
