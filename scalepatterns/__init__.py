@@ -24,6 +24,7 @@ from scalepatterns.errors import (
     SignatureError,
 )
 from scalepatterns.events import Event, EventRecorder, Listener, Listeners, default_listeners
+from scalepatterns.outage import OutageGuard
 from scalepatterns.serializers import (
     JsonSerializer,
     MsgpackSerializer,
@@ -53,6 +54,7 @@ __all__ = [
     "Listeners",
     "MissingDependency",
     "MsgpackSerializer",
+    "OutageGuard",
     "QueueFull",
     "RateLimited",
     "SYSTEM_CLOCK",

@@ -166,10 +166,27 @@ def test_json_round_trips_plain_values(value: object) -> None:
     assert serializer.loads(serializer.dumps(value)) == value
 
 
-@given(json_values)
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.text()
+    | st.binary()
+    | st.floats(allow_nan=False),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(msgpack_values)
 def test_msgpack_round_trips_plain_values(value: object) -> None:
     serializer = MsgpackSerializer()
     assert serializer.loads(serializer.dumps(value)) == value
+
+
+def test_msgpack_refuses_integers_beyond_64_bits() -> None:
+    with pytest.raises(errors.SerializationError, match="cannot encode a int as msgpack"):
+        MsgpackSerializer().dumps(2**64)
 
 
 @pytest.mark.parametrize(
