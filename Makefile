@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration bench-smoke docs bench clean
+.PHONY: demo test lint typecheck pytest unit integration bench-smoke docs bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,8 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(BIN)/python examples/tour
 
-test: lint typecheck unit integration bench-smoke docs
+# pytest runs last so its summary line closes the output.
+test: lint typecheck bench-smoke docs pytest
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -25,6 +26,9 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict tests/typing
+
+pytest: $(INSTALLED)
+	$(BIN)/python -m pytest tests/unit tests/integration
 
 unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit
