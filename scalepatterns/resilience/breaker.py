@@ -159,15 +159,14 @@ class CircuitBreaker:
     def metrics(self) -> dict[str, float | int | str]:
         """A snapshot: state, calls/failures/slow calls in the window, their rates."""
         with self._lock:
-            window = self._core.window
-            calls = window.calls
+            calls, failures, slows = self._core.window_counts()
             return {
                 "state": self._core.state,
                 "calls": calls,
-                "failures": window.failures,
-                "slow_calls": window.slows,
-                "failure_rate": window.failures / calls if calls else 0.0,
-                "slow_rate": window.slows / calls if calls else 0.0,
+                "failures": failures,
+                "slow_calls": slows,
+                "failure_rate": failures / calls if calls else 0.0,
+                "slow_rate": slows / calls if calls else 0.0,
                 "retry_after": self._core.retry_after(),
             }
 

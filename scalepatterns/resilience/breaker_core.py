@@ -287,6 +287,13 @@ class BreakerCore:
         self._trial_permits = self._trial_successes = 0
         self.window.reset()
 
+    def window_counts(self) -> tuple[int, int, int]:
+        """The window's (calls, failures, slow calls) as of now."""
+        window = self.window
+        if isinstance(window, TimeWindow):
+            window.expire(self._clock.monotonic())
+        return window.calls, window.failures, window.slows
+
     def retry_after(self) -> float:
         """Seconds until a call may be tried (0.0 unless open)."""
         if self.state != OPEN:
