@@ -238,6 +238,7 @@ class Retry:
 
         def replay() -> bool:
             if pending:
+                pending.clear()
                 return True
             count[0] += 1
             if listeners.active:

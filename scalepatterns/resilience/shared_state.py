@@ -111,7 +111,8 @@ class RedisBreakerState:
         raw = self._run("read", self._client.get, self.prefix + name)
         if raw is None:
             return None
-        return float(raw.decode() if isinstance(raw, bytes) else raw)
+        until = float(raw.decode() if isinstance(raw, bytes) else raw)
+        return until if until > self._clock.time() else None
 
     def clear(self, name: str) -> None:
         self._run("clear", self._client.delete, self.prefix + name)
