@@ -164,8 +164,9 @@ class LoadBalancer(Generic[T]):
         min_calls: calls needed before the failure rate is judged.
         eject_for: seconds of the first ejection; doubled for each ejection in a row.
         max_eject_for: the longest ejection.
-        max_ejected: share of endpoints (0..1) that may be ejected at once; at least one
-            ejection is always allowed when there are two endpoints or more.
+        max_ejected: share of endpoints (0..1) that may be ejected at once, rounded down;
+            at least one ejection is allowed when there are two endpoints or more (a lone
+            endpoint is never ejected unless ``max_ejected=1``).
         health_check: ``fn(endpoint) -> bool`` (or an ``async def``) for active checks.
         failure_on: exceptions inside ``with lb.pick()`` that count as the endpoint's
             failure; others release it without counting.
@@ -232,11 +233,9 @@ class LoadBalancer(Generic[T]):
         self._min_calls = min_calls
         self._eject_for = float(eject_for)
         self._max_eject_for = float(max_eject_for)
-        self._max_ejected = (
-            max(1, int(max_ejected * len(self._endpoints)))
-            if len(self._endpoints) > 1 and max_ejected > 0
-            else 0
-        )
+        count = len(self._endpoints)
+        floor = 1 if count > 1 and max_ejected > 0 else 0
+        self._max_ejected = max(floor, int(max_ejected * count))
         self._health_check = health_check
         self._failure_on: tuple[type[BaseException], ...] = types
         self._alpha = float(ewma_alpha)
