@@ -312,8 +312,8 @@ class CircuitBreaker:
         self._next_sync = now + self._sync_interval
         try:
             until = shared.read_open(self.name)
-        except Exception:  # noqa: BLE001 - a broken store must not break the breaker
-            _log.warning("breaker %r: reading the shared state failed", self.name, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - a broken store must not break the breaker
+            _log.warning("breaker %r: reading the shared state failed: %s", self.name, exc)
             return False
         if until is None:
             return False
@@ -329,16 +329,16 @@ class CircuitBreaker:
             return
         try:
             self._shared.publish_open(self.name, self._clock.time() + self.retry_after())
-        except Exception:  # noqa: BLE001
-            _log.warning("breaker %r: publishing 'open' failed", self.name, exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            _log.warning("breaker %r: publishing 'open' failed: %s", self.name, exc)
 
     def _clear_shared(self) -> None:
         if self._shared is None:
             return
         try:
             self._shared.clear(self.name)
-        except Exception:  # noqa: BLE001
-            _log.warning("breaker %r: clearing the shared state failed", self.name, exc_info=True)
+        except Exception as exc:  # noqa: BLE001
+            _log.warning("breaker %r: clearing the shared state failed: %s", self.name, exc)
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._core.state!r})"

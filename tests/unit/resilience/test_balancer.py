@@ -40,7 +40,9 @@ def test_round_robin_gives_each_endpoint_the_same_count(endpoints: list[str], ro
 
 
 @given(weights=st.lists(st.integers(1, 10), min_size=1, max_size=6), cycles=st.integers(1, 5))
-def test_weighted_round_robin_is_exact_per_cycle_and_smooth(weights: list[int], cycles: int) -> None:
+def test_weighted_round_robin_is_exact_per_cycle_and_smooth(
+    weights: list[int], cycles: int
+) -> None:
     endpoints = {f"e{i}": w for i, w in enumerate(weights)}
     lb = LoadBalancer(endpoints, "weighted_round_robin", listeners=Listeners())
     total = sum(weights)
@@ -93,8 +95,9 @@ def test_consistent_hash_matches_uhashring_and_is_sticky(
 def test_consistent_hash_moves_only_the_keys_of_an_ejected_endpoint() -> None:
     clock = FakeClock()
     endpoints = ["a", "b", "c", "d"]
-    lb = LoadBalancer(endpoints, "consistent_hash", eject_after_failures=1, clock=clock,
-                      listeners=Listeners())
+    lb = LoadBalancer(
+        endpoints, "consistent_hash", eject_after_failures=1, clock=clock, listeners=Listeners()
+    )
     keys = [f"user-{i}" for i in range(300)]
     before = {k: picks(lb, 1, k)[0] for k in keys}
     victim = before["user-0"]
@@ -112,8 +115,9 @@ def test_power_of_two_never_picks_the_slowest_and_favours_the_fastest(
 ) -> None:
     clock = FakeClock()
     names = [f"e{i}" for i in range(endpoints)]
-    lb = LoadBalancer(names, PowerOfTwoChoices(random.Random(seed)), clock=clock,
-                      listeners=Listeners())
+    lb = LoadBalancer(
+        names, PowerOfTwoChoices(random.Random(seed)), clock=clock, listeners=Listeners()
+    )
     for index, name in enumerate(names):  # teach it latencies 1, 2, 3... (ms)
         target = next(t for t in lb._endpoints if t.name == name)
         target.ewma = (index + 1) / 1000
@@ -152,8 +156,9 @@ def test_exceptions_outside_failure_on_release_without_counting() -> None:
 def test_ejection_trial_and_readmission() -> None:
     clock, listeners, recorder = FakeClock(), Listeners(), EventRecorder()
     listeners.add(recorder)
-    lb = LoadBalancer(["a", "b"], eject_after_failures=3, eject_for=10, clock=clock,
-                      listeners=listeners)
+    lb = LoadBalancer(
+        ["a", "b"], eject_after_failures=3, eject_for=10, clock=clock, listeners=listeners
+    )
 
     def call(fail_on: str) -> str:
         with contextlib.suppress(ConnectionError), lb.pick() as endpoint:
@@ -181,8 +186,15 @@ def test_ejection_trial_and_readmission() -> None:
 
 
 def test_failure_rate_ejection() -> None:
-    lb = LoadBalancer(["a", "b"], eject_after_failures=None, eject_failure_rate=0.5,
-                      failure_window=10, min_calls=10, listeners=Listeners(), clock=FakeClock())
+    lb = LoadBalancer(
+        ["a", "b"],
+        eject_after_failures=None,
+        eject_failure_rate=0.5,
+        failure_window=10,
+        min_calls=10,
+        listeners=Listeners(),
+        clock=FakeClock(),
+    )
     for i in range(22):
         with contextlib.suppress(ConnectionError), lb.pick() as endpoint:
             if endpoint == "a" and i % 4 == 0:  # every other call to a fails
@@ -193,15 +205,17 @@ def test_failure_rate_ejection() -> None:
 
 def test_max_ejected_keeps_some_endpoints_and_none_left_raises() -> None:
     clock = FakeClock()
-    lb = LoadBalancer(["a", "b"], eject_after_failures=1, max_ejected=0.5, clock=clock,
-                      listeners=Listeners())
+    lb = LoadBalancer(
+        ["a", "b"], eject_after_failures=1, max_ejected=0.5, clock=clock, listeners=Listeners()
+    )
     for _ in range(4):
         with contextlib.suppress(ConnectionError), lb.pick():
             raise ConnectionError
     states = sorted(s.state for s in lb.stats().values())
     assert states == ["ejected", "up"]  # the second ejection was refused
-    one = LoadBalancer(["only"], eject_after_failures=1, max_ejected=1.0, clock=clock,
-                       listeners=Listeners())
+    one = LoadBalancer(
+        ["only"], eject_after_failures=1, max_ejected=1.0, clock=clock, listeners=Listeners()
+    )
     with contextlib.suppress(ConnectionError), one.pick():
         raise ConnectionError
     with pytest.raises(NoHealthyEndpoint) as info, one.pick():
@@ -245,11 +259,13 @@ def test_health_check_that_raises_means_unhealthy() -> None:
 
 def test_background_health_checks_stop() -> None:
     checked: list[str] = []
-    lb = LoadBalancer(["a"], health_check=lambda e: checked.append(e) is None,
-                      listeners=Listeners())
+    lb = LoadBalancer(
+        ["a"], health_check=lambda e: checked.append(e) is None, listeners=Listeners()
+    )
     stop = lb.start_health_checks(0.001)
     stop()
-    assert checked and set(checked) == {"a"}
+    assert checked
+    assert set(checked) == {"a"}
 
 
 def test_async_pick() -> None:

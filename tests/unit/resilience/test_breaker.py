@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 
@@ -36,8 +37,12 @@ class Flaky:
 
 
 def make(clock: FakeClock, listeners: Listeners | None = None, **options: object) -> CircuitBreaker:
-    settings: dict[str, object] = {"window": 4, "minimum_calls": 4, "open_for": 10.0,
-                                   "trial_calls": 2}
+    settings: dict[str, object] = {
+        "window": 4,
+        "minimum_calls": 4,
+        "open_for": 10.0,
+        "trial_calls": 2,
+    }
     settings.update(options)
     return CircuitBreaker("dep", clock=clock, listeners=listeners or Listeners(), **settings)  # type: ignore[arg-type]
 
@@ -94,6 +99,7 @@ def test_half_open_admits_only_the_trial_calls() -> None:
     breaker.trip()
     clock.advance(10)
     started: list[int] = []
+    waits: list[float] = []
     refused = 0
 
     def nested(depth: int) -> None:
@@ -104,11 +110,12 @@ def test_half_open_admits_only_the_trial_calls() -> None:
                 breaker.call(nested, depth + 1)
             except CircuitOpen as exc:
                 refused += 1
-                assert exc.retry_after == 0.0
+                waits.append(exc.retry_after)
 
     breaker.call(nested, 0)  # three calls in flight at once: two trials, one refused
     assert started == [0, 1]
     assert refused == 1
+    assert waits == [0.0]
 
 
 def test_failure_rate_below_threshold_stays_closed(side: Side) -> None:
@@ -116,10 +123,8 @@ def test_failure_rate_below_threshold_stays_closed(side: Side) -> None:
     fn = Flaky()
     for i in range(40):
         fn.failing = i % 2 == 0  # 50% failures
-        try:
+        with contextlib.suppress(ConnectionError):
             side.through(breaker, fn)
-        except ConnectionError:
-            pass
     assert breaker.state == "closed"
     assert breaker.metrics()["failure_rate"] == 0.5
 
@@ -181,7 +186,8 @@ def test_decorator_keeps_signature_and_kind() -> None:
     async def aadd(a: int) -> int:
         return a + 1
 
-    assert add(1) == 3 and add.__doc__ == "Adds."
+    assert add(1) == 3
+    assert add.__doc__ == "Adds."
     assert list(inspect.signature(add).parameters) == ["a", "b"]
     assert inspect.iscoroutinefunction(aadd)
     assert asyncio.run(aadd(1)) == 2

@@ -105,8 +105,9 @@ def resilient_client(fleet: Fleet) -> Client:
         listeners=quiet,
     )
     breakers = {
-        name: CircuitBreaker(name, window=10, minimum_calls=5, open_for=5.0, clock=clock,
-                             listeners=quiet)
+        name: CircuitBreaker(
+            name, window=10, minimum_calls=5, open_for=5.0, clock=clock, listeners=quiet
+        )
         for name in fleet.instances
     }
     policy = retry(
@@ -119,7 +120,10 @@ def resilient_client(fleet: Fleet) -> Client:
         listeners=quiet,
     )
     return Client(
-        fleet, lb, breakers, policy,
+        fleet,
+        lb,
+        breakers,
+        policy,
         timeout(PER_ATTEMPT, mode="inline", clock=clock, listeners=quiet),
         timeout(BUDGET, mode="inline", clock=clock, listeners=quiet),
     )

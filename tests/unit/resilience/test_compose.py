@@ -207,8 +207,14 @@ def test_async_limiter_is_awaited() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("timeout", "1s"), ("retry", "yes"), ("breaker", object()), ("limiter", object()),
-     ("bulkhead", object()), ("fallback", 42)],
+    [
+        ("timeout", "1s"),
+        ("retry", "yes"),
+        ("breaker", object()),
+        ("limiter", object()),
+        ("bulkhead", object()),
+        ("fallback", 42),
+    ],
 )
 def test_bad_configuration(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError) as info:

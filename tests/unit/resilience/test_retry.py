@@ -90,8 +90,9 @@ def test_deadline_stops_retrying(side: Side) -> None:
     clock, listeners, recorder = FakeClock(), Listeners(), EventRecorder()
     listeners.add(recorder)
     fn = FailsThenWorks(100)
-    p = policy(clock, listeners, attempts=100, deadline=2.0, backoff=0.5, max_backoff=0.5,
-               jitter=False)
+    p = policy(
+        clock, listeners, attempts=100, deadline=2.0, backoff=0.5, max_backoff=0.5, jitter=False
+    )
     with pytest.raises(ConnectionError):
         side.through(p, fn)
     assert fn.calls == 4  # at 0, 0.5, 1.0, 1.5; a fifth would start at the deadline
@@ -163,8 +164,15 @@ def test_decorator_forms_keep_signature() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("attempts", 0), ("on", "ValueError"), ("on", ()), ("deadline", 0), ("backoff", -1),
-     ("max_backoff", 0.01), ("budget", 3)],
+    [
+        ("attempts", 0),
+        ("on", "ValueError"),
+        ("on", ()),
+        ("deadline", 0),
+        ("backoff", -1),
+        ("max_backoff", 0.01),
+        ("budget", 3),
+    ],
 )
 def test_bad_configuration(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError) as info:

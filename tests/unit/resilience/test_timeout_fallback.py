@@ -73,8 +73,17 @@ def test_nested_calls_share_the_remaining_budget(side: Side) -> None:
 
     outer_budget = timeout(0.5)
     inner_budget = timeout(30.0)
-    assert side.through(outer_budget, lambda: side.through(inner_budget, inner)
-                        if side.name == "sync" else inner_budget.call(inner)) == "done"
+    assert (
+        side.through(
+            outer_budget,
+            lambda: (
+                side.through(inner_budget, inner)
+                if side.name == "sync"
+                else inner_budget.call(inner)
+            ),
+        )
+        == "done"
+    )
     assert 0 < seen[0] <= 0.5
 
 
@@ -126,7 +135,9 @@ def test_fallback_value_and_function(side: Side) -> None:
     def down() -> str:
         raise ConnectionError("down")
 
-    assert side.through(fallback("cached", on=ConnectionError, listeners=listeners), down) == "cached"
+    assert (
+        side.through(fallback("cached", on=ConnectionError, listeners=listeners), down) == "cached"
+    )
     assert side.through(fallback(lambda exc: f"from {type(exc).__name__}"), down) == (
         "from ConnectionError"
     )
