@@ -218,26 +218,33 @@ class CircuitBreaker:
         Raises:
             CircuitOpen: the breaker is open; `fn` was not called.
         """
-        self._before()
         if self._timed:
-            start = self._clock.monotonic()
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:
-                self._on_error(exc, self._clock.monotonic() - start)
-                raise
-            self._record(False, self._clock.monotonic() - start)
-            return result
+            return self._call_timed(fn, *args, **kwargs)
+        core = self._core
+        if core.state != CLOSED or self._shared is not None:
+            self._before()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             self._on_error(exc, 0.0)
             raise
-        # inlined _record: this is the path every healthy call takes
+        # the path every healthy call takes: one lock, one O(1) window update
         with self._lock:
-            changed = self._core.record(False, 0.0)
+            changed = core.record_success()
         if changed:
             self._after_transition(changed)
+        return result
+
+    def _call_timed(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        self._before()
+        clock = self._clock
+        start = clock.monotonic()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._on_error(exc, clock.monotonic() - start)
+            raise
+        self._record(False, clock.monotonic() - start)
         return result
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -266,9 +273,11 @@ class CircuitBreaker:
 
             return async_wrapper
 
+        call = self.call
+
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
+            return call(fn, *args, **kwargs)
 
         return wrapper
 

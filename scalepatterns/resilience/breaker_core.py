@@ -253,15 +253,7 @@ class BreakerCore:
             window.add(now, failed, slow)
             if window.calls < self.policy.minimum_calls:
                 return None
-            failure_rate = window.failures / window.calls
-            slow_rate = window.slows / window.calls
-            if failure_rate >= self.policy.failure_rate_threshold or (
-                slow_after is not None and slow_rate >= self.policy.slow_call_rate_threshold
-            ):
-                self.last_failure_rate, self.last_slow_rate = failure_rate, slow_rate
-                self.trip()
-                return OPEN
-            return None
+            return self._judge()
         if state == HALF_OPEN and self._trial_permits > 0:
             if failed or slow:
                 self.last_failure_rate, self.last_slow_rate = float(failed), float(slow)
@@ -272,6 +264,45 @@ class BreakerCore:
                 self.close()
                 return CLOSED
         return None  # an outcome of a call started before the breaker opened: ignored
+
+    def record_success(self) -> BreakerStateName | None:
+        """`record(failed=False, duration=0.0)`, faster on the path healthy calls take.
+
+        In a closed breaker with a count window a fast success cannot raise a rate (it
+        replaces an outcome at least as good), so the rates are judged only when the
+        window first reaches `minimum_calls`.
+        """
+        window = self.window
+        if self.state != CLOSED or window.__class__ is not CountWindow:
+            return self.record(False, 0.0)
+        assert isinstance(window, CountWindow)
+        codes = window._codes
+        index = window._index
+        old = codes[index]
+        if old:
+            window.failures -= old & 1
+            window.slows -= (old >> 1) & 1
+        else:
+            window.calls += 1
+        codes[index] = 4
+        index += 1
+        window._index = 0 if index == window.size else index
+        if old or window.calls != self.policy.minimum_calls:
+            return None
+        return self._judge()
+
+    def _judge(self) -> BreakerStateName | None:
+        window = self.window
+        failure_rate = window.failures / window.calls
+        slow_rate = window.slows / window.calls
+        if failure_rate >= self.policy.failure_rate_threshold or (
+            self.policy.slow_call_duration is not None
+            and slow_rate >= self.policy.slow_call_rate_threshold
+        ):
+            self.last_failure_rate, self.last_slow_rate = failure_rate, slow_rate
+            self.trip()
+            return OPEN
+        return None
 
     def trip(self, until: float | None = None) -> None:
         """Open the breaker (until monotonic time `until`, default now + open_for)."""

@@ -121,7 +121,11 @@ class BreakerMachine(RuleBasedStateMachine):
         assert answer == self.model.permit()
         if answer is None:
             failed, duration = self._outcome(outcome)
-            self.core.record(failed, duration)
+            if outcome == "ok":  # the fast path healthy calls take
+                self.core.record_success()
+                duration = 0.0
+            else:
+                self.core.record(failed, duration)
             self.model.record(failed, duration)
 
     @rule()
