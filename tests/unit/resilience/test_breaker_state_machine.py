@@ -164,5 +164,23 @@ class BreakerMachine(RuleBasedStateMachine):
             )
 
 
-BreakerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+BreakerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40)
 TestBreakerStateMachine = BreakerMachine.TestCase
+
+
+def test_fast_success_path_judges_when_the_window_first_fills() -> None:
+    core = BreakerCore(BreakerPolicy(window=4, minimum_calls=2), FakeClock())
+    assert core.record(failed=True) is None
+    assert core.record_success() == "open"  # 1 failure in 2 calls: 50%
+
+
+def test_fast_success_path_on_a_full_window_never_trips() -> None:
+    core = BreakerCore(
+        BreakerPolicy(window=3, minimum_calls=3, failure_rate_threshold=0.75), FakeClock()
+    )
+    core.record(failed=True)
+    core.record(failed=True)
+    assert core.record_success() is None  # F F S: 2 of 3 is below 75%
+    assert core.record(failed=True) is None  # replaces the first F
+    assert core.record(failed=True) is None  # replaces the second F
+    assert core.record(failed=True) == "open"  # replaces the S: 3 of 3
