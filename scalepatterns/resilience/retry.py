@@ -40,8 +40,9 @@ class RetryBudget:
 
     Every call deposits `ratio` tokens; every retry withdraws one. Besides that,
     `min_per_second` tokens flow in per second so a quiet service may still retry now
-    and then. The balance never exceeds `capacity`. Thread-safe; share one budget
-    between every call to the same dependency.
+    and then. The balance starts at one second's worth of `min_per_second` and never
+    exceeds `capacity`. Thread-safe; share one budget between every call to the same
+    dependency.
 
     Args:
         ratio: retries per call allowed over time (0.2: at most one retry per 5 calls).
@@ -81,7 +82,7 @@ class RetryBudget:
         self.capacity = float(capacity)
         self._clock = clock
         self._lock = threading.Lock()
-        self._tokens = 0.0
+        self._tokens = min(self.capacity, self.min_per_second)
         self._refilled_at = clock.monotonic()
 
     @property
