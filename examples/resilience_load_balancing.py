@@ -7,7 +7,6 @@ health ejects the broken instance and an active health check re-admits it once f
 
 from __future__ import annotations
 
-
 from scalepatterns import FakeClock, Listeners
 from scalepatterns.resilience import EndpointEjected, EndpointReadmitted, LoadBalancer
 
