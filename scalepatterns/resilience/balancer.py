@@ -32,6 +32,7 @@ from typing import Any, Generic, Literal, TypeVar
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
+from scalepatterns.resilience._callables import exception_types
 from scalepatterns.resilience.errors import NoHealthyEndpoint
 from scalepatterns.resilience.events import EndpointEjected, EndpointReadmitted
 from scalepatterns.resilience.strategies import Strategy, resolve_strategy
@@ -224,7 +225,7 @@ class LoadBalancer(Generic[T]):
             raise ConfigurationError("ewma_alpha", ewma_alpha, "a weight in (0, 1]")
         if health_check is not None and not callable(health_check):
             raise ConfigurationError("health_check", health_check, "a callable taking an endpoint")
-        types = failure_on if isinstance(failure_on, tuple) else (failure_on,)
+        types = exception_types("failure_on", failure_on)
         self.name = name
         self._strategy = resolve_strategy(strategy)
         self._endpoints = [_Endpoint(e, w, failure_window) for e, w in weights]

@@ -7,7 +7,6 @@ as Redis (`RedisBreakerState`) so every process of a fleet stops together.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -16,7 +15,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import CircuitOpen, ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import is_coroutine_callable
+from scalepatterns.resilience._callables import decorate, exception_types
 from scalepatterns.resilience.breaker_core import (
     CLOSED,
     HALF_OPEN,
@@ -122,8 +121,8 @@ class CircuitBreaker:
             open_for=open_for,
             trial_calls=trial_calls,
         )
-        self._failure_on = _exception_types("failure_on", failure_on)
-        self._ignore = _exception_types("ignore", ignore)
+        self._failure_on = exception_types("failure_on", failure_on)
+        self._ignore = exception_types("ignore", ignore) if ignore != () else ()
         if not isinstance(sync_interval, (int, float)) or sync_interval < 0:
             raise ConfigurationError("sync_interval", sync_interval, "seconds >= 0")
         self._shared = shared
@@ -265,21 +264,7 @@ class CircuitBreaker:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` (``def`` or ``async def``) so every call goes through the breaker."""
-        if is_coroutine_callable(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        call = self.call
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return call(fn, *args, **kwargs)
-
-        return wrapper
+        return decorate(fn, self.call, self.acall)
 
     # ------------------------------------------------------ transitions
     def _after_transition(self, state: BreakerStateName) -> None:
@@ -351,13 +336,3 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.name!r}, state={self._core.state!r})"
-
-
-def _exception_types(
-    parameter: str, value: type[BaseException] | tuple[type[BaseException], ...]
-) -> tuple[type[BaseException], ...]:
-    types = value if isinstance(value, tuple) else (value,)
-    for item in types:
-        if not (isinstance(item, type) and issubclass(item, BaseException)):
-            raise ConfigurationError(parameter, value, "an exception class or a tuple of them")
-    return types

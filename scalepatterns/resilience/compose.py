@@ -93,40 +93,30 @@ class Pipeline:
         self.bulkhead = bulkhead
         self.fallback = fallback
 
-    # -------------------------------------------------------------- sync
+    def _wrap(self, fn: Callable[..., Any], sync: bool) -> Callable[..., Any]:
+        """Wrap `fn` in each configured policy, innermost (the end of `ORDER`) first."""
+        method = "call" if sync else "acall"
+        call: Callable[..., Any] = fn
+        for name in reversed(ORDER):
+            policy = getattr(self, name)
+            if policy is None:
+                continue
+            if name == "limiter":
+                limited = _limiter_sync if sync else _limiter_async
+                call = limited(fn, policy, self.limit_key or name_of(fn), call)
+            elif name == "bulkhead":
+                call = (_bulkhead_sync if sync else _bulkhead_async)(fn, policy, call)
+            else:
+                call = (_step if sync else _astep)(fn, getattr(policy, method), call)
+        return call
+
     def wrap_sync(self, fn: Callable[P, R]) -> Callable[P, R]:
         """The composed sync callable (built once; no per-call branching on options)."""
-        call: Callable[..., Any] = fn
-        if self.timeout is not None:
-            call = _step(fn, self.timeout.call, call)
-        if self.breaker is not None:
-            call = _step(fn, self.breaker.call, call)
-        if self.bulkhead is not None:
-            call = _bulkhead_sync(fn, self.bulkhead, call)
-        if self.limiter is not None:
-            call = _limiter_sync(fn, self.limiter, self.limit_key or name_of(fn), call)
-        if self.retry is not None:
-            call = _step(fn, self.retry.call, call)
-        if self.fallback is not None:
-            call = _step(fn, self.fallback.call, call)
-        return call
+        return self._wrap(fn, sync=True)
 
     def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         """The composed async callable."""
-        call: Callable[..., Any] = fn
-        if self.timeout is not None:
-            call = _astep(fn, self.timeout.acall, call)
-        if self.breaker is not None:
-            call = _astep(fn, self.breaker.acall, call)
-        if self.bulkhead is not None:
-            call = _bulkhead_async(fn, self.bulkhead, call)
-        if self.limiter is not None:
-            call = _limiter_async(fn, self.limiter, self.limit_key or name_of(fn), call)
-        if self.retry is not None:
-            call = _astep(fn, self.retry.acall, call)
-        if self.fallback is not None:
-            call = _astep(fn, self.fallback.acall, call)
-        return call
+        return self._wrap(fn, sync=False)
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call `fn` through every policy (composes on each call: decorate hot paths)."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import is_coroutine_callable, name_of
+from scalepatterns.resilience._callables import decorate, name_of
 from scalepatterns.resilience.events import FallbackUsed
 
 __all__ = ["Fallback", "fallback"]
@@ -76,19 +75,7 @@ class Fallback(Generic[T]):
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R | T]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` (``def`` or ``async def``)."""
-        if is_coroutine_callable(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return decorate(fn, self.call, self.acall)
 
 
 def fallback(

@@ -12,7 +12,6 @@ a failure hands over to tenacity's `Retrying` / `AsyncRetrying` loop.
 
 from __future__ import annotations
 
-import functools
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,7 @@ import tenacity
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import is_coroutine_callable, name_of
+from scalepatterns.resilience._callables import decorate, name_of
 from scalepatterns.resilience.events import RetryAttempt, RetryGaveUp, RetryScheduled
 from scalepatterns.resilience.timeout import remaining
 
@@ -296,19 +295,7 @@ class Retry:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` (``def`` or ``async def``) with this policy."""
-        if is_coroutine_callable(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return decorate(fn, self.call, self.acall)
 
     def __repr__(self) -> str:
         names = ", ".join(t.__name__ for t in self.on)

@@ -34,7 +34,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, DeadlineExceeded
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import is_coroutine_callable, name_of
+from scalepatterns.resilience._callables import decorate, name_of
 from scalepatterns.resilience.events import TimeoutExpired
 
 __all__ = ["Timeout", "deadline", "remaining", "timeout"]
@@ -132,18 +132,23 @@ class Timeout:
             self._listeners.emit(TimeoutExpired(source=name_of(fn), timeout=budget))
         return DeadlineExceeded(budget, name_of(fn))
 
+    def _enter(
+        self, fn: Callable[..., Any]
+    ) -> tuple[float, float, contextvars.Token[tuple[Clock, float] | None]]:
+        """Start a budget: (seconds, monotonic expiry, the context token to reset)."""
+        budget = _budget(self.seconds)
+        if budget <= 0:
+            raise self._expired(fn, max(budget, 0.0))
+        expires = self._clock.monotonic() + budget
+        return budget, expires, _DEADLINE.set((self._clock, expires))
+
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call `fn` with this budget (see the module docs for what "sync" means here).
 
         Raises:
             DeadlineExceeded: the budget (or an enclosing deadline) ran out.
         """
-        budget = _budget(self.seconds)
-        if budget <= 0:
-            raise self._expired(fn, max(budget, 0.0))
-        clock = self._clock
-        expires = clock.monotonic() + budget
-        token = _DEADLINE.set((clock, expires))
+        budget, expires, token = self._enter(fn)
         try:
             if self.mode == "inline":
                 result = fn(*args, **kwargs)
@@ -158,7 +163,7 @@ class Timeout:
                     raise self._expired(fn, budget) from exc
         finally:
             _DEADLINE.reset(token)
-        if clock.monotonic() > expires:
+        if self._clock.monotonic() > expires:
             raise self._expired(fn, budget)  # a late answer is dropped
         return result
 
@@ -168,12 +173,7 @@ class Timeout:
         Raises:
             DeadlineExceeded: the budget (or an enclosing deadline) ran out.
         """
-        budget = _budget(self.seconds)
-        if budget <= 0:
-            raise self._expired(fn, max(budget, 0.0))
-        clock = self._clock
-        expires = clock.monotonic() + budget
-        token = _DEADLINE.set((clock, expires))
+        budget, expires, token = self._enter(fn)
         try:
             result = await asyncio.wait_for(fn(*args, **kwargs), budget)
         except DeadlineExceeded:
@@ -182,7 +182,7 @@ class Timeout:
             raise self._expired(fn, budget) from exc
         finally:
             _DEADLINE.reset(token)
-        if clock.monotonic() > expires:
+        if self._clock.monotonic() > expires:
             raise self._expired(fn, budget)
         return result
 
@@ -192,19 +192,7 @@ class Timeout:
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
         """Decorate `fn` (``def`` or ``async def``) with this budget per call."""
-        if is_coroutine_callable(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.acall(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return decorate(fn, self.call, self.acall)
 
     def __repr__(self) -> str:
         return f"Timeout({self.seconds}, mode={self.mode!r})"
