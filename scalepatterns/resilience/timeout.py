@@ -12,6 +12,8 @@ semantics, Python 3.10 compatible) and `DeadlineExceeded` is raised.
 call runs on a worker thread while the caller waits at most the budget; when it runs
 out the caller gets `DeadlineExceeded` at once, but **the call keeps running on its
 worker thread until it returns by itself**, and its result or error is then dropped.
+The workers are daemon threads: a call that never returns does not block interpreter
+exit.
 Give the callee its own I/O timeouts (read `remaining()`), or it may hold a worker for
 long; the worker pool is bounded (`max_workers`, 32 by default) and calls queue when
 it is full (time spent queued counts against the budget). With ``mode="inline"`` the
@@ -27,6 +29,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import queue
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal, ParamSpec, TypeVar, overload
@@ -47,18 +50,53 @@ _DEADLINE: contextvars.ContextVar[tuple[Clock, float] | None] = contextvars.Cont
     "scalepatterns_deadline", default=None
 )
 
-_executor_lock = threading.Lock()
-_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+class _DaemonPool(concurrent.futures.Executor):
+    """A bounded pool of **daemon** worker threads, started on demand.
+
+    Unlike `ThreadPoolExecutor`, whose workers the interpreter joins at exit, a call that
+    never returns here cannot keep the process from exiting.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self._max = max_workers
+        self._queue: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[[], Any]]]
+        self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(
+        self, fn: Callable[..., R], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[R]:
+        future: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._queue.put((future, functools.partial(fn, *args, **kwargs)))
+        with self._lock:
+            if self._idle == 0 and self._threads < self._max:
+                self._threads += 1
+                threading.Thread(
+                    target=self._work, name="scalepatterns-timeout", daemon=True
+                ).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            future, call = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
-def _shared_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
-    with _executor_lock:
-        if _executor is None:
-            _executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=32, thread_name_prefix="scalepatterns-timeout"
-            )
-        return _executor
+_shared_pool = _DaemonPool(max_workers=32)
 
 
 def remaining() -> float | None:
@@ -154,7 +192,7 @@ class Timeout:
                 result = fn(*args, **kwargs)
             else:
                 context = contextvars.copy_context()
-                executor = self._executor or _shared_executor()
+                executor = self._executor or _shared_pool
                 future = executor.submit(context.run, functools.partial(fn, *args, **kwargs))
                 try:
                     result = future.result(timeout=budget)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -16,6 +18,7 @@ from scalepatterns.resilience import (
     remaining,
     timeout,
 )
+from scalepatterns.resilience.timeout import _DaemonPool
 
 from .conftest import Side
 
@@ -161,3 +164,30 @@ def test_async_fallback_function_is_awaited() -> None:
         raise ConnectionError
 
     assert asyncio.run(down()) == "cached"
+
+
+def test_a_call_that_never_returns_does_not_block_interpreter_exit() -> None:
+    script = (
+        "import threading\n"
+        "from scalepatterns import DeadlineExceeded\n"
+        "from scalepatterns.resilience import timeout\n"
+        "try:\n"
+        "    timeout(0.01).call(threading.Event().wait)\n"
+        "except DeadlineExceeded:\n"
+        "    print('gave up')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "gave up"
+
+
+def test_worker_pool_is_bounded_and_reused() -> None:
+    pool = _DaemonPool(max_workers=2)
+    futures = [pool.submit(lambda i=i: i * 2) for i in range(20)]
+    assert [f.result(timeout=10) for f in futures] == [i * 2 for i in range(20)]
+    assert pool._threads <= 2
+    failing = pool.submit(int, "x")
+    with pytest.raises(ValueError):
+        failing.result(timeout=10)
