@@ -200,7 +200,10 @@ class CircuitBreaker:
 
     def _record(self, failed: bool, duration: float) -> None:
         with self._lock:
-            changed = self._core.record(failed, duration)
+            if failed or self._timed:
+                changed = self._core.record(failed, duration)
+            else:
+                changed = self._core.record_success()
         if changed:
             self._after_transition(changed)
 

@@ -301,3 +301,26 @@ def test_bad_configuration(args: list[object], kwargs: dict[str, object], parame
     with pytest.raises(ConfigurationError) as info:
         LoadBalancer(*args, **kwargs)  # type: ignore[arg-type]
     assert info.value.parameter == parameter
+
+
+def test_least_connections_spreads_concurrent_async_calls() -> None:
+    lb = LoadBalancer(["a", "b", "c"], "least_connections", listeners=Listeners())
+    peak: dict[str, int] = {}
+
+    async def call(release: asyncio.Event) -> None:
+        async with lb.pick() as endpoint:
+            active = lb.stats()[endpoint].active
+            peak[endpoint] = max(peak.get(endpoint, 0), active)
+            await release.wait()
+
+    async def scenario() -> None:
+        release = asyncio.Event()
+        tasks = [asyncio.ensure_future(call(release)) for _ in range(9)]
+        await asyncio.sleep(0)
+        assert {name: s.active for name, s in lb.stats().items()} == {"a": 3, "b": 3, "c": 3}
+        release.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    assert peak == {"a": 3, "b": 3, "c": 3}
+    assert all(s.active == 0 and s.calls == 3 for s in lb.stats().values())
