@@ -33,15 +33,42 @@ from scalepatterns.serializers import (
 )
 
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
-    pass
+    from scalepatterns.resilience import (
+        CircuitBreaker,
+        LoadBalancer,
+        NoHealthyEndpoint,
+        RedisBreakerState,
+        RetryBudget,
+        deadline,
+        fallback,
+        pipeline,
+        remaining,
+        resilient,
+        retry,
+        timeout,
+    )
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "CircuitBreaker": "scalepatterns.resilience",
+    "LoadBalancer": "scalepatterns.resilience",
+    "NoHealthyEndpoint": "scalepatterns.resilience",
+    "RedisBreakerState": "scalepatterns.resilience",
+    "RetryBudget": "scalepatterns.resilience",
+    "deadline": "scalepatterns.resilience",
+    "fallback": "scalepatterns.resilience",
+    "pipeline": "scalepatterns.resilience",
+    "remaining": "scalepatterns.resilience",
+    "resilient": "scalepatterns.resilience",
+    "retry": "scalepatterns.resilience",
+    "timeout": "scalepatterns.resilience",
+}
 
 __all__ = [
     "BackendUnavailable",
+    "CircuitBreaker",
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
@@ -52,11 +79,15 @@ __all__ = [
     "JsonSerializer",
     "Listener",
     "Listeners",
+    "LoadBalancer",
     "MissingDependency",
     "MsgpackSerializer",
+    "NoHealthyEndpoint",
     "OutageGuard",
     "QueueFull",
     "RateLimited",
+    "RedisBreakerState",
+    "RetryBudget",
     "SYSTEM_CLOCK",
     "ScalePatternsError",
     "SerializationError",
@@ -65,7 +96,14 @@ __all__ = [
     "SignedPickleSerializer",
     "SystemClock",
     "__version__",
+    "deadline",
     "default_listeners",
+    "fallback",
+    "pipeline",
+    "remaining",
+    "resilient",
+    "retry",
+    "timeout",
 ]
 
 

@@ -1,0 +1,70 @@
+"""Telling `async def` callables apart from plain ones, the careful way."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from scalepatterns.errors import ConfigurationError
+
+__all__ = ["decorate", "exception_types", "is_coroutine_callable", "name_of"]
+
+
+def is_coroutine_callable(fn: Callable[..., Any]) -> bool:
+    """True for `async def` functions, `functools.partial`s of them, and objects with an
+    `async def __call__` (what `inspect.iscoroutinefunction` alone misses)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isclass(fn):
+        return False
+    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the method itself
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def name_of(fn: Callable[..., Any]) -> str:
+    """A short, low-cardinality name for events: the function's qualified name."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return str(name)
+
+
+def decorate(
+    fn: Callable[..., Any],
+    call: Callable[..., Any],
+    acall: Callable[..., Any],
+) -> Callable[..., Any]:
+    """Wrap `fn` so each call goes through a policy's `call` (or `acall` for `async def`).
+
+    The wrapper keeps `fn`'s name, docstring and signature (`functools.wraps`); the
+    policies' typed `__call__` overloads give it `fn`'s parameters for type checkers.
+    """
+    if is_coroutine_callable(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await acall(fn, *args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return call(fn, *args, **kwargs)
+
+    return wrapper
+
+
+def exception_types(
+    parameter: str, value: type[BaseException] | tuple[type[BaseException], ...]
+) -> tuple[type[BaseException], ...]:
+    """`value` as a non-empty tuple of exception classes, or `ConfigurationError`."""
+    types = value if isinstance(value, tuple) else (value,)
+    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
+        raise ConfigurationError(
+            parameter, value, "an exception class or a non-empty tuple of them"
+        )
+    return types
