@@ -1,0 +1,227 @@
+"""Prometheus metrics for every block, from the events they emit.
+
+```python
+from prometheus_client import CollectorRegistry, generate_latest
+
+from scalepatterns.contrib import prometheus
+from scalepatterns.events import Listeners
+
+registry, listeners = CollectorRegistry(), Listeners()
+handle = prometheus.instrument(registry, listeners=listeners)
+# ... components built with listeners=listeners emit; the registry counts ...
+assert b"# HELP" in generate_latest(registry) or True
+handle.uninstrument()
+```
+
+`instrument()` registers one listener. It keeps the metric families of one registry
+together (calling it again for the same registry reuses them) and caches each labelled
+child, so updating a counter costs a dictionary lookup and the counter's own lock.
+Labels are the event's `source` (a cache namespace, a queue, a breaker's name...) and
+small enums from the event (a reason, a target, a state), never a user key. The full
+catalogue is in ``docs/observability.md``.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from scalepatterns._deps import require
+from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation
+from scalepatterns.events import Event, Listeners
+from scalepatterns.resilience import events as resilience
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["BREAKER_STATES", "PREFIX", "instrument", "metric_names"]
+
+PREFIX = "scalepatterns"
+"""Every metric name starts with this prefix."""
+
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+"""Values of the ``scalepatterns_breaker_state`` gauge."""
+
+_FEATURE = "scalepatterns.contrib.prometheus.instrument()"
+
+
+class _Family:
+    """A labelled metric whose children are cached (``labels()`` takes a lock each call)."""
+
+    __slots__ = ("_children", "_lock", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self.metric.labels(*values)
+            with self._lock:
+                self._children = {**self._children, values: child}
+        return child
+
+
+class _Metrics:
+    """The metric families of one registry and the event table that updates them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
+        self.registry = registry
+        self.names: list[str] = []
+        self.table: dict[type[Event], Handler] = {}
+        for block in _BLOCKS:
+            self.table.update(block(self))
+
+    def _make(self, kind: str, name: str, doc: str, labels: tuple[str, ...], **kw: Any) -> _Family:
+        full = f"{PREFIX}_{name}"
+        self.names.append(full)
+        factory = getattr(self.prom, kind)
+        return _Family(factory(full, doc, labels, registry=self.registry, **kw))
+
+    def counter(self, name: str, doc: str, *labels: str) -> _Family:
+        return self._make("Counter", name, doc, labels)
+
+    def gauge(self, name: str, doc: str, *labels: str) -> _Family:
+        return self._make("Gauge", name, doc, labels)
+
+    def histogram(
+        self, name: str, doc: str, *labels: str, buckets: tuple[float, ...] | None = None
+    ) -> _Family:
+        kw: dict[str, Any] = {"buckets": buckets} if buckets else {}
+        return self._make("Histogram", name, doc, labels, **kw)
+
+    def collector(self, collect: Callable[[], Iterator[Any]]) -> None:
+        """Register a custom collector whose values are computed at scrape time."""
+
+        class _Collector:
+            def collect(self) -> Iterator[Any]:
+                return collect()
+
+            def describe(self) -> list[Any]:
+                return []
+
+        self.registry.register(_Collector())
+
+
+# --------------------------------------------------------------------- resilience
+
+
+def _resilience(m: _Metrics) -> dict[type[Event], Handler]:
+    attempts = m.counter("retry_attempts_total", "Attempts run by retry policies.", "function")
+    retries = m.counter(
+        "retry_retries_total", "Failed attempts that were scheduled again.", "function"
+    )
+    gave_up = m.counter(
+        "retry_gave_up_total", "Calls whose retrying stopped (attempts, deadline or budget).",
+        "function", "reason",
+    )  # fmt: skip
+    state = m.gauge(
+        "breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", "breaker"
+    )
+    transitions = m.counter(
+        "breaker_transitions_total", "Circuit breaker state changes, by the state entered.",
+        "breaker", "state",
+    )  # fmt: skip
+    rejected = m.counter(
+        "breaker_rejected_calls_total", "Calls refused by an open breaker.", "breaker"
+    )
+    ejections = m.counter(
+        "balancer_ejections_total", "Endpoints taken out of a load balancer's rotation.",
+        "balancer", "endpoint", "reason",
+    )  # fmt: skip
+    readmissions = m.counter(
+        "balancer_readmissions_total", "Ejected endpoints back in rotation.",
+        "balancer", "endpoint",
+    )  # fmt: skip
+    ejected = m.gauge(
+        "balancer_endpoint_ejected", "1 while the endpoint is ejected, else 0.",
+        "balancer", "endpoint",
+    )  # fmt: skip
+    timeouts = m.counter("timeouts_total", "Calls that ran out of their time budget.", "function")
+    fallbacks = m.counter(
+        "fallbacks_total", "Calls answered by a fallback, by the error handled.",
+        "function", "error",
+    )  # fmt: skip
+
+    def breaker(to: str) -> Handler:
+        value = BREAKER_STATES[to]
+
+        def update(e: Event) -> None:
+            state(e.source).set(value)
+            transitions(e.source, to).inc()
+
+        return update
+
+    def ejected_endpoint(e: resilience.EndpointEjected) -> None:
+        ejections(e.source, e.endpoint, e.reason).inc()
+        ejected(e.source, e.endpoint).set(1)
+
+    def readmitted_endpoint(e: resilience.EndpointReadmitted) -> None:
+        readmissions(e.source, e.endpoint).inc()
+        ejected(e.source, e.endpoint).set(0)
+
+    return {
+        resilience.RetryAttempt: lambda e: attempts(e.source).inc(),
+        resilience.RetryScheduled: lambda e: retries(e.source).inc(),
+        resilience.RetryGaveUp: lambda e: gave_up(e.source, e.reason).inc(),
+        resilience.BreakerOpened: breaker("open"),
+        resilience.BreakerHalfOpened: breaker("half_open"),
+        resilience.BreakerClosed: breaker("closed"),
+        resilience.BreakerRejected: lambda e: rejected(e.source).inc(),
+        resilience.EndpointEjected: ejected_endpoint,
+        resilience.EndpointReadmitted: readmitted_endpoint,
+        resilience.TimeoutExpired: lambda e: timeouts(e.source).inc(),
+        resilience.FallbackUsed: lambda e: fallbacks(e.source, e.error).inc(),
+    }
+
+
+_BLOCKS: tuple[Callable[[_Metrics], dict[type[Event], Handler]], ...] = (_resilience,)
+
+_per_registry: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDictionary()
+_per_registry_lock = threading.Lock()
+
+
+def _metrics_for(registry: CollectorRegistry) -> _Metrics:
+    with _per_registry_lock:
+        metrics = _per_registry.get(registry)
+        if metrics is None:
+            metrics = _per_registry[registry] = _Metrics(registry)
+        return metrics
+
+
+def instrument(
+    registry: CollectorRegistry | None = None, listeners: Listeners | None = None
+) -> Instrumentation:
+    """Maintain Prometheus metrics from the events emitted through `listeners`.
+
+    Args:
+        registry: the `prometheus_client.CollectorRegistry` to register the metrics in
+            (``prometheus_client.REGISTRY`` by default). Instrumenting the same registry
+            again reuses its metrics.
+        listeners: the registry of listeners to listen on (``default_listeners``).
+
+    Returns:
+        An `Instrumentation`; ``uninstrument()`` stops updating (recorded values stay).
+
+    Raises:
+        MissingDependency: prometheus_client is not installed
+            (``pip install 'scalepatterns[prometheus]'``).
+    """
+    if registry is None:
+        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
+        registry = prom.REGISTRY
+    metrics = _metrics_for(registry)
+    return Instrumentation(Dispatcher(metrics.table), listeners, registry)
+
+
+def metric_names(registry: CollectorRegistry | None = None) -> list[str]:
+    """The names of the metrics `instrument()` maintains (as declared, before suffixes)."""
+    if registry is None:
+        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
+        registry = prom.REGISTRY
+    return list(_metrics_for(registry).names)
