@@ -33,15 +33,45 @@ from scalepatterns.serializers import (
 )
 
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
-    pass
+    from scalepatterns.sharding.bounded import BoundedLoadRing
+    from scalepatterns.sharding.errors import FanOutError, ShardingError, ShardUnavailable
+    from scalepatterns.sharding.jump import JumpHash
+    from scalepatterns.sharding.placement import Placement
+    from scalepatterns.sharding.ranges import RangeShards
+    from scalepatterns.sharding.rebalance import RebalancePlan, plan_rebalance
+    from scalepatterns.sharding.rendezvous import Rendezvous
+    from scalepatterns.sharding.ring import HashRing
+    from scalepatterns.sharding.router import ShardRouter, SkewReport
+    from scalepatterns.sharding.sharded_redis import AsyncShardedRedis, ShardedRedis
+    from scalepatterns.sharding.sql import Resharder, ShardedSession
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "AsyncShardedRedis": "scalepatterns.sharding.sharded_redis",
+    "BoundedLoadRing": "scalepatterns.sharding.bounded",
+    "FanOutError": "scalepatterns.sharding.errors",
+    "HashRing": "scalepatterns.sharding.ring",
+    "JumpHash": "scalepatterns.sharding.jump",
+    "Placement": "scalepatterns.sharding.placement",
+    "RangeShards": "scalepatterns.sharding.ranges",
+    "RebalancePlan": "scalepatterns.sharding.rebalance",
+    "Rendezvous": "scalepatterns.sharding.rendezvous",
+    "Resharder": "scalepatterns.sharding.sql",
+    "ShardRouter": "scalepatterns.sharding.router",
+    "ShardUnavailable": "scalepatterns.sharding.errors",
+    "ShardedRedis": "scalepatterns.sharding.sharded_redis",
+    "ShardedSession": "scalepatterns.sharding.sql",
+    "ShardingError": "scalepatterns.sharding.errors",
+    "SkewReport": "scalepatterns.sharding.router",
+    "plan_rebalance": "scalepatterns.sharding.rebalance",
+}
 
 __all__ = [
+    "AsyncShardedRedis",
     "BackendUnavailable",
+    "BoundedLoadRing",
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
@@ -49,23 +79,38 @@ __all__ = [
     "Event",
     "EventRecorder",
     "FakeClock",
+    "FanOutError",
+    "HashRing",
     "JsonSerializer",
+    "JumpHash",
     "Listener",
     "Listeners",
     "MissingDependency",
     "MsgpackSerializer",
     "OutageGuard",
+    "Placement",
     "QueueFull",
+    "RangeShards",
     "RateLimited",
+    "RebalancePlan",
+    "Rendezvous",
+    "Resharder",
     "SYSTEM_CLOCK",
     "ScalePatternsError",
     "SerializationError",
     "Serializer",
+    "ShardRouter",
+    "ShardUnavailable",
+    "ShardedRedis",
+    "ShardedSession",
+    "ShardingError",
     "SignatureError",
     "SignedPickleSerializer",
+    "SkewReport",
     "SystemClock",
     "__version__",
     "default_listeners",
+    "plan_rebalance",
 ]
 
 

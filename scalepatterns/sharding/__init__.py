@@ -19,6 +19,7 @@ from scalepatterns.sharding.errors import (
     InvalidShardKey,
     ReshardError,
     ShardingError,
+    ShardUnavailable,
 )
 from scalepatterns.sharding.events import (
     FanOutFinished,
@@ -36,16 +37,19 @@ from scalepatterns.sharding.ring import HashRing
 from scalepatterns.sharding.router import ShardRouter, SkewReport, merge_sorted, skew_report
 
 if TYPE_CHECKING:
-    from scalepatterns.sharding.redis import ShardedRedis
-    from scalepatterns.sharding.sql import Resharder, ShardedSession
+    from scalepatterns.sharding.sharded_redis import AsyncShardedRedis, ShardedRedis
+    from scalepatterns.sharding.sql import Resharder, ReshardReport, ShardedSession
 
 _LAZY = {
+    "ReshardReport": "scalepatterns.sharding.sql",
     "Resharder": "scalepatterns.sharding.sql",
-    "ShardedRedis": "scalepatterns.sharding.redis",
+    "AsyncShardedRedis": "scalepatterns.sharding.sharded_redis",
+    "ShardedRedis": "scalepatterns.sharding.sharded_redis",
     "ShardedSession": "scalepatterns.sharding.sql",
 }
 
 __all__ = [
+    "AsyncShardedRedis",
     "BoundedLoadRing",
     "EmptyPlacement",
     "FanOutError",
@@ -62,11 +66,13 @@ __all__ = [
     "RebalancePlan",
     "Rendezvous",
     "ReshardError",
+    "ReshardReport",
     "Resharder",
     "ResizablePlacement",
     "RowsResharded",
     "ShardRouted",
     "ShardRouter",
+    "ShardUnavailable",
     "ShardedRedis",
     "ShardedSession",
     "ShardingError",

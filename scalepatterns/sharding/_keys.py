@@ -5,14 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from hashlib import blake2b
-from typing import Union
 
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.sharding.errors import InvalidShardKey
 
 __all__ = ["Key", "hash64", "key_bytes", "normalize_nodes"]
 
-Key = Union[str, bytes, int, uuid.UUID]
+Key = str | bytes | int | uuid.UUID
 """What a placement accepts as a key: text, bytes, an integer or a UUID."""
 
 _MASK64 = (1 << 64) - 1
@@ -80,7 +79,7 @@ def check_node(node: object) -> str:
 def check_weight(weight: object, *, weights_allowed: bool = True) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)):
         raise ConfigurationError("weight", weight, "a number > 0")
-    if not weight > 0 or weight != weight or weight == float("inf"):
+    if not 0 < weight < float("inf"):  # also refuses NaN
         raise ConfigurationError("weight", weight, "a finite number > 0")
     if not weights_allowed and weight != 1:
         raise ConfigurationError("weight", weight, "1 (this placement has no weights)")

@@ -174,7 +174,7 @@ class BoundedLoadRing:
             self._total -= self._weights.pop(node)
             orphans = self._held.pop(node)
             moves: list[Move] = []
-            for data, key in orphans.items():
+            for data in orphans:
                 del self._owner[data]
             for data, key in orphans.items():
                 target = self._first_with_room(data, len(self._owner) + 1) if self._weights else ""
@@ -184,9 +184,7 @@ class BoundedLoadRing:
                 self._owner[data] = target
                 moves.append(Move(key, node, target))
         if self._listeners.active:
-            self._listeners.emit(
-                NodeRemoved(source="BoundedLoadRing", node=node, moved=len(moves))
-            )
+            self._listeners.emit(NodeRemoved(source="BoundedLoadRing", node=node, moved=len(moves)))
         return moves
 
     # -- internals (called with the lock held) ------------------------------------------

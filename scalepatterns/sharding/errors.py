@@ -6,6 +6,7 @@ ScalePatternsError
 └── ShardingError             a sharding operation could not be carried out
     ├── InvalidShardKey       the key has no stable hash (also a TypeError)
     ├── EmptyPlacement        a lookup on a placement with no node
+    ├── ShardUnavailable      one shard's server failed (also a BackendUnavailable)
     ├── FanOutError           one or more shards failed during a fan-out; carries `errors`
     └── ReshardError          a resharding batch failed verification; carries the shards
 ```
@@ -16,9 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from scalepatterns.errors import ScalePatternsError
+from scalepatterns.errors import BackendUnavailable, ScalePatternsError
 
-__all__ = ["EmptyPlacement", "FanOutError", "InvalidShardKey", "ReshardError", "ShardingError"]
+__all__ = [
+    "EmptyPlacement",
+    "FanOutError",
+    "InvalidShardKey",
+    "ReshardError",
+    "ShardUnavailable",
+    "ShardingError",
+]
 
 
 class ShardingError(ScalePatternsError):
@@ -67,6 +75,19 @@ class FanOutError(ShardingError):
             f"fan-out failed on {len(self.errors)} of {len(self.errors) + len(self.results)} "
             f"shards ({failed}); the partial results are on .results"
         )
+
+
+class ShardUnavailable(ShardingError, BackendUnavailable):
+    """The server behind one shard failed; the other shards are unaffected.
+
+    Attributes:
+        shard: the logical shard id whose server failed.
+        backend: the kind of server (``"redis"``).
+    """
+
+    def __init__(self, shard: str, backend: str, message: str) -> None:
+        self.shard = shard
+        BackendUnavailable.__init__(self, backend, f"shard {shard!r}: {message}")
 
 
 class ReshardError(ShardingError):

@@ -59,11 +59,13 @@ class JumpHash:
     __slots__ = ("_lock", "_nodes")
 
     def __init__(self, nodes: Iterable[str] | int) -> None:
-        if isinstance(nodes, int) and not isinstance(nodes, bool):
-            if nodes < 0:
+        if isinstance(nodes, int):
+            if isinstance(nodes, bool) or nodes < 0:
                 raise ConfigurationError("nodes", nodes, "a count >= 0 or a list of node ids")
-            nodes = [str(i) for i in range(nodes)]
-        self._nodes: tuple[str, ...] = tuple(normalize_nodes(nodes, weights_allowed=False))
+            names: Iterable[str] = [str(i) for i in range(nodes)]
+        else:
+            names = nodes
+        self._nodes: tuple[str, ...] = tuple(normalize_nodes(names, weights_allowed=False))
         self._lock = threading.Lock()
 
     @property

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
-from typing import Union
 
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.sharding._keys import Key, check_node, key_bytes
@@ -12,7 +12,7 @@ from scalepatterns.sharding.errors import InvalidShardKey
 
 __all__ = ["RangeShards"]
 
-Bound = Union[str, bytes, int, None]
+Bound = str | bytes | int | None
 
 
 class RangeShards:
@@ -80,7 +80,7 @@ class RangeShards:
             raise ConfigurationError(
                 "ranges", ordered[-1], "a last range ending at None (keys above it: a gap)"
             )
-        for before, after in zip(ordered, ordered[1:]):
+        for before, after in itertools.pairwise(ordered):
             if end_key(before[1]) < sort_key(after[0]):
                 raise ConfigurationError(
                     "ranges", (before, after), "adjacent ranges (there is a gap between these)"
@@ -120,8 +120,7 @@ class RangeShards:
             if self._normalize is not None and isinstance(key, str):
                 key = self._normalize(key)
             point = key_bytes(key)
-        return self._owners[bisect_right(self._starts, point)]  # type: ignore[arg-type]
+        return self._owners[bisect_right(self._starts, point)]  # type: ignore[arg-type,unused-ignore]
 
     def __repr__(self) -> str:
         return f"RangeShards({list(self._ranges)!r})"
-

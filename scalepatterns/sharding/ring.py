@@ -62,7 +62,7 @@ class _Snapshot:
 
 
 def _meta_points(node: str, count: int) -> list[tuple[bytes, str]]:
-    return [(md5(f"{node}-{w}".encode()).digest(), node) for w in range(count)]
+    return [(md5(f"{node}-{w}".encode()).digest(), node) for w in range(count)]  # noqa: S324 - placement, not security
 
 
 class HashRing:
@@ -120,11 +120,11 @@ class HashRing:
         """
         snap = self._snap
         data = key.encode() if type(key) is str else key_bytes(key)
-        point: bytes | int = md5(data).digest()
+        point: bytes | int = md5(data).digest()  # noqa: S324 - placement, not security
         if self._ketama:
-            point = int.from_bytes(point[:4], "little")  # type: ignore[index]
+            point = int.from_bytes(point[:4], "little")  # type: ignore[index,unused-ignore]
         try:
-            return snap.owners[bisect_right(snap.points, point)]  # type: ignore[arg-type]
+            return snap.owners[bisect_right(snap.points, point)]  # type: ignore[arg-type,unused-ignore]
         except IndexError:
             raise EmptyPlacement("HashRing") from None
 
@@ -137,12 +137,12 @@ class HashRing:
         snap = self._snap
         data = key_bytes(key)
         point: bytes | int = (
-            int.from_bytes(md5(data).digest()[:4], "little") if self._ketama else md5(data).digest()
+            int.from_bytes(md5(data).digest()[:4], "little") if self._ketama else md5(data).digest()  # noqa: S324 - placement, not security
         )
         count = len(snap.points)
         if not count:
             raise EmptyPlacement("HashRing")
-        start = bisect_right(snap.points, point)  # type: ignore[arg-type]
+        start = bisect_right(snap.points, point)  # type: ignore[arg-type,unused-ignore]
         owners = snap.owners
         for offset in range(count):
             yield owners[(start + offset) % count]
@@ -236,11 +236,13 @@ class HashRing:
         points: list[int] = []
         for node, weight in weights.items():
             scaled = self._vnodes * len(weights) * weight
-            groups = scaled // total if isinstance(scaled, int) and isinstance(total, int) else (
-                math.floor(scaled / total)
+            groups = (
+                scaled // total
+                if isinstance(scaled, int) and isinstance(total, int)
+                else (math.floor(scaled / total))
             )
             for w in range(max(1, int(groups))):
-                digest = md5(f"{node}-{w}".encode()).digest()
+                digest = md5(f"{node}-{w}".encode()).digest()  # noqa: S324 - placement, not security
                 for replica in range(_KETAMA_REPLICAS):
                     point = int.from_bytes(digest[replica * 4 : replica * 4 + 4], "little")
                     ring[point] = node

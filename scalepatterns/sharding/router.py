@@ -71,7 +71,7 @@ def merge_sorted(
     With `limit`, stops after that many items: each shard only has to return its own
     first `limit` rows for the merged first `limit` to be right.
     """
-    merged = heapq.merge(*parts, key=key, reverse=reverse)
+    merged = heapq.merge(*parts, key=key, reverse=reverse)  # type: ignore[arg-type]
     if limit is None:
         return list(merged)
     result: list[T] = []
@@ -222,10 +222,13 @@ class ShardRouter(Generic[R]):
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=self.name) as pool:
             futures = {s: pool.submit(fn, s, self._resource(s)) for s in targets}
             for shard, future in futures.items():
-                try:
+                failure = future.exception()
+                if failure is None:
                     results[shard] = future.result()
-                except Exception as exc:  # noqa: BLE001 - gathered and raised together
-                    errors[shard] = exc
+                elif isinstance(failure, Exception):
+                    errors[shard] = failure
+                else:  # pragma: no cover - interrupts are not shard failures
+                    raise failure
         return self._finish(targets, results, errors)
 
     async def afan_out(
@@ -245,7 +248,7 @@ class ShardRouter(Generic[R]):
         )
         results: dict[str, T] = {}
         errors: dict[str, BaseException] = {}
-        for shard, outcome in zip(targets, outcomes):
+        for shard, outcome in zip(targets, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome  # cancellation and interrupts are not shard failures
