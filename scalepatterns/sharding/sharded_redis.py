@@ -54,7 +54,7 @@ class ShardedRedis:
     from scalepatterns.sharding import HashRing, ShardedRedis
 
     clients = {f"r{i}": fakeredis.FakeRedis() for i in range(3)}
-    cache = ShardedRedis(HashRing(clients), clients)
+    cache = ShardedRedis(HashRing(list(clients)), clients)
     cache.mset({f"user:{i}": i for i in range(30)})
     assert cache.mget(["user:1", "user:2", "nope"]) == [b"1", b"2", None]
     assert sum(c.dbsize() for c in clients.values()) == 30
