@@ -4,6 +4,8 @@ Single-key commands go to the client of the key's shard; multi-key commands (`mg
 `mset`, `delete`, `exists`) are split per shard, sent once per shard (concurrently in the
 async client) and put back together in the caller's order. A shard whose server cannot
 be reached raises `ShardUnavailable` naming it; keys on the other shards keep working.
+A multi-key command runs on every reachable shard before raising for an unreachable
+one, so a `delete` removes every key it can reach.
 
 Imports redis, so `scalepatterns.sharding` loads this module only on first use.
 """
@@ -31,6 +33,40 @@ _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 def _unavailable(shard: str, exc: Exception) -> ShardUnavailable:
     return ShardUnavailable(shard, "redis", f"{type(exc).__name__}: {exc}")
+
+
+def _per_shard(
+    groups: dict[str, list[int]], run: Callable[[str, list[int]], T]
+) -> list[tuple[list[int], T]]:
+    """Run `run` on every shard's group; raise the first `ShardUnavailable` after all ran."""
+    done: list[tuple[list[int], T]] = []
+    failure: ShardUnavailable | None = None
+    for shard, positions in groups.items():
+        try:
+            done.append((positions, run(shard, positions)))
+        except ShardUnavailable as exc:  # noqa: PERF203 - the other shards still run
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return done
+
+
+async def _per_shard_async(
+    groups: dict[str, list[int]], run: Callable[[str, list[int]], Awaitable[T]]
+) -> list[tuple[list[int], T]]:
+    outcomes = await asyncio.gather(
+        *(run(shard, positions) for shard, positions in groups.items()), return_exceptions=True
+    )
+    done: list[tuple[list[int], T]] = []
+    failure: BaseException | None = None
+    for positions, outcome in zip(groups.values(), outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            failure = failure or outcome
+        else:
+            done.append((positions, outcome))
+    if failure is not None:
+        raise failure
+    return done
 
 
 def _group(router: ShardRouter[Any], keys: Iterable[RedisKey]) -> dict[str, list[int]]:
@@ -103,8 +139,10 @@ class ShardedRedis:
         """Values of `keys` in their order (None where missing): one MGET per shard."""
         keys = list(keys)
         values: list[Any] = [None] * len(keys)
-        for shard, positions in _group(self.router, keys).items():
-            found = self._on(shard, "mget", [keys[i] for i in positions])
+        parts = _per_shard(
+            _group(self.router, keys), lambda s, p: self._on(s, "mget", [keys[i] for i in p])
+        )
+        for positions, found in parts:
             for index, value in zip(positions, found, strict=True):
                 values[index] = value
         return values
@@ -112,19 +150,25 @@ class ShardedRedis:
     def mset(self, mapping: Mapping[RedisKey, Any]) -> bool:
         """Set every pair: one MSET per shard (atomic per shard, not across shards)."""
         items = list(mapping.items())
-        for shard, positions in _group(self.router, (k for k, _ in items)).items():
-            self._on(shard, "mset", dict(items[i] for i in positions))
+        _per_shard(
+            _group(self.router, (k for k, _ in items)),
+            lambda s, p: self._on(s, "mset", dict(items[i] for i in p)),
+        )
         return True
 
     def delete(self, *keys: RedisKey) -> int:
         """Delete `keys`: one DEL per shard; returns how many existed."""
-        groups = _group(self.router, keys)
-        return sum(int(self._on(s, "delete", *(keys[i] for i in p))) for s, p in groups.items())
+        parts = _per_shard(
+            _group(self.router, keys), lambda s, p: self._on(s, "delete", *(keys[i] for i in p))
+        )
+        return sum(int(count) for _, count in parts)
 
     def exists(self, *keys: RedisKey) -> int:
         """How many of `keys` exist: one EXISTS per shard."""
-        groups = _group(self.router, keys)
-        return sum(int(self._on(s, "exists", *(keys[i] for i in p))) for s, p in groups.items())
+        parts = _per_shard(
+            _group(self.router, keys), lambda s, p: self._on(s, "exists", *(keys[i] for i in p))
+        )
+        return sum(int(count) for _, count in parts)
 
     def fan_out(self, command: Callable[[Any], T]) -> dict[str, T]:
         """Run ``command(client)`` on every shard in threads; ``{shard: result}``."""
@@ -184,37 +228,34 @@ class AsyncShardedRedis:
 
     async def mget(self, keys: Iterable[RedisKey]) -> list[Any]:
         keys = list(keys)
-        groups = _group(self.router, keys)
-        found = await asyncio.gather(
-            *(self._on(s, "mget", [keys[i] for i in p]) for s, p in groups.items())
+        parts = await _per_shard_async(
+            _group(self.router, keys), lambda s, p: self._on(s, "mget", [keys[i] for i in p])
         )
         values: list[Any] = [None] * len(keys)
-        for positions, part in zip(groups.values(), found, strict=True):
-            for index, value in zip(positions, part, strict=True):
+        for positions, found in parts:
+            for index, value in zip(positions, found, strict=True):
                 values[index] = value
         return values
 
     async def mset(self, mapping: Mapping[RedisKey, Any]) -> bool:
         items = list(mapping.items())
-        groups = _group(self.router, (k for k, _ in items))
-        await asyncio.gather(
-            *(self._on(s, "mset", dict(items[i] for i in p)) for s, p in groups.items())
+        await _per_shard_async(
+            _group(self.router, (k for k, _ in items)),
+            lambda s, p: self._on(s, "mset", dict(items[i] for i in p)),
         )
         return True
 
     async def delete(self, *keys: RedisKey) -> int:
-        groups = _group(self.router, keys)
-        counts = await asyncio.gather(
-            *(self._on(s, "delete", *(keys[i] for i in p)) for s, p in groups.items())
+        parts = await _per_shard_async(
+            _group(self.router, keys), lambda s, p: self._on(s, "delete", *(keys[i] for i in p))
         )
-        return sum(int(c) for c in counts)
+        return sum(int(count) for _, count in parts)
 
     async def exists(self, *keys: RedisKey) -> int:
-        groups = _group(self.router, keys)
-        counts = await asyncio.gather(
-            *(self._on(s, "exists", *(keys[i] for i in p)) for s, p in groups.items())
+        parts = await _per_shard_async(
+            _group(self.router, keys), lambda s, p: self._on(s, "exists", *(keys[i] for i in p))
         )
-        return sum(int(c) for c in counts)
+        return sum(int(count) for _, count in parts)
 
     async def fan_out(self, command: Callable[[Any], Awaitable[T]]) -> dict[str, T]:
         """Await ``command(client)`` on every shard concurrently; ``{shard: result}``."""

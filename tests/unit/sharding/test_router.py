@@ -86,7 +86,8 @@ def test_events_name_the_shard_never_the_key() -> None:
     router.for_key("secret-user-42")
     router.fan_out(lambda shard, url: shard)
     routed = recorder.of_type(ShardRouted)
-    assert len(routed) == 1 and routed[0].source == "users"
+    assert len(routed) == 1
+    assert routed[0].source == "users"
     assert "secret" not in repr(routed[0])
     assert recorder.of_type(FanOutFinished) == [FanOutFinished("users", shards=3, failed=0)]
 
@@ -132,7 +133,8 @@ def test_async_fan_out_matches_the_threaded_one() -> None:
         assert await router.afan_out_merge(fetch, limit=3) == [1, 2, 3]
         with pytest.raises(FanOutError) as info:
             await router.afan_out(broken)
-        assert set(info.value.errors) == {"2"} and set(info.value.results) == {"0", "1"}
+        assert set(info.value.errors) == {"2"}
+        assert set(info.value.results) == {"0", "1"}
 
     asyncio.run(scenario())
 
