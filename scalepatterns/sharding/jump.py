@@ -33,7 +33,7 @@ def jump_hash(key: int, buckets: int) -> int:
     while j < buckets:
         b = j
         key = (key * 2862933555777941757 + 1) & _MASK64
-        j = int((b + 1) * ((1 << 31) / ((key >> 33) + 1)))
+        j = int((b + 1) * (2147483648.0 / ((key >> 33) + 1)))
     return b
 
 
@@ -42,7 +42,7 @@ class JumpHash:
 
     The i-th node is bucket i. Nodes can be appended, and only the last one removed
     (jump hash numbers its buckets; removing a middle one would renumber the rest). No
-    weights. The key's 64-bit hash is BLAKE2b, stable across processes.
+    weights. The key's 64-bit hash comes from MD5, stable across processes.
 
     Args:
         nodes: the node ids in bucket order, or a count n for nodes ``"0"``..``"n-1"``.
@@ -77,7 +77,8 @@ class JumpHash:
         nodes = self._nodes
         if not nodes:
             raise EmptyPlacement("JumpHash")
-        return nodes[jump_hash(hash64(key_bytes(key)), len(nodes))]
+        data = key.encode() if type(key) is str else key_bytes(key)
+        return nodes[jump_hash(hash64(data), len(nodes))]
 
     def add_node(self, node: str, weight: float = 1) -> None:
         """Append `node` as the next bucket; about 1/(n+1) of the keys move to it."""

@@ -69,7 +69,7 @@ class Rendezvous:
     def node_for(self, key: Key) -> str:
         """The node owning `key`; raises `EmptyPlacement` with no node."""
         members = self._members
-        base = hash64(key_bytes(key))
+        base = hash64(key.encode() if type(key) is str else key_bytes(key))
         best = ""
         if members.uniform:  # equal weights: the largest hash wins, no logarithm needed
             best_hash = -1
