@@ -32,10 +32,11 @@ EPSILON = 0.25
 
 def _schemes() -> dict[str, Callable[[list[str]], Any]]:
     return {
-        "HashRing (ketama, 160 vnodes)": lambda nodes: HashRing(nodes),
-        "JumpHash": lambda nodes: JumpHash(nodes),
-        "Rendezvous": lambda nodes: Rendezvous(nodes),
-        "uhashring.HashRing": lambda nodes: _Uhash(nodes),
+        "HashRing (ketama, 160 vnodes)": HashRing,
+        "HashRing (4 vnodes)": lambda nodes: HashRing(nodes, vnodes=4),
+        "JumpHash": JumpHash,
+        "Rendezvous": Rendezvous,
+        "uhashring.HashRing": _Uhash,
     }
 
 
@@ -63,12 +64,19 @@ def moved_fractions(keys: list[str]) -> dict[str, float]:
         before, after = make(NODES), make(NODES)
         after.add_node("node-10")
         result[name] = plan_rebalance(before, after, keys).fraction
-    bounded = BoundedLoadRing(NODES, epsilon=EPSILON)
-    for key in keys:
-        bounded.assign(key)
-    moves = bounded.add_node("node-10")
-    result[f"BoundedLoadRing (eps={EPSILON})"] = len(moves) / len(keys)
+    for name, vnodes in _bounded().items():
+        bounded = BoundedLoadRing(NODES, epsilon=EPSILON, vnodes=vnodes)
+        for key in keys:
+            bounded.assign(key)
+        result[name] = len(bounded.add_node("node-10")) / len(keys)
     return result
+
+
+def _bounded() -> dict[str, int]:
+    return {
+        f"BoundedLoadRing (160 vnodes, eps={EPSILON})": 160,
+        f"BoundedLoadRing (4 vnodes, eps={EPSILON})": 4,
+    }
 
 
 def load_ratios(keys: list[str]) -> dict[str, float]:
@@ -78,9 +86,10 @@ def load_ratios(keys: list[str]) -> dict[str, float]:
         placement = make(NODES)
         counts = Counter(placement.node_for(k) for k in keys)
         result[name] = max(counts.values()) / (len(keys) / len(NODES))
-    bounded = BoundedLoadRing(NODES, epsilon=EPSILON)
-    counts = Counter(bounded.assign(k) for k in keys)
-    result[f"BoundedLoadRing (eps={EPSILON})"] = max(counts.values()) / (len(keys) / len(NODES))
+    for name, vnodes in _bounded().items():
+        bounded = BoundedLoadRing(NODES, epsilon=EPSILON, vnodes=vnodes)
+        counts = Counter(bounded.assign(k) for k in keys)
+        result[name] = max(counts.values()) / (len(keys) / len(NODES))
     return result
 
 
@@ -164,12 +173,12 @@ def draw(path: str, count: int = 100_000) -> None:
     balance = load_ratios(uniform)
     skew = load_ratios(zipf_keys(count, count // 10))
     names = list(moved)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     left.barh(names, [moved[n] for n in names], color="#2b7bba")
     left.axvline(1 / 11, color="black", linewidth=0.8, linestyle="--", label="ideal 1/11")
     left.axvline(1.1 / 11, color="grey", linewidth=0.8, linestyle=":", label="1.1 x ideal")
     left.set_title(f"keys moved when an 11th node joins 10 ({count} keys)", fontsize=9)
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, loc="lower right")
     left.invert_yaxis()
     y = range(len(names))
     right.barh([i - 0.2 for i in y], [balance[n] for n in names], height=0.4, label="uniform keys")
@@ -178,9 +187,9 @@ def draw(path: str, count: int = 100_000) -> None:
     )
     right.set_yticks(list(y), [""] * len(names))
     right.axvline(1 + EPSILON, color="black", linewidth=0.8, linestyle="--", label="1 + eps")
-    right.set_xscale("log")
+    right.set_xlim(0, max([*balance.values(), *skew.values()]) * 1.35)
     right.set_title("max/mean load over 10 nodes (1.0 = even)", fontsize=9)
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="upper right")
     right.invert_yaxis()
     for ax in (left, right):
         ax.tick_params(labelsize=8)
