@@ -77,7 +77,27 @@ def _group(router: ShardRouter[Any], keys: Iterable[RedisKey]) -> dict[str, list
     return groups
 
 
-class ShardedRedis:
+class _Routed:
+    """What both clients share: the router from keys to the clients of their shards."""
+
+    def __init__(
+        self,
+        placement: Placement,
+        clients: Mapping[str, Any],
+        *,
+        name: str = "redis-shards",
+        listeners: Listeners | None = None,
+    ) -> None:
+        self.router: ShardRouter[Any] = ShardRouter(
+            placement, clients, name=name, listeners=listeners
+        )
+
+    def client_for(self, key: RedisKey) -> Any:
+        """The client of the shard owning `key`."""
+        return self.router.for_key(key)
+
+
+class ShardedRedis(_Routed):
     """Spreads keys over several `redis.Redis` clients with a placement.
 
     Args:
@@ -96,22 +116,6 @@ class ShardedRedis:
     assert sum(c.dbsize() for c in clients.values()) == 30
     ```
     """
-
-    def __init__(
-        self,
-        placement: Placement,
-        clients: Mapping[str, Any],
-        *,
-        name: str = "redis-shards",
-        listeners: Listeners | None = None,
-    ) -> None:
-        self.router: ShardRouter[Any] = ShardRouter(
-            placement, clients, name=name, listeners=listeners
-        )
-
-    def client_for(self, key: RedisKey) -> Any:
-        """The client of the shard owning `key`."""
-        return self.router.for_key(key)
 
     def _on(self, shard: str, command: str, *args: Any, **options: Any) -> Any:
         try:
@@ -186,24 +190,9 @@ class ShardedRedis:
             client.close()
 
 
-class AsyncShardedRedis:
+class AsyncShardedRedis(_Routed):
     """`ShardedRedis` for `redis.asyncio.Redis` clients; multi-key commands run on their
     shards concurrently."""
-
-    def __init__(
-        self,
-        placement: Placement,
-        clients: Mapping[str, Any],
-        *,
-        name: str = "redis-shards",
-        listeners: Listeners | None = None,
-    ) -> None:
-        self.router: ShardRouter[Any] = ShardRouter(
-            placement, clients, name=name, listeners=listeners
-        )
-
-    def client_for(self, key: RedisKey) -> Any:
-        return self.router.for_key(key)
 
     async def _on(self, shard: str, command: str, *args: Any, **options: Any) -> Any:
         try:
