@@ -170,6 +170,10 @@ class BoundedLoadRing:
         with self._lock:
             if node not in self._weights:
                 raise ConfigurationError("node", node, f"one of {list(self._weights)}")
+            if len(self._weights) == 1 and self._owner:
+                raise ConfigurationError(
+                    "node", node, "another node first: the last node still holds keys"
+                )
             self._ring.remove_node(node)
             self._total -= self._weights.pop(node)
             orphans = self._held.pop(node)
@@ -177,9 +181,7 @@ class BoundedLoadRing:
             for data in orphans:
                 del self._owner[data]
             for data, key in orphans.items():
-                target = self._first_with_room(data, len(self._owner) + 1) if self._weights else ""
-                if not target:
-                    raise EmptyPlacement("BoundedLoadRing")
+                target = self._first_with_room(data, len(self._owner) + 1)
                 self._held[target][data] = key
                 self._owner[data] = target
                 moves.append(Move(key, node, target))

@@ -208,7 +208,9 @@ class Resharder:
         key_column: the column holding the shard key.
         batch_size: rows read per batch.
         checkpoint: where progress is kept between runs (a dict, or any mutable mapping
-            persisted by the caller); default a fresh dict.
+            persisted by the caller, holding JSON-friendly values); default a fresh dict.
+            A checkpoint belongs to one target placement: one made toward other nodes is
+            refused, start each resharding with an empty one.
     """
 
     def __init__(
@@ -242,7 +244,19 @@ class Resharder:
         self._listeners = default_listeners if listeners is None else listeners
 
     def run(self) -> ReshardReport:
-        """Move every misplaced row; safe to call again after an interruption."""
+        """Move every misplaced row; safe to call again after an interruption.
+
+        Raises:
+            ConfigurationError: `checkpoint` was made by a run toward another placement.
+            ReshardError: a copied row differs on the target (nothing was deleted).
+        """
+        target = list(self.target.nodes)
+        recorded = self.checkpoint.setdefault("target", target)
+        if list(recorded) != target:
+            raise ConfigurationError(
+                "checkpoint", recorded, f"a checkpoint of a run toward {target} (or an empty one)"
+            )
+        self.checkpoint.setdefault("last", {})
         report = ReshardReport(routes={})
         for shard in self.engines:
             while self._batch(shard, report):
@@ -252,7 +266,7 @@ class Resharder:
     def _batch(self, shard: str, report: ReshardReport) -> bool:
         table, pk = self.table, self._pk
         query = sa.select(table).order_by(pk).limit(self.batch_size)
-        last = self.checkpoint.get(shard)
+        last = self.checkpoint["last"].get(shard)
         if last is not None:
             query = query.where(pk > last)
         with self.engines[shard].connect() as conn:
@@ -278,7 +292,7 @@ class Resharder:
                 )
         report.scanned += len(rows)
         report.batches += 1
-        self.checkpoint[shard] = rows[-1][pk.name]
+        self.checkpoint["last"][shard] = rows[-1][pk.name]
         return True
 
     def _copy(self, source: str, target: str, group: list[dict[str, Any]]) -> None:

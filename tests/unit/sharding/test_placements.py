@@ -369,3 +369,13 @@ def test_removing_an_unknown_node_is_refused() -> None:
     for placement in (HashRing(["a"]), Rendezvous(["a"]), BoundedLoadRing(["a"])):
         with pytest.raises(ConfigurationError, match="one of"):
             placement.remove_node("zzz")
+
+
+def test_bounded_load_ring_keeps_its_last_node_while_it_holds_keys() -> None:
+    ring = BoundedLoadRing(["a", "b"])
+    ring.assign("k")
+    holder = ring.lookup("k")
+    ring.remove_node("a" if holder == "b" else "b")  # the node without the key goes first
+    with pytest.raises(ConfigurationError, match="last node"):
+        ring.remove_node(ring.nodes[0])
+    assert ring.lookup("k") == ring.nodes[0]

@@ -199,3 +199,12 @@ def test_resharder_configuration(engines: dict[str, sa.Engine]) -> None:
         Resharder(engines, HashRing(SHARDS4), User.__table__, "nope")
     with pytest.raises(ConfigurationError, match="engine"):
         Resharder(engines, HashRing([*SHARDS4, "users-5"]), User.__table__, "id")
+
+
+def test_a_checkpoint_belongs_to_one_target(engines: dict[str, sa.Engine]) -> None:
+    load(engines, 50)
+    checkpoint: dict[str, object] = {}
+    Resharder(engines, HashRing(SHARDS4), User.__table__, "id", checkpoint=checkpoint).run()
+    assert checkpoint["target"] == SHARDS4
+    with pytest.raises(ConfigurationError, match="checkpoint"):
+        Resharder(engines, HashRing(SHARDS3), User.__table__, "id", checkpoint=checkpoint).run()
