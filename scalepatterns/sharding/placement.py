@@ -31,10 +31,11 @@ class Placement(Protocol):
 class ResizablePlacement(Placement, Protocol):
     """A placement whose nodes can be added and removed while it serves lookups."""
 
-    def add_node(self, node: str, weight: float = 1) -> None:
-        """Add `node`; only keys that now belong to it move."""
+    def add_node(self, node: str, weight: float = 1) -> object:
+        """Add `node`; only keys that now belong to it move (some placements return the
+        moves)."""
         ...
 
-    def remove_node(self, node: str) -> None:
+    def remove_node(self, node: str) -> object:
         """Remove `node`; only its keys move."""
         ...

@@ -22,7 +22,12 @@ placements: list[Placement] = [
     BoundedLoadRing(["a"]),
     RangeShards([(None, None, "a")]),
 ]
-resizable: list[ResizablePlacement] = [HashRing(["a"]), JumpHash(2), Rendezvous(["a"])]
+resizable: list[ResizablePlacement] = [
+    HashRing(["a"]),
+    JumpHash(2),
+    Rendezvous(["a"]),
+    BoundedLoadRing(["a"]),
+]
 router = ShardRouter(HashRing(["a"]), {"a": 1})
 assert_type(router.for_key("k"), int)
 assert_type(router.fan_out(lambda shard, n: str(n)), dict[str, str])

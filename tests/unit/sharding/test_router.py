@@ -143,3 +143,18 @@ def test_merge_sorted_with_key() -> None:
     parts = [[{"n": 1}, {"n": 4}], [{"n": 2}], []]
     assert [r["n"] for r in merge_sorted(parts, key=lambda r: r["n"])] == [1, 2, 4]
     assert merge_sorted([[1, 3], [2]], limit=0) == []
+
+
+def test_placements_load_without_server_clients() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from scalepatterns import HashRing, ShardRouter\n"
+        "from scalepatterns.sharding import BoundedLoadRing, RangeShards, plan_rebalance\n"
+        "HashRing(['a']).node_for('k')\n"
+        "loaded = [m for m in ('redis', 'sqlalchemy', 'psycopg') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
