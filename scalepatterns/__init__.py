@@ -40,16 +40,18 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
     from scalepatterns.sharding.ranges import RangeShards
     from scalepatterns.sharding.rebalance import RebalancePlan, plan_rebalance
     from scalepatterns.sharding.rendezvous import Rendezvous
+    from scalepatterns.sharding.reshard import Resharder
     from scalepatterns.sharding.ring import HashRing
     from scalepatterns.sharding.router import ShardRouter, SkewReport
     from scalepatterns.sharding.sharded_redis import AsyncShardedRedis, ShardedRedis
-    from scalepatterns.sharding.sql import Resharder, ShardedSession
+    from scalepatterns.sharding.sql import AsyncShardedSession, ShardedSession
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first attribute access.
 _LAZY: dict[str, str] = {
     "AsyncShardedRedis": "scalepatterns.sharding.sharded_redis",
+    "AsyncShardedSession": "scalepatterns.sharding.sql",
     "BoundedLoadRing": "scalepatterns.sharding.bounded",
     "FanOutError": "scalepatterns.sharding.errors",
     "HashRing": "scalepatterns.sharding.ring",
@@ -58,7 +60,7 @@ _LAZY: dict[str, str] = {
     "RangeShards": "scalepatterns.sharding.ranges",
     "RebalancePlan": "scalepatterns.sharding.rebalance",
     "Rendezvous": "scalepatterns.sharding.rendezvous",
-    "Resharder": "scalepatterns.sharding.sql",
+    "Resharder": "scalepatterns.sharding.reshard",
     "ShardRouter": "scalepatterns.sharding.router",
     "ShardUnavailable": "scalepatterns.sharding.errors",
     "ShardedRedis": "scalepatterns.sharding.sharded_redis",
@@ -70,6 +72,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AsyncShardedRedis",
+    "AsyncShardedSession",
     "BackendUnavailable",
     "BoundedLoadRing",
     "CircuitOpen",

@@ -3,8 +3,9 @@
 Placements (all with ``node_for(key)`` and ``nodes``): `HashRing` (ketama consistent
 hashing, uhashring's placements, faster), `JumpHash`, `Rendezvous`, `BoundedLoadRing`,
 `RangeShards`. `ShardRouter` maps shard ids to resources and fans out; `plan_rebalance`
-says which keys a placement change moves. The SQLAlchemy (`ShardedSession`, `Resharder`)
-and Redis (`ShardedRedis`) adapters load their driver only when used.
+says which keys a placement change moves. The SQLAlchemy (`ShardedSession`,
+`AsyncShardedSession`, `Resharder`) and Redis (`ShardedRedis`, `AsyncShardedRedis`)
+adapters load their driver only when used.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from scalepatterns.sharding.ring import HashRing
 from scalepatterns.sharding.router import ShardRouter, SkewReport, merge_sorted, skew_report
 
 if TYPE_CHECKING:
+    from scalepatterns.sharding.reshard import Resharder, ReshardReport
     from scalepatterns.sharding.sharded_redis import AsyncShardedRedis, ShardedRedis
-    from scalepatterns.sharding.sql import Resharder, ReshardReport, ShardedSession
+    from scalepatterns.sharding.sql import AsyncShardedSession, ShardedSession
 
 _LAZY = {
-    "ReshardReport": "scalepatterns.sharding.sql",
-    "Resharder": "scalepatterns.sharding.sql",
+    "AsyncShardedSession": "scalepatterns.sharding.sql",
+    "ReshardReport": "scalepatterns.sharding.reshard",
+    "Resharder": "scalepatterns.sharding.reshard",
     "AsyncShardedRedis": "scalepatterns.sharding.sharded_redis",
     "ShardedRedis": "scalepatterns.sharding.sharded_redis",
     "ShardedSession": "scalepatterns.sharding.sql",
@@ -50,6 +53,7 @@ _LAZY = {
 
 __all__ = [
     "AsyncShardedRedis",
+    "AsyncShardedSession",
     "BoundedLoadRing",
     "EmptyPlacement",
     "FanOutError",

@@ -1,31 +1,94 @@
-"""SQLAlchemy adapters: a session that routes entities by shard key, and a resharder.
+"""SQLAlchemy sessions that route entities to the shard of their shard key.
 
-Imports SQLAlchemy, so `scalepatterns.sharding` loads this module only on first use of
-`ShardedSession` or `Resharder`.
+`ShardedSession` (sync engines) and `AsyncShardedSession` (async engines) share their
+routing: one session per shard, opened on demand; entities go to the shard of their shard
+key; `fan_out` runs a statement on every shard and merges, orders and limits the rows.
+
+Imports SQLAlchemy, so `scalepatterns.sharding` loads this module only on first use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter
 from typing import Any, TypeVar
 
 from scalepatterns._deps import require
 from scalepatterns.errors import ConfigurationError
-from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.sharding._keys import Key
-from scalepatterns.sharding.errors import ReshardError
-from scalepatterns.sharding.events import RowsResharded
-from scalepatterns.sharding.placement import Placement
-from scalepatterns.sharding.router import ShardRouter
+from scalepatterns.sharding.router import ShardRouter, merge_sorted
 
-sa = require("sqlalchemy", extra="sqlalchemy", feature="ShardedSession")
 orm = require("sqlalchemy.orm", extra="sqlalchemy", feature="ShardedSession")
 
-__all__ = ["ReshardReport", "Resharder", "ShardedSession"]
+__all__ = ["AsyncShardedSession", "ShardedSession"]
 
 T = TypeVar("T")
+OrderBy = str | Callable[[Any], Any] | None
+
+
+class _Shards:
+    """The routing both sessions share: shard keys, and one open session per shard."""
+
+    def __init__(
+        self,
+        router: ShardRouter[Any],
+        shard_keys: Mapping[type, str],
+        factory: Callable[[Any], Any],
+    ) -> None:
+        if not shard_keys:
+            raise ConfigurationError("shard_keys", shard_keys, "{EntityClass: 'attribute'}")
+        self.router = router
+        self.shard_keys = dict(shard_keys)
+        self.factory = factory
+        self.open: dict[str, Any] = {}
+
+    def session(self, shard: str) -> Any:
+        session = self.open.get(shard)
+        if session is None:
+            session = self.open[shard] = self.factory(self.router.resource(shard))
+        return session
+
+    def for_key(self, key: Key) -> Any:
+        return self.session(self.router.shard_for(key))
+
+    def key_of(self, instance: object) -> Key:
+        for cls in type(instance).__mro__:
+            attribute = self.shard_keys.get(cls)
+            if attribute is not None:
+                key = getattr(instance, attribute)
+                if key is None:
+                    raise ConfigurationError(
+                        attribute, None, f"a shard key on {type(instance).__name__} before add()"
+                    )
+                return key  # type: ignore[no-any-return]
+        raise ConfigurationError(
+            "shard_keys", sorted(c.__name__ for c in self.shard_keys), type(instance).__name__
+        )
+
+    def for_instance(self, instance: object) -> Any:
+        return self.for_key(self.key_of(instance))
+
+    def all_sessions(self) -> dict[str, Any]:
+        """A session for every shard (opened now, so fan-out threads never create one)."""
+        return {shard: self.session(shard) for shard in self.router.shards}
+
+    def merge(
+        self,
+        parts: Mapping[str, list[Any]],
+        order_by: OrderBy,
+        reverse: bool,
+        limit: int | None,
+    ) -> list[Any]:
+        ordered = [parts[s] for s in self.router.shards if s in parts]
+        if order_by is None:
+            rows = [row for part in ordered for row in part]
+            return rows if limit is None else rows[:limit]
+        key = attrgetter(order_by) if isinstance(order_by, str) else order_by
+        return merge_sorted(ordered, key=key, reverse=reverse, limit=limit)
+
+
+def _rows(result: Any, scalars: bool) -> list[Any]:
+    return list(result.scalars() if scalars else result)
 
 
 class ShardedSession:
@@ -54,53 +117,37 @@ class ShardedSession:
         shard_keys: Mapping[type, str],
         **session_options: Any,
     ) -> None:
+        self._shards = _Shards(
+            router, shard_keys, lambda bind: orm.Session(bind, **session_options)
+        )
         self.router = router
-        self._shard_keys = dict(shard_keys)
-        self._options = session_options
-        self._sessions: dict[str, Any] = {}
 
     def session(self, shard: str) -> Any:
         """The `Session` of shard id `shard` (opened on first use)."""
-        session = self._sessions.get(shard)
-        if session is None:
-            session = orm.Session(self.router.resource(shard), **self._options)
-            self._sessions[shard] = session
-        return session
+        return self._shards.session(shard)
 
     def for_key(self, key: Key) -> Any:
         """The `Session` of the shard owning `key`."""
-        return self.session(self.router.shard_for(key))
+        return self._shards.for_key(key)
 
     def shard_key_of(self, instance: object) -> Key:
         """The shard key of an entity instance, read from its `shard_keys` attribute."""
-        for cls in type(instance).__mro__:
-            attribute = self._shard_keys.get(cls)
-            if attribute is not None:
-                key = getattr(instance, attribute)
-                if key is None:
-                    raise ConfigurationError(
-                        attribute, None, f"a shard key on {type(instance).__name__} before add()"
-                    )
-                return key  # type: ignore[no-any-return]
-        raise ConfigurationError(
-            "shard_keys", sorted(c.__name__ for c in self._shard_keys), f"{type(instance).__name__}"
-        )
+        return self._shards.key_of(instance)
 
     def add(self, instance: object) -> None:
         """Add `instance` to the session of its shard."""
-        self.for_key(self.shard_key_of(instance)).add(instance)
+        self._shards.for_instance(instance).add(instance)
 
     def add_all(self, instances: Iterable[object]) -> None:
         for instance in instances:
             self.add(instance)
 
     def delete(self, instance: object) -> None:
-        self.for_key(self.shard_key_of(instance)).delete(instance)
+        self._shards.for_instance(instance).delete(instance)
 
     def get(self, entity: type[T], ident: Any, *, key: Key | None = None) -> T | None:
         """`Session.get` on the shard of `key` (default: `ident`, when sharded by its id)."""
-        shard_key = ident if key is None else key
-        return self.for_key(shard_key).get(entity, ident)  # type: ignore[no-any-return]
+        return self.for_key(ident if key is None else key).get(entity, ident)  # type: ignore[no-any-return]
 
     def execute(self, statement: Any, *, key: Key, **kwargs: Any) -> Any:
         """Execute `statement` on the shard owning `key`."""
@@ -113,12 +160,12 @@ class ShardedSession:
         self,
         statement: Any,
         *,
-        order_by: str | Callable[[Any], Any] | None = None,
+        order_by: OrderBy = None,
         reverse: bool = False,
         limit: int | None = None,
         scalars: bool = True,
     ) -> list[Any]:
-        """Run `statement` on every shard and merge the results.
+        """Run `statement` on every shard (in threads) and merge the results.
 
         Args:
             statement: a `select()`; for a correct merge it should be ordered like
@@ -132,36 +179,29 @@ class ShardedSession:
         Raises:
             FanOutError: a shard failed; `.results` holds the other shards' rows.
         """
-        sessions = {shard: self.session(shard) for shard in self.router.shards}
-
-        def run(shard: str, _engine: Any) -> list[Any]:
-            result = sessions[shard].execute(statement)
-            return list(result.scalars() if scalars else result)
-
-        key = attrgetter(order_by) if isinstance(order_by, str) else order_by
-        if key is None:
-            parts = self.router.fan_out(run)
-            rows = [row for shard in self.router.shards for row in parts.get(shard, [])]
-            return rows if limit is None else rows[:limit]
-        return self.router.fan_out_merge(run, key=key, reverse=reverse, limit=limit)
+        sessions = self._shards.all_sessions()
+        parts = self.router.fan_out(
+            lambda shard, _engine: _rows(sessions[shard].execute(statement), scalars)
+        )
+        return self._shards.merge(parts, order_by, reverse, limit)
 
     def flush(self) -> None:
-        for session in self._sessions.values():
+        for session in self._shards.open.values():
             session.flush()
 
     def commit(self) -> None:
         """Commit every open shard session, one after another (no two-phase commit)."""
-        for session in self._sessions.values():
+        for session in self._shards.open.values():
             session.commit()
 
     def rollback(self) -> None:
-        for session in self._sessions.values():
+        for session in self._shards.open.values():
             session.rollback()
 
     def close(self) -> None:
-        for session in self._sessions.values():
+        for session in self._shards.open.values():
             session.close()
-        self._sessions.clear()
+        self._shards.open.clear()
 
     def __enter__(self) -> ShardedSession:
         return self
@@ -170,158 +210,97 @@ class ShardedSession:
         self.close()
 
 
-@dataclass
-class ReshardReport:
-    """What one `Resharder.run` did.
+class AsyncShardedSession:
+    """`ShardedSession` for async engines: one `AsyncSession` per shard.
 
-    Attributes:
-        scanned: rows read from the source shards.
-        moved: rows copied to their new shard, verified and deleted from the old one.
-        batches: batches processed.
-        routes: ``{(source, target): rows}``.
-    """
-
-    scanned: int = 0
-    moved: int = 0
-    batches: int = 0
-    routes: dict[tuple[str, str], int] | None = None
-
-
-class Resharder:
-    """Copies the rows of a table whose key moved under a new placement to their new shard.
-
-    For each shard, rows are read in primary-key order, `batch_size` at a time. The rows
-    whose key `target` places on another shard are inserted there (rows already present,
-    from an interrupted run, are skipped), read back and compared with the source rows,
-    and only when the count and every value match are they deleted from the source. The
-    last primary key scanned per shard is saved in `checkpoint` after each batch, so a run
-    that stopped anywhere can be repeated or resumed: no row is lost, none is duplicated.
-
-    Rows written to a moving key while a run is in progress are not covered: pause writes
-    to the table (or route them with the new placement and re-run) during resharding.
+    The same routing as `ShardedSession`; `fan_out` awaits every shard concurrently.
 
     Args:
-        engines: ``{shard id: Engine}`` for every old and new shard.
-        target: the placement rows should end up under.
-        table: the `Table` to move (it must exist on every shard, with a one-column
-            primary key).
-        key_column: the column holding the shard key.
-        batch_size: rows read per batch.
-        checkpoint: where progress is kept between runs (a dict, or any mutable mapping
-            persisted by the caller, holding JSON-friendly values); default a fresh dict.
-            A checkpoint belongs to one target placement: one made toward other nodes is
-            refused, start each resharding with an empty one.
+        router: a `ShardRouter` whose resources are `AsyncEngine`s.
+        shard_keys: ``{EntityClass: "attribute"}``.
+        session_options: passed to every `AsyncSession`.
     """
 
     def __init__(
         self,
-        engines: Mapping[str, Any],
-        target: Placement,
-        table: Any,
-        key_column: str,
-        *,
-        batch_size: int = 500,
-        checkpoint: MutableMapping[str, Any] | None = None,
-        listeners: Listeners | None = None,
+        router: ShardRouter[Any],
+        shard_keys: Mapping[type, str],
+        **session_options: Any,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigurationError("batch_size", batch_size, "an int >= 1")
-        primary = list(table.primary_key.columns)
-        if len(primary) != 1:
-            raise ConfigurationError("table", table.name, "a table with a one-column primary key")
-        if key_column not in table.c:
-            raise ConfigurationError("key_column", key_column, f"a column of {table.name}")
-        missing = [node for node in target.nodes if node not in engines]
-        if missing:
-            raise ConfigurationError("engines", sorted(engines), f"an engine for {missing}")
-        self.engines = dict(engines)
-        self.target = target
-        self.table = table
-        self.key_column = key_column
-        self.batch_size = batch_size
-        self.checkpoint: MutableMapping[str, Any] = {} if checkpoint is None else checkpoint
-        self._pk = primary[0]
-        self._listeners = default_listeners if listeners is None else listeners
+        aio = require("sqlalchemy.ext.asyncio", extra="sqlalchemy", feature="AsyncShardedSession")
+        self._shards = _Shards(
+            router, shard_keys, lambda bind: aio.AsyncSession(bind, **session_options)
+        )
+        self.router = router
 
-    def run(self) -> ReshardReport:
-        """Move every misplaced row; safe to call again after an interruption.
+    def session(self, shard: str) -> Any:
+        """The `AsyncSession` of shard id `shard` (opened on first use)."""
+        return self._shards.session(shard)
 
-        Raises:
-            ConfigurationError: `checkpoint` was made by a run toward another placement.
-            ReshardError: a copied row differs on the target (nothing was deleted).
-        """
-        target = list(self.target.nodes)
-        recorded = self.checkpoint.setdefault("target", target)
-        if list(recorded) != target:
-            raise ConfigurationError(
-                "checkpoint", recorded, f"a checkpoint of a run toward {target} (or an empty one)"
-            )
-        self.checkpoint.setdefault("last", {})
-        report = ReshardReport(routes={})
-        for shard in self.engines:
-            while self._batch(shard, report):
-                pass
-        return report
+    def for_key(self, key: Key) -> Any:
+        """The `AsyncSession` of the shard owning `key`."""
+        return self._shards.for_key(key)
 
-    def _batch(self, shard: str, report: ReshardReport) -> bool:
-        table, pk = self.table, self._pk
-        query = sa.select(table).order_by(pk).limit(self.batch_size)
-        last = self.checkpoint["last"].get(shard)
-        if last is not None:
-            query = query.where(pk > last)
-        with self.engines[shard].connect() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(query)]
-        if not rows:
-            return False
-        moving: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            owner = self.target.node_for(row[self.key_column])
-            if owner != shard:
-                moving.setdefault(owner, []).append(row)
-        for target, group in moving.items():
-            self._copy(shard, target, group)
-            self._delete_source(shard, target, group)
-            assert report.routes is not None
-            report.routes[(shard, target)] = report.routes.get((shard, target), 0) + len(group)
-            report.moved += len(group)
-            if self._listeners.active:
-                self._listeners.emit(
-                    RowsResharded(
-                        source="Resharder", from_shard=shard, to_shard=target, rows=len(group)
-                    )
-                )
-        report.scanned += len(rows)
-        report.batches += 1
-        self.checkpoint["last"][shard] = rows[-1][pk.name]
-        return True
+    def shard_key_of(self, instance: object) -> Key:
+        return self._shards.key_of(instance)
 
-    def _copy(self, source: str, target: str, group: list[dict[str, Any]]) -> None:
-        table, pk = self.table, self._pk
-        ids = [row[pk.name] for row in group]
-        with self.engines[target].begin() as conn:
-            present = set(conn.scalars(sa.select(pk).where(pk.in_(ids))))
-            fresh = [row for row in group if row[pk.name] not in present]
-            if fresh:
-                conn.execute(sa.insert(table), fresh)
-        with self.engines[target].connect() as conn:
-            copied = {
-                row._mapping[pk.name]: dict(row._mapping)
-                for row in conn.execute(sa.select(table).where(pk.in_(ids)))
-            }
-        if len(copied) != len(group):
-            raise ReshardError(
-                source, target, f"{len(copied)} of {len(group)} rows present after the copy"
-            )
-        for row in group:
-            if copied[row[pk.name]] != row:
-                raise ReshardError(
-                    source,
-                    target,
-                    f"row {pk.name}={row[pk.name]!r} differs on the target; resolve it by hand",
-                )
+    def add(self, instance: object) -> None:
+        self._shards.for_instance(instance).add(instance)
 
-    def _delete_source(self, source: str, target: str, group: list[dict[str, Any]]) -> None:
-        pk = self._pk
-        ids = [row[pk.name] for row in group]
-        with self.engines[source].begin() as conn:
-            conn.execute(sa.delete(self.table).where(pk.in_(ids)))
+    def add_all(self, instances: Iterable[object]) -> None:
+        for instance in instances:
+            self.add(instance)
+
+    async def delete(self, instance: object) -> None:
+        await self._shards.for_instance(instance).delete(instance)
+
+    async def get(self, entity: type[T], ident: Any, *, key: Key | None = None) -> T | None:
+        return await self.for_key(ident if key is None else key).get(entity, ident)  # type: ignore[no-any-return]
+
+    async def execute(self, statement: Any, *, key: Key, **kwargs: Any) -> Any:
+        return await self.for_key(key).execute(statement, **kwargs)
+
+    async def scalars(self, statement: Any, *, key: Key, **kwargs: Any) -> Any:
+        return await self.for_key(key).scalars(statement, **kwargs)
+
+    async def fan_out(
+        self,
+        statement: Any,
+        *,
+        order_by: OrderBy = None,
+        reverse: bool = False,
+        limit: int | None = None,
+        scalars: bool = True,
+    ) -> list[Any]:
+        """`ShardedSession.fan_out`, awaiting every shard concurrently."""
+        sessions = self._shards.all_sessions()
+
+        async def run(shard: str, _engine: Any) -> list[Any]:
+            return _rows(await sessions[shard].execute(statement), scalars)
+
+        parts = await self.router.afan_out(run)
+        return self._shards.merge(parts, order_by, reverse, limit)
+
+    async def flush(self) -> None:
+        for session in self._shards.open.values():
+            await session.flush()
+
+    async def commit(self) -> None:
+        """Commit every open shard session, one after another (no two-phase commit)."""
+        for session in self._shards.open.values():
+            await session.commit()
+
+    async def rollback(self) -> None:
+        for session in self._shards.open.values():
+            await session.rollback()
+
+    async def close(self) -> None:
+        for session in self._shards.open.values():
+            await session.close()
+        self._shards.open.clear()
+
+    async def __aenter__(self) -> AsyncShardedSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

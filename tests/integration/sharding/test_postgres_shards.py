@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns.sharding import (
+    AsyncShardedSession,
     HashRing,
     Resharder,
     ShardedSession,
     ShardRouter,
     plan_rebalance,
 )
+from tests.unit.sharding.scenarios import session_scenario
 
 pytestmark = pytest.mark.postgres
 
@@ -30,6 +34,13 @@ class Account(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     owner: Mapped[str]
     balance: Mapped[int]
+
+
+class Member(Base):
+    __tablename__ = "members"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str]
+    score: Mapped[int]
 
 
 SHARDS3 = ["accounts-1", "accounts-2", "accounts-3"]
@@ -111,6 +122,28 @@ def test_rows_are_routed_and_fan_out_merges(shard_engines: dict[str, sa.Engine])
         assert [a.id for a in richest] == expected
         counts = session.fan_out(sa.select(sa.func.count()).select_from(Account))
         assert sum(counts) == ROWS
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_the_session_scenario_on_postgresql(
+    shard_engines: dict[str, sa.Engine], flavour: str
+) -> None:
+    ring = HashRing(SHARDS3)
+    if flavour == "sync":
+        router = ShardRouter(ring, {s: shard_engines[s] for s in SHARDS3})
+        with ShardedSession(router, {Member: "id"}, expire_on_commit=False) as session:
+            asyncio.run(session_scenario(session, Member, 300))
+        return
+
+    async def main() -> None:
+        engines = {s: create_async_engine(shard_engines[s].url) for s in SHARDS3}
+        router = ShardRouter(ring, engines)
+        async with AsyncShardedSession(router, {Member: "id"}, expire_on_commit=False) as session:
+            await session_scenario(session, Member, 300)
+        for engine in engines.values():
+            await engine.dispose()
+
+    asyncio.run(main())
 
 
 def test_reshard_three_to_four_with_an_interruption(

@@ -1,20 +1,12 @@
-"""One Redis-sharding scenario, run against sync and async clients, fake and real.
-
-The scenario is a coroutine; `call` turns a sync result or an awaitable into a value, so
-the same steps drive `ShardedRedis` and `AsyncShardedRedis`.
-"""
+"""One Redis-sharding scenario, run against sync and async clients, fake and real."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 from scalepatterns.sharding import AsyncShardedRedis, ShardedRedis
-
-
-async def call(result: Any) -> Any:
-    return await result if inspect.isawaitable(result) else result
+from tests.unit.sharding.scenarios import call
 
 
 async def count_keys(client: Any, prefix: str) -> int:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns import ConfigurationError, EventRecorder, Listeners
 from scalepatterns.sharding import (
+    AsyncShardedSession,
     FanOutError,
     HashRing,
     Resharder,
@@ -20,6 +23,7 @@ from scalepatterns.sharding import (
     ShardedSession,
     ShardRouter,
 )
+from tests.unit.sharding.scenarios import session_scenario
 
 
 class Base(DeclarativeBase):
@@ -66,37 +70,28 @@ def snapshot(engines: dict[str, sa.Engine]) -> tuple[int, str, dict[str, list[in
     return len(rows), digest, where
 
 
-def test_entities_go_to_the_shard_of_their_key(engines: dict[str, sa.Engine]) -> None:
-    load(engines, 60)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_session_routes_rows_and_merges_fan_outs(
+    engines: dict[str, sa.Engine], tmp_path: Path, flavour: str
+) -> None:
     ring = HashRing(SHARDS3)
-    _, _, where = snapshot(engines)
-    for shard, ids in where.items():
-        assert all(ring.node_for(i) == shard for i in ids)
-    assert sum(map(len, where.values())) == 60
-    assert all(where[s] for s in SHARDS3)
-    router = ShardRouter(ring, {s: engines[s] for s in SHARDS3})
-    with ShardedSession(router, {User: "id"}) as session:
-        user = session.get(User, 17)
-        assert user is not None
-        assert user.name == "user17"
-        assert session.scalars(sa.select(User.name).where(User.id == 17), key=17).one() == "user17"
+    if flavour == "sync":
+        router = ShardRouter(ring, {s: engines[s] for s in SHARDS3})
+        with ShardedSession(router, {User: "id"}, expire_on_commit=False) as session:
+            asyncio.run(session_scenario(session, User, 90))
+        return
 
+    async def main() -> None:
+        async_engines = {
+            s: create_async_engine(f"sqlite+aiosqlite:///{tmp_path / s}.db") for s in SHARDS3
+        }
+        router = ShardRouter(ring, async_engines)
+        async with AsyncShardedSession(router, {User: "id"}, expire_on_commit=False) as session:
+            await session_scenario(session, User, 90)
+        for engine in async_engines.values():
+            await engine.dispose()
 
-def test_fan_out_merges_orders_and_limits(engines: dict[str, sa.Engine]) -> None:
-    load(engines, 60)
-    router = ShardRouter(HashRing(SHARDS3), {s: engines[s] for s in SHARDS3})
-    with ShardedSession(router, {User: "id"}) as session:
-        top = session.fan_out(
-            sa.select(User).order_by(User.score.desc(), User.id).limit(5),
-            order_by=lambda u: (-u.score, u.id),
-            limit=5,
-        )
-        expected = sorted(((i * 37) % 101, i) for i in range(60))
-        expected.sort(key=lambda t: (-t[0], t[1]))
-        assert [u.id for u in top] == [i for _, i in expected[:5]]
-        names = session.fan_out(sa.select(User.name).order_by(User.name), order_by=str)
-        assert names == sorted(f"user{i}" for i in range(60))
-        assert len(session.fan_out(sa.select(User.id))) == 60
+    asyncio.run(main())
 
 
 def test_fan_out_reports_the_failing_shard(engines: dict[str, sa.Engine], tmp_path: Path) -> None:
