@@ -16,11 +16,13 @@ from typing import Any
 import uhashring
 
 from benchmarks.harness import Bench
+from scalepatterns.events import Listeners
 from scalepatterns.sharding import (
     BoundedLoadRing,
     HashRing,
     JumpHash,
     Rendezvous,
+    ShardRouter,
     jump_hash,
     plan_rebalance,
 )
@@ -130,6 +132,24 @@ def run(bench: Bench) -> None:
             "Identical placements asserted before timing. The floor is the MD5 that "
             "uhashring's placement requires, with the same built-in MD5 HashRing uses."
         ),
+    )
+
+    resources = {node: f"postgresql://{node}/app" for node in NODES}
+    router = ShardRouter(ours, resources, listeners=Listeners())
+
+    def ring_and_dict(key: str) -> str:
+        return resources[ours.node_for(key)]
+
+    bench.compare(
+        "route a key to its shard's resource (batches of 1000 keys)",
+        {
+            "scalepatterns ShardRouter.for_key": batch(router.for_key),
+            "HashRing.node_for + dict lookup (floor)": batch(ring_and_dict),
+        },
+        baseline="HashRing.node_for + dict lookup (floor)",
+        number=40,
+        ops=len(keys),
+        note="The router adds a locked per-shard counter (for the skew report) and an event check.",
     )
 
     count = bench.scale(100_000, 5_000)

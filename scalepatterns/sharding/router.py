@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,11 @@ def merge_sorted(
     return result
 
 
+def _value(counter: itertools.count[int]) -> int:
+    """The next value of an `itertools.count` without consuming it (from ``count(n)``)."""
+    return int(repr(counter)[6:-1])
+
+
 class ShardRouter(Generic[R]):
     """Routes keys to per-shard resources through a placement.
 
@@ -128,22 +134,40 @@ class ShardRouter(Generic[R]):
         self._max_workers = max_workers
         self._listeners = default_listeners if listeners is None else listeners
         self._lock = threading.Lock()
-        self._counts: dict[str, int] = dict.fromkeys(self._resources, 0)
+        # One itertools.count per shard: next() on it is a single atomic C call, so
+        # counting a routed key takes no lock (the value is read back from its repr).
+        self._counts: dict[str, itertools.count[int]] = {s: itertools.count() for s in resources}
 
     # -- routing ------------------------------------------------------------------------
 
     def shard_for(self, key: Key) -> str:
         """The shard id owning `key` (counted in the per-shard load)."""
         shard = self.placement.node_for(key)
-        with self._lock:
-            self._counts[shard] = self._counts.get(shard, 0) + 1
+        try:
+            next(self._counts[shard])
+        except KeyError:
+            self._count_new(shard)
         if self._listeners.active:
             self._listeners.emit(ShardRouted(source=self.name, shard=shard))
         return shard
 
     def for_key(self, key: Key) -> R:
         """The resource of the shard owning `key`."""
-        return self._resource(self.shard_for(key))
+        shard = self.placement.node_for(key)
+        try:
+            next(self._counts[shard])
+            resource = self._resources[shard]
+        except KeyError:
+            self._count_new(shard)
+            resource = self._resource(shard)
+        if self._listeners.active:
+            self._listeners.emit(ShardRouted(source=self.name, shard=shard))
+        return resource
+
+    def _count_new(self, shard: str) -> None:
+        with self._lock:
+            counter = self._counts.setdefault(shard, itertools.count())
+        next(counter)
 
     def resource(self, shard: str) -> R:
         """The resource behind shard id `shard`."""
@@ -184,14 +208,14 @@ class ShardRouter(Generic[R]):
         """Register the resource of a shard about to join the placement."""
         self._resources[shard] = resource
         with self._lock:
-            self._counts.setdefault(shard, 0)
+            self._counts.setdefault(shard, itertools.count())
 
     # -- hot shards ---------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         """Keys routed per shard since creation or the last `reset_counts`."""
-        with self._lock:
-            return {shard: self._counts.get(shard, 0) for shard in self.shards}
+        counts = self._counts
+        return {shard: _value(counts[shard]) if shard in counts else 0 for shard in self.shards}
 
     def skew(self) -> SkewReport:
         """The skew (max/mean) of the routed keys over the current shards."""
@@ -199,7 +223,7 @@ class ShardRouter(Generic[R]):
 
     def reset_counts(self) -> None:
         with self._lock:
-            self._counts = dict.fromkeys(self.shards, 0)
+            self._counts = {shard: itertools.count() for shard in self._resources}
 
     # -- fan-out ------------------------------------------------------------------------
 

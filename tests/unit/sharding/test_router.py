@@ -158,3 +158,31 @@ def test_placements_load_without_server_clients() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_counts_are_exact_under_concurrent_routing() -> None:
+    import threading
+
+    router = make_router()
+    keys = [f"user:{i}" for i in range(2500)]
+    threads = [threading.Thread(target=lambda: [router.for_key(k) for k in keys]) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    counts = router.counts()
+    assert sum(counts.values()) == 4 * len(keys)
+    ring = HashRing(list(SHARDS))
+    assert counts == {s: 4 * sum(ring.node_for(k) == s for k in keys) for s in SHARDS}
+
+
+def test_a_shard_added_later_is_routed_and_counted() -> None:
+    ring = HashRing(["a"])
+    router = ShardRouter(ring, {"a": "A"})
+    ring.add_node("b")
+    key = next(f"k{i}" for i in range(100) if ring.node_for(f"k{i}") == "b")
+    with pytest.raises(ConfigurationError, match="'b'"):
+        router.for_key(key)  # no resource yet: a clear error, not a KeyError
+    router.add_shard("b", "B")
+    assert router.for_key(key) == "B"
+    assert router.counts()["b"] == 2  # the failed route was counted too
