@@ -149,7 +149,10 @@ def run(bench: Bench) -> None:
         baseline="HashRing.node_for + dict lookup (floor)",
         number=40,
         ops=len(keys),
-        note="The router adds a locked per-shard counter (for the skew report) and an event check.",
+        note=(
+            "The router adds a lock-free per-shard counter (for the skew report) and an "
+            "event check."
+        ),
     )
 
     count = bench.scale(100_000, 5_000)
