@@ -180,8 +180,9 @@ class BoundedLoadRing:
             moves: list[Move] = []
             for data in orphans:
                 del self._owner[data]
+            assigned = len(self._owner) + len(orphans)  # the capacity once all are back
             for data, key in orphans.items():
-                target = self._first_with_room(data, len(self._owner) + 1)
+                target = self._first_with_room(data, assigned)
                 self._held[target][data] = key
                 self._owner[data] = target
                 moves.append(Move(key, node, target))

@@ -135,10 +135,8 @@ class HashRing:
         that look past the owner, such as `BoundedLoadRing`.
         """
         snap = self._snap
-        data = key_bytes(key)
-        point: bytes | int = (
-            int.from_bytes(md5(data).digest()[:4], "little") if self._ketama else md5(data).digest()  # noqa: S324 - placement, not security
-        )
+        digest = md5(key_bytes(key)).digest()  # noqa: S324 - placement, not security
+        point: bytes | int = int.from_bytes(digest[:4], "little") if self._ketama else digest
         count = len(snap.points)
         if not count:
             raise EmptyPlacement("HashRing")
