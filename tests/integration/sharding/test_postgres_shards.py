@@ -14,12 +14,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns.sharding import (
     AsyncShardedSession,
+    FanOutError,
     HashRing,
     Resharder,
     ShardedSession,
     ShardRouter,
     plan_rebalance,
 )
+from tests.support.servers import TcpProxy
 from tests.unit.sharding.scenarios import session_scenario
 
 pytestmark = pytest.mark.postgres
@@ -187,3 +189,48 @@ def test_reshard_three_to_four_with_an_interruption(
     rerun = Resharder(shard_engines, target, Account.__table__, "id", batch_size=100).run()
     assert rerun.moved == 0
     assert state(shard_engines)[:2] == (before_total, before_checksum)
+
+
+def test_a_shard_cut_off_fails_alone_and_the_resharder_resumes(
+    shard_engines: dict[str, sa.Engine],
+) -> None:
+    """accounts-4 is reached through a proxy that the test cuts: a real connection loss."""
+    populate(shard_engines)
+    before_total, before_checksum, _ = state(shard_engines)
+    direct = shard_engines["accounts-4"]
+    url = direct.url
+    with TcpProxy(url.port or 5432, url.host or "127.0.0.1") as proxy:
+        proxied = sa.create_engine(
+            url.set(host="127.0.0.1", port=proxy.port),
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 2},
+        )
+        engines = {**shard_engines, "accounts-4": proxied}
+        router = ShardRouter(HashRing(SHARDS4), engines)
+        proxy.block()
+        with ShardedSession(router, {Account: "id"}) as session, pytest.raises(FanOutError) as info:
+            session.fan_out(sa.select(sa.func.count()).select_from(Account))
+        assert set(info.value.errors) == {"accounts-4"}
+        assert sum(v[0] for v in info.value.results.values()) == ROWS  # the others answered
+
+        checkpoint: dict[str, object] = {}
+        resharder = Resharder(
+            engines,
+            HashRing(SHARDS4),
+            Account.__table__,
+            "id",
+            batch_size=200,
+            checkpoint=checkpoint,
+        )
+        with pytest.raises(sa.exc.OperationalError):
+            resharder.run()
+        assert state(shard_engines)[:2] == (before_total, before_checksum)  # nothing deleted
+
+        proxy.unblock()
+        report = resharder.run()
+        assert report.moved > 0
+        proxied.dispose()
+    after_total, after_checksum, where = state(shard_engines)
+    assert (after_total, after_checksum) == (before_total, before_checksum)
+    target = HashRing(SHARDS4)
+    assert all(target.node_for(i) == s for s, ids in where.items() for i in ids)
