@@ -26,8 +26,12 @@ T = TypeVar("T")
 OrderBy = str | Callable[[Any], Any] | None
 
 
-class _Shards:
-    """The routing both sessions share: shard keys, and one open session per shard."""
+class _ShardedSessions:
+    """What the sync and async sessions share: shard keys, and one session per shard.
+
+    Everything here is synchronous in both (opening a session, `add`); the I/O methods
+    live in each subclass, so neither flavour is a subclass of the other.
+    """
 
     def __init__(
         self,
@@ -38,22 +42,25 @@ class _Shards:
         if not shard_keys:
             raise ConfigurationError("shard_keys", shard_keys, "{EntityClass: 'attribute'}")
         self.router = router
-        self.shard_keys = dict(shard_keys)
-        self.factory = factory
-        self.open: dict[str, Any] = {}
+        self._shard_keys = dict(shard_keys)
+        self._factory = factory
+        self._open: dict[str, Any] = {}
 
     def session(self, shard: str) -> Any:
-        session = self.open.get(shard)
+        """The session of shard id `shard` (opened on first use)."""
+        session = self._open.get(shard)
         if session is None:
-            session = self.open[shard] = self.factory(self.router.resource(shard))
+            session = self._open[shard] = self._factory(self.router.resource(shard))
         return session
 
     def for_key(self, key: Key) -> Any:
+        """The session of the shard owning `key`."""
         return self.session(self.router.shard_for(key))
 
-    def key_of(self, instance: object) -> Key:
+    def shard_key_of(self, instance: object) -> Key:
+        """The shard key of an entity instance, read from its `shard_keys` attribute."""
         for cls in type(instance).__mro__:
-            attribute = self.shard_keys.get(cls)
+            attribute = self._shard_keys.get(cls)
             if attribute is not None:
                 key = getattr(instance, attribute)
                 if key is None:
@@ -62,17 +69,25 @@ class _Shards:
                     )
                 return key  # type: ignore[no-any-return]
         raise ConfigurationError(
-            "shard_keys", sorted(c.__name__ for c in self.shard_keys), type(instance).__name__
+            "shard_keys", sorted(c.__name__ for c in self._shard_keys), type(instance).__name__
         )
 
-    def for_instance(self, instance: object) -> Any:
-        return self.for_key(self.key_of(instance))
+    def add(self, instance: object) -> None:
+        """Add `instance` to the session of its shard."""
+        self._for_instance(instance).add(instance)
 
-    def all_sessions(self) -> dict[str, Any]:
+    def add_all(self, instances: Iterable[object]) -> None:
+        for instance in instances:
+            self.add(instance)
+
+    def _for_instance(self, instance: object) -> Any:
+        return self.for_key(self.shard_key_of(instance))
+
+    def _all_sessions(self) -> dict[str, Any]:
         """A session for every shard (opened now, so fan-out threads never create one)."""
         return {shard: self.session(shard) for shard in self.router.shards}
 
-    def merge(
+    def _merge(
         self,
         parts: Mapping[str, list[Any]],
         order_by: OrderBy,
@@ -91,7 +106,7 @@ def _rows(result: Any, scalars: bool) -> list[Any]:
     return list(result.scalars() if scalars else result)
 
 
-class ShardedSession:
+class ShardedSession(_ShardedSessions):
     """One SQLAlchemy `Session` per shard, opened on demand, behind one object.
 
     Entities go to the shard of their shard key: `add(user)` reads ``user.<attribute>``
@@ -117,33 +132,10 @@ class ShardedSession:
         shard_keys: Mapping[type, str],
         **session_options: Any,
     ) -> None:
-        self._shards = _Shards(
-            router, shard_keys, lambda bind: orm.Session(bind, **session_options)
-        )
-        self.router = router
-
-    def session(self, shard: str) -> Any:
-        """The `Session` of shard id `shard` (opened on first use)."""
-        return self._shards.session(shard)
-
-    def for_key(self, key: Key) -> Any:
-        """The `Session` of the shard owning `key`."""
-        return self._shards.for_key(key)
-
-    def shard_key_of(self, instance: object) -> Key:
-        """The shard key of an entity instance, read from its `shard_keys` attribute."""
-        return self._shards.key_of(instance)
-
-    def add(self, instance: object) -> None:
-        """Add `instance` to the session of its shard."""
-        self._shards.for_instance(instance).add(instance)
-
-    def add_all(self, instances: Iterable[object]) -> None:
-        for instance in instances:
-            self.add(instance)
+        super().__init__(router, shard_keys, lambda bind: orm.Session(bind, **session_options))
 
     def delete(self, instance: object) -> None:
-        self._shards.for_instance(instance).delete(instance)
+        self._for_instance(instance).delete(instance)
 
     def get(self, entity: type[T], ident: Any, *, key: Key | None = None) -> T | None:
         """`Session.get` on the shard of `key` (default: `ident`, when sharded by its id)."""
@@ -179,29 +171,29 @@ class ShardedSession:
         Raises:
             FanOutError: a shard failed; `.results` holds the other shards' rows.
         """
-        sessions = self._shards.all_sessions()
+        sessions = self._all_sessions()
         parts = self.router.fan_out(
             lambda shard, _engine: _rows(sessions[shard].execute(statement), scalars)
         )
-        return self._shards.merge(parts, order_by, reverse, limit)
+        return self._merge(parts, order_by, reverse, limit)
 
     def flush(self) -> None:
-        for session in self._shards.open.values():
+        for session in self._open.values():
             session.flush()
 
     def commit(self) -> None:
         """Commit every open shard session, one after another (no two-phase commit)."""
-        for session in self._shards.open.values():
+        for session in self._open.values():
             session.commit()
 
     def rollback(self) -> None:
-        for session in self._shards.open.values():
+        for session in self._open.values():
             session.rollback()
 
     def close(self) -> None:
-        for session in self._shards.open.values():
+        for session in self._open.values():
             session.close()
-        self._shards.open.clear()
+        self._open.clear()
 
     def __enter__(self) -> ShardedSession:
         return self
@@ -210,7 +202,7 @@ class ShardedSession:
         self.close()
 
 
-class AsyncShardedSession:
+class AsyncShardedSession(_ShardedSessions):
     """`ShardedSession` for async engines: one `AsyncSession` per shard.
 
     The same routing as `ShardedSession`; `fan_out` awaits every shard concurrently.
@@ -228,31 +220,10 @@ class AsyncShardedSession:
         **session_options: Any,
     ) -> None:
         aio = require("sqlalchemy.ext.asyncio", extra="sqlalchemy", feature="AsyncShardedSession")
-        self._shards = _Shards(
-            router, shard_keys, lambda bind: aio.AsyncSession(bind, **session_options)
-        )
-        self.router = router
-
-    def session(self, shard: str) -> Any:
-        """The `AsyncSession` of shard id `shard` (opened on first use)."""
-        return self._shards.session(shard)
-
-    def for_key(self, key: Key) -> Any:
-        """The `AsyncSession` of the shard owning `key`."""
-        return self._shards.for_key(key)
-
-    def shard_key_of(self, instance: object) -> Key:
-        return self._shards.key_of(instance)
-
-    def add(self, instance: object) -> None:
-        self._shards.for_instance(instance).add(instance)
-
-    def add_all(self, instances: Iterable[object]) -> None:
-        for instance in instances:
-            self.add(instance)
+        super().__init__(router, shard_keys, lambda bind: aio.AsyncSession(bind, **session_options))
 
     async def delete(self, instance: object) -> None:
-        await self._shards.for_instance(instance).delete(instance)
+        await self._for_instance(instance).delete(instance)
 
     async def get(self, entity: type[T], ident: Any, *, key: Key | None = None) -> T | None:
         return await self.for_key(ident if key is None else key).get(entity, ident)  # type: ignore[no-any-return]
@@ -273,31 +244,31 @@ class AsyncShardedSession:
         scalars: bool = True,
     ) -> list[Any]:
         """`ShardedSession.fan_out`, awaiting every shard concurrently."""
-        sessions = self._shards.all_sessions()
+        sessions = self._all_sessions()
 
         async def run(shard: str, _engine: Any) -> list[Any]:
             return _rows(await sessions[shard].execute(statement), scalars)
 
         parts = await self.router.afan_out(run)
-        return self._shards.merge(parts, order_by, reverse, limit)
+        return self._merge(parts, order_by, reverse, limit)
 
     async def flush(self) -> None:
-        for session in self._shards.open.values():
+        for session in self._open.values():
             await session.flush()
 
     async def commit(self) -> None:
         """Commit every open shard session, one after another (no two-phase commit)."""
-        for session in self._shards.open.values():
+        for session in self._open.values():
             await session.commit()
 
     async def rollback(self) -> None:
-        for session in self._shards.open.values():
+        for session in self._open.values():
             await session.rollback()
 
     async def close(self) -> None:
-        for session in self._shards.open.values():
+        for session in self._open.values():
             await session.close()
-        self._shards.open.clear()
+        self._open.clear()
 
     async def __aenter__(self) -> AsyncShardedSession:
         return self
