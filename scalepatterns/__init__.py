@@ -47,6 +47,18 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
         retry,
         timeout,
     )
+    from scalepatterns.sharding.bounded import BoundedLoadRing
+    from scalepatterns.sharding.errors import FanOutError, ShardingError, ShardUnavailable
+    from scalepatterns.sharding.jump import JumpHash
+    from scalepatterns.sharding.placement import Placement
+    from scalepatterns.sharding.ranges import RangeShards
+    from scalepatterns.sharding.rebalance import RebalancePlan, plan_rebalance
+    from scalepatterns.sharding.rendezvous import Rendezvous
+    from scalepatterns.sharding.reshard import Resharder
+    from scalepatterns.sharding.ring import HashRing
+    from scalepatterns.sharding.router import ShardRouter, SkewReport
+    from scalepatterns.sharding.sharded_redis import AsyncShardedRedis, ShardedRedis
+    from scalepatterns.sharding.sql import AsyncShardedSession, ShardedSession
 
 __version__ = "0.1.0"
 
@@ -64,10 +76,31 @@ _LAZY: dict[str, str] = {
     "resilient": "scalepatterns.resilience",
     "retry": "scalepatterns.resilience",
     "timeout": "scalepatterns.resilience",
+    "AsyncShardedRedis": "scalepatterns.sharding.sharded_redis",
+    "AsyncShardedSession": "scalepatterns.sharding.sql",
+    "BoundedLoadRing": "scalepatterns.sharding.bounded",
+    "FanOutError": "scalepatterns.sharding.errors",
+    "HashRing": "scalepatterns.sharding.ring",
+    "JumpHash": "scalepatterns.sharding.jump",
+    "Placement": "scalepatterns.sharding.placement",
+    "RangeShards": "scalepatterns.sharding.ranges",
+    "RebalancePlan": "scalepatterns.sharding.rebalance",
+    "Rendezvous": "scalepatterns.sharding.rendezvous",
+    "Resharder": "scalepatterns.sharding.reshard",
+    "ShardRouter": "scalepatterns.sharding.router",
+    "ShardUnavailable": "scalepatterns.sharding.errors",
+    "ShardedRedis": "scalepatterns.sharding.sharded_redis",
+    "ShardedSession": "scalepatterns.sharding.sql",
+    "ShardingError": "scalepatterns.sharding.errors",
+    "SkewReport": "scalepatterns.sharding.router",
+    "plan_rebalance": "scalepatterns.sharding.rebalance",
 }
 
 __all__ = [
+    "AsyncShardedRedis",
+    "AsyncShardedSession",
     "BackendUnavailable",
+    "BoundedLoadRing",
     "CircuitBreaker",
     "CircuitOpen",
     "Clock",
@@ -76,7 +109,10 @@ __all__ = [
     "Event",
     "EventRecorder",
     "FakeClock",
+    "FanOutError",
+    "HashRing",
     "JsonSerializer",
+    "JumpHash",
     "Listener",
     "Listeners",
     "LoadBalancer",
@@ -84,22 +120,34 @@ __all__ = [
     "MsgpackSerializer",
     "NoHealthyEndpoint",
     "OutageGuard",
+    "Placement",
     "QueueFull",
+    "RangeShards",
     "RateLimited",
+    "RebalancePlan",
     "RedisBreakerState",
+    "Rendezvous",
+    "Resharder",
     "RetryBudget",
     "SYSTEM_CLOCK",
     "ScalePatternsError",
     "SerializationError",
     "Serializer",
+    "ShardRouter",
+    "ShardUnavailable",
+    "ShardedRedis",
+    "ShardedSession",
+    "ShardingError",
     "SignatureError",
     "SignedPickleSerializer",
+    "SkewReport",
     "SystemClock",
     "__version__",
     "deadline",
     "default_listeners",
     "fallback",
     "pipeline",
+    "plan_rebalance",
     "remaining",
     "resilient",
     "retry",

@@ -110,20 +110,14 @@ class NodeLocator(Protocol):
     def node_for(self, key: str) -> str: ...
 
 
-class _UhashringLocator:
-    """`node_for` over uhashring's ring (the sharding block's `HashRing` places the same)."""
+def _hash_ring(weights: Mapping[str, int]) -> NodeLocator:
+    """The sharding block's `HashRing` (uhashring's placements), with its events muted:
+    the balancer rebuilds rings as endpoints come and go, which is not ring membership news.
+    """
+    from scalepatterns.events import Listeners
+    from scalepatterns.sharding.ring import HashRing
 
-    __slots__ = ("_ring",)
-
-    def __init__(self, weights: Mapping[str, int]) -> None:
-        import uhashring
-
-        self._ring = uhashring.HashRing(
-            nodes={name: {"weight": weight} for name, weight in weights.items()}
-        )
-
-    def node_for(self, key: str) -> str:
-        return str(self._ring.get_node(key))
+    return HashRing(dict(weights), listeners=Listeners())
 
 
 RingFactory = Callable[[Mapping[str, int]], NodeLocator]
@@ -138,13 +132,13 @@ class ConsistentHash:
 
     Args:
         ring_factory: builds a `NodeLocator` from ``{endpoint name: weight}``
-            (default: a uhashring ring).
+            (default: `scalepatterns.sharding.HashRing`).
     """
 
     __slots__ = ("_factory", "_fallback", "_rings")
 
     def __init__(self, ring_factory: RingFactory | None = None) -> None:
-        self._factory: RingFactory = ring_factory or _UhashringLocator
+        self._factory: RingFactory = ring_factory or _hash_ring
         self._rings: dict[frozenset[str], NodeLocator] = {}
         self._fallback = RoundRobin()
 
