@@ -35,6 +35,7 @@ from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation, block_of
 from scalepatterns.events import Event, Listeners
 from scalepatterns.resilience import events as resilience
+from scalepatterns.sharding import events as sharding
 
 __all__ = ["DEFAULT_LEVELS", "EXTRA_PREFIX", "instrument"]
 
@@ -47,6 +48,12 @@ Level = int | Callable[[Any], int]
 DEBUG, INFO, WARNING = logging.DEBUG, logging.INFO, logging.WARNING
 
 _LEVELS: dict[type[Event], Level] = {
+    # sharding
+    sharding.ShardRouted: DEBUG,
+    sharding.NodeAdded: INFO,
+    sharding.NodeRemoved: INFO,
+    sharding.FanOutFinished: lambda e: WARNING if e.failed else DEBUG,
+    sharding.RowsResharded: INFO,
     # resilience
     resilience.BreakerOpened: WARNING,
     resilience.BreakerHalfOpened: INFO,

@@ -44,6 +44,7 @@ from scalepatterns._deps import require
 from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation
 from scalepatterns.events import Event, Listeners
 from scalepatterns.resilience import events as resilience
+from scalepatterns.sharding import events as sharding
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -84,7 +85,7 @@ def _tracer(tracer_provider: TracerProvider | None) -> Tracer:
 
 
 def event_name(event_type: type[Event]) -> str:
-    """The span event name for an event type: ``BreakerOpened`` -> ``scalepatterns.breaker_opened``."""
+    """A span event name: ``BreakerOpened`` -> ``scalepatterns.breaker_opened``."""
     return f"{ATTRIBUTE_PREFIX}.{_CAMEL.sub('_', event_type.__name__).lower()}"
 
 
@@ -171,7 +172,29 @@ def _resilience(tools: _Tools) -> dict[type[Event], Handler]:
     )
 
 
-_BLOCKS: tuple[Callable[[_Tools], dict[type[Event], Handler]], ...] = (_resilience,)
+# ---------------------------------------------------------------------- sharding
+
+
+def _sharding(tools: _Tools) -> dict[type[Event], Handler]:
+    return {
+        sharding.ShardRouted: tools.attributes(
+            lambda e: {
+                f"{ATTRIBUTE_PREFIX}.shard.router": e.source,
+                f"{ATTRIBUTE_PREFIX}.shard": e.shard,
+            }
+        ),
+        **tools.events(
+            (
+                sharding.FanOutFinished,
+                sharding.NodeAdded,
+                sharding.NodeRemoved,
+                sharding.RowsResharded,
+            )
+        ),
+    }
+
+
+_BLOCKS: tuple[Callable[[_Tools], dict[type[Event], Handler]], ...] = (_sharding, _resilience)
 
 
 def instrument(
@@ -198,9 +221,7 @@ def instrument(
 
 
 def _propagator() -> Any:
-    module = require(
-        "opentelemetry.trace.propagation.tracecontext", extra="otel", feature=_FEATURE
-    )
+    module = require("opentelemetry.trace.propagation.tracecontext", extra="otel", feature=_FEATURE)
     return module.TraceContextTextMapPropagator()
 
 

@@ -32,6 +32,7 @@ from scalepatterns._deps import require
 from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation
 from scalepatterns.events import Event, Listeners
 from scalepatterns.resilience import events as resilience
+from scalepatterns.sharding import events as sharding
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -71,6 +72,7 @@ class _Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
+        self.core = require("prometheus_client.core", extra="prometheus", feature=_FEATURE)
         self.registry = registry
         self.names: list[str] = []
         self.table: dict[type[Event], Handler] = {}
@@ -180,7 +182,71 @@ def _resilience(m: _Metrics) -> dict[type[Event], Handler]:
     }
 
 
-_BLOCKS: tuple[Callable[[_Metrics], dict[type[Event], Handler]], ...] = (_resilience,)
+# ---------------------------------------------------------------------- sharding
+
+
+def _sharding(m: _Metrics) -> dict[type[Event], Handler]:
+    lookups = m.counter("shard_lookups_total", "Keys routed to each shard.", "router", "shard")
+    nodes = m.counter(
+        "shard_node_changes_total", "Nodes added to or removed from a placement.",
+        "placement", "change",
+    )  # fmt: skip
+    moved = m.counter(
+        "shard_keys_moved_total", "Keys that changed owner when nodes changed (bounded ring).",
+        "placement",
+    )  # fmt: skip
+    fanouts = m.counter("shard_fanouts_total", "Fan-out calls across shards.", "router")
+    fanout_failures = m.counter(
+        "shard_fanout_failures_total", "Shards that raised during a fan-out.", "router"
+    )
+    resharded = m.counter(
+        "shard_rows_resharded_total", "Rows copied, verified and deleted by resharding.",
+        "router", "from_shard", "to_shard",
+    )  # fmt: skip
+    gauge_family = m.core.GaugeMetricFamily
+
+    def skew() -> Iterator[Any]:
+        family = gauge_family(
+            f"{PREFIX}_shard_lookup_skew_ratio",
+            "Busiest shard's lookups over the mean per shard (1.0 = perfectly even).",
+            labels=["router"],
+        )
+        per_router: dict[str, list[float]] = {}
+        for metric in lookups.metric.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    per_router.setdefault(sample.labels["router"], []).append(sample.value)
+        for router, counts in sorted(per_router.items()):
+            mean = sum(counts) / len(counts)
+            if mean > 0:
+                family.add_metric([router], max(counts) / mean)
+        yield family
+
+    m.collector(skew)
+
+    def node(change: str) -> Handler:
+        def update(e: sharding.NodeAdded | sharding.NodeRemoved) -> None:
+            nodes(e.source, change).inc()
+            if e.moved:
+                moved(e.source).inc(e.moved)
+
+        return update
+
+    def fanout(e: sharding.FanOutFinished) -> None:
+        fanouts(e.source).inc()
+        if e.failed:
+            fanout_failures(e.source).inc(e.failed)
+
+    return {
+        sharding.ShardRouted: lambda e: lookups(e.source, e.shard).inc(),
+        sharding.NodeAdded: node("added"),
+        sharding.NodeRemoved: node("removed"),
+        sharding.FanOutFinished: fanout,
+        sharding.RowsResharded: lambda e: resharded(e.source, e.from_shard, e.to_shard).inc(e.rows),
+    }
+
+
+_BLOCKS: tuple[Callable[[_Metrics], dict[type[Event], Handler]], ...] = (_sharding, _resilience)
 
 _per_registry: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDictionary()
 _per_registry_lock = threading.Lock()
