@@ -73,7 +73,7 @@ DEFAULT_LEVELS: Mapping[type[Event], Level] = _LEVELS
 
 
 class _Folder:
-    """Folds repeats of one (event type, source) into one line per interval."""
+    """Folds repeats of one (event type, source, level) into one line per interval."""
 
     __slots__ = ("_clock", "_interval", "_lock", "_seen")
 
@@ -81,13 +81,13 @@ class _Folder:
         self._interval = interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._seen: dict[tuple[type[Event], str], list[float]] = {}
+        self._seen: dict[tuple[type[Event], str, int], list[float]] = {}
 
-    def admit(self, event: Event) -> int | None:
+    def admit(self, event: Event, level: int) -> int | None:
         """None to suppress this line, else how many lines were suppressed before it."""
         if self._interval <= 0:
             return 0
-        key = (type(event), event.source)
+        key = (type(event), event.source, level)
         now = self._clock.monotonic()
         with self._lock:
             seen = self._seen.get(key)
@@ -107,16 +107,16 @@ def _fields(event: Event) -> list[tuple[str, Any]]:
 
 
 def _handler(
-    event_type: type[Event], level: Level, logger: logging.Logger, folder: _Folder
+    event_type: type[Event], level: Level, least: int, logger: logging.Logger, folder: _Folder
 ) -> Handler:
     block = block_of(event_type)
     name = event_type.__name__
 
     def handler(event: Event) -> None:
         chosen = level(event) if callable(level) else level
-        if not logger.isEnabledFor(chosen):
+        if chosen < least or not logger.isEnabledFor(chosen):
             return
-        suppressed = folder.admit(event)
+        suppressed = folder.admit(event, chosen)
         if suppressed is None:
             return
         fields = _fields(event)
@@ -166,7 +166,7 @@ def instrument(
     chosen = {**_LEVELS, **(levels or {})}
     folder = _Folder(min_interval, clock)
     table = {
-        event_type: _handler(event_type, event_level, target, folder)
+        event_type: _handler(event_type, event_level, level, target, folder)
         for event_type, event_level in chosen.items()
         if callable(event_level) or event_level >= level
     }
