@@ -33,30 +33,54 @@ from scalepatterns.serializers import (
 )
 
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
-    pass
+    from scalepatterns.routing import (
+        ConsistencyToken,
+        InvalidToken,
+        NoHealthyReplica,
+        ReadOnlyViolation,
+        ReadWriteRouter,
+        ReplicaMonitor,
+        RoutingSession,
+    )
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    # read/write router (imports sqlalchemy)
+    "ConsistencyToken": "scalepatterns.routing",
+    "InvalidToken": "scalepatterns.routing",
+    "NoHealthyReplica": "scalepatterns.routing",
+    "ReadOnlyViolation": "scalepatterns.routing",
+    "ReadWriteRouter": "scalepatterns.routing",
+    "ReplicaMonitor": "scalepatterns.routing",
+    "RoutingSession": "scalepatterns.routing",
+}
 
 __all__ = [
     "BackendUnavailable",
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
+    "ConsistencyToken",
     "DeadlineExceeded",
     "Event",
     "EventRecorder",
     "FakeClock",
+    "InvalidToken",
     "JsonSerializer",
     "Listener",
     "Listeners",
     "MissingDependency",
     "MsgpackSerializer",
+    "NoHealthyReplica",
     "OutageGuard",
     "QueueFull",
     "RateLimited",
+    "ReadOnlyViolation",
+    "ReadWriteRouter",
+    "ReplicaMonitor",
+    "RoutingSession",
     "SYSTEM_CLOCK",
     "ScalePatternsError",
     "SerializationError",
