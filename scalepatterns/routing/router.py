@@ -357,8 +357,7 @@ class ReadWriteRouter:
             return self._to_primary("forced")
         token = state.token
         if token is not None and token.wall_time is not None:
-            now = self._clock.time()
-            if now < min(token.wall_time, now) + self.sticky_for:
+            if self._clock.time() < token.wall_time + self.sticky_for:
                 return self._to_primary("sticky")
             state.token = None  # expired: later reads skip this check
         pinned = state.pinned

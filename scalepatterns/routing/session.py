@@ -120,9 +120,12 @@ class RoutingSession(Session):
                 "bind", bind or binds, "nothing: a routed session takes its engines from the router"
             )
         self._sp_router = router
-        self._sp = _RouteState(
-            None if consistency_token is None else ConsistencyToken.parse(consistency_token)
-        )
+        token = None if consistency_token is None else ConsistencyToken.parse(consistency_token)
+        if token is not None and token.wall_time is not None:
+            now = router._clock.time()
+            if token.wall_time > now:  # from the future (clock skew or forged): count as now
+                token = ConsistencyToken.at_time(now)
+        self._sp = _RouteState(token)
         super().__init__(**kw)
 
     def get_bind(
