@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -74,6 +75,15 @@ class SqliteCluster:
             self.log.attach(engine, name)
             engines[name] = engine
             self.created.append(engine)
+        return engines
+
+    def async_engines(self, *names: str) -> dict[str, AsyncEngine]:
+        engines = {}
+        for name in names:
+            engine = create_async_engine(self.url(name, "sqlite+aiosqlite"))
+            self.log.attach(engine.sync_engine, name)
+            engines[name] = engine
+            self.created.append(engine.sync_engine)
         return engines
 
 
