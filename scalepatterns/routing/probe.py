@@ -13,7 +13,10 @@ from scalepatterns.routing.token import format_lsn, parse_lsn
 
 __all__ = ["current_wal_lsn", "measure_replica", "replay_lsn"]
 
-_CURRENT_LSN = text("SELECT pg_current_wal_lsn()::text")
+# The insert position, not pg_current_wal_lsn() (the write position): with
+# synchronous_commit=off a commit returns while its record may still sit in WAL buffers,
+# past the write position, and a token taken from the latter would miss the commit.
+_CURRENT_LSN = text("SELECT pg_current_wal_insert_lsn()::text")
 _REPLAY_LSN = text("SELECT pg_last_wal_replay_lsn()::text")
 _REPLICA_LAG = text(
     "SELECT pg_last_wal_replay_lsn()::text,"
@@ -24,7 +27,11 @@ _PING = text("SELECT 1")
 
 
 def current_wal_lsn(primary: Connection) -> int:
-    """The primary's current WAL write position (read it after a commit has completed)."""
+    """The primary's current WAL insert position (read it after a commit has completed).
+
+    ``pg_current_wal_insert_lsn()`` is at or past every committed transaction's commit
+    record, even with ``synchronous_commit=off``.
+    """
     value = primary.execute(_CURRENT_LSN).scalar_one()
     return parse_lsn(value)
 
@@ -38,7 +45,7 @@ def replay_lsn(replica: Connection) -> int | None:
 def measure_replica(replica: Connection, primary_lsn: int | None, wal: bool) -> LagSample:
     """Lag of one replica, measured on the server.
 
-    Bytes are ``pg_wal_lsn_diff(primary's pg_current_wal_lsn(), pg_last_wal_replay_lsn())``;
+    Bytes are ``pg_wal_lsn_diff(primary's pg_current_wal_insert_lsn(), pg_last_wal_replay_lsn())``;
     seconds are ``now() - pg_last_xact_replay_timestamp()`` while WAL is pending, and 0 when
     the replica has replayed everything (an idle primary is not lag). Without WAL positions
     (SQLite...) this is only a liveness check.

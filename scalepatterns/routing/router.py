@@ -300,7 +300,7 @@ class ReadWriteRouter:
     def token(self, session: object) -> str | None:
         """A consistency token covering what `session` committed (and the token it was given).
 
-        On PostgreSQL it records ``pg_current_wal_lsn()`` read on the primary now, after the
+        On PostgreSQL it records ``pg_current_wal_insert_lsn()`` read on the primary now, after the
         commit; elsewhere the commit's wall time. None if there is nothing to be consistent
         with. Async sessions: ``await router.atoken(session)``.
 

@@ -7,7 +7,7 @@ then only reads from a replica that has caught up with the write, or from the pr
 
 Two kinds exist:
 
-- ``v1:pg:<hi>/<lo>``: a PostgreSQL WAL position (``pg_current_wal_lsn()`` read on the
+- ``v1:pg:<hi>/<lo>``: a PostgreSQL WAL position (``pg_current_wal_insert_lsn()`` read on the
   primary after the commit); a replica whose ``pg_last_wal_replay_lsn()`` has reached it has
   the write.
 - ``v1:t:<unix seconds>``: when the write committed, for engines without a WAL position

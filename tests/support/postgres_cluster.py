@@ -169,9 +169,20 @@ class PostgresCluster:
         )
         wait_for_port(port, timeout=30)
 
-    def start_replica(self) -> None:
-        """Start (or restart after `kill_replica`) the replica on its port."""
-        self._pg_ctl_start(self.replica_dir, self.replica_port)
+    def start_replica(self, attempts: int = 5) -> None:
+        """Start (or restart after `kill_replica`) the replica on its port.
+
+        Retried: after a SIGKILL, the old postmaster's children may hold its shared memory
+        for a moment, and PostgreSQL refuses to start until they are gone.
+        """
+        for attempt in range(attempts):
+            try:
+                self._pg_ctl_start(self.replica_dir, self.replica_port)
+                return
+            except (RuntimeError, TimeoutError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)
 
     def _wait_until_streaming(self, timeout: float = 30.0) -> None:
         import sqlalchemy as sa
