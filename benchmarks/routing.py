@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import text
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from benchmarks.harness import Bench
 from scalepatterns.events import Listeners
@@ -41,18 +41,18 @@ class Row(Base):
 
 def _overhead(bench: Bench, label: str, primary: sa.Engine, replica: sa.Engine) -> None:
     router = ReadWriteRouter(primary, [replica])
-    Routed = router.sessionmaker()
-    Plain = sa.orm.sessionmaker(bind=replica)
+    routed_sessions = router.sessionmaker()
+    plain_sessions = sa.orm.sessionmaker(bind=replica)
 
     def routed_get() -> None:
-        with Routed() as session:
+        with routed_sessions() as session:
             session.get(Row, 1)
 
     def plain_get() -> None:
-        with Plain() as session:
+        with plain_sessions() as session:
             session.get(Row, 1)
 
-    with Routed() as session:  # the routed read really lands on the replica engine
+    with routed_sessions() as session:  # the routed read really lands on the replica engine
         assert session.execute(sa.select(Row.payload).where(Row.id == 1)).scalar() == "replica"
     bench.compare(
         f"session.get() by primary key, fresh session ({label})",
@@ -140,13 +140,13 @@ def _run_mix(bench: Bench, title: str, cluster: object) -> None:
     assert isinstance(cluster, PostgresCluster)
     primary = sa.create_engine(cluster.primary_url)
     replica = sa.create_engine(cluster.replica_url)
-    admin = sa.create_engine(cluster.replica_url, poolclass=sa.pool.NullPool)
     Base.metadata.create_all(primary)
     clients = 200
     with primary.begin() as conn:
         conn.execute(
             sa.insert(Row), [{"id": i, "version": 0, "payload": "x"} for i in range(clients)]
         )
+    cluster.wait_replayed()
     served: Counter[str] = Counter()
     listeners = Listeners()
 
@@ -156,7 +156,7 @@ def _run_mix(bench: Bench, title: str, cluster: object) -> None:
 
     listeners.add(count, RouteDecided)
     router = ReadWriteRouter(primary, [replica], listeners=listeners)
-    Session = router.sessionmaker()
+    new_session = router.sessionmaker()
     rng = random.Random(7)
     tokens: dict[int, str] = {}  # half the clients carry their token, half do not
     written: dict[int, int] = dict.fromkeys(range(clients), 0)
@@ -164,24 +164,19 @@ def _run_mix(bench: Bench, title: str, cluster: object) -> None:
     stale_token = stale_plain = reads = token_reads = writes = 0
     replica_reads = 0
 
-    def set_replay(action: str) -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f"SELECT pg_wal_replay_{action}()"))
-            conn.commit()
-
     paused = False
     try:
         for op in range(operations):
             if op == operations // 3:
-                set_replay("pause")
+                cluster.set_replay("pause")
                 paused = True
             elif op == 2 * operations // 3:
-                set_replay("resume")
+                cluster.set_replay("resume")
                 paused = False
             client = rng.randrange(clients)
             carries = client % 2 == 0
             if rng.random() < 0.05:
-                with Session() as session:
+                with new_session() as session:
                     row = session.get(Row, client)
                     assert row is not None
                     row.version = written[client] + 1
@@ -194,7 +189,7 @@ def _run_mix(bench: Bench, title: str, cluster: object) -> None:
                         tokens[client] = token
                 continue
             before = served["replica"]
-            with Session(consistency_token=tokens.get(client) if carries else None) as session:
+            with new_session(consistency_token=tokens.get(client) if carries else None) as session:
                 row = session.get(Row, client)
                 assert row is not None
                 version = row.version
@@ -209,10 +204,9 @@ def _run_mix(bench: Bench, title: str, cluster: object) -> None:
                 token_reads += 1
     finally:
         if paused:
-            set_replay("resume")
+            cluster.set_replay("resume")
         primary.dispose()
         replica.dispose()
-        admin.dispose()
     bench.record(
         title,
         {

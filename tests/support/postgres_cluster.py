@@ -203,6 +203,47 @@ class PostgresCluster:
         finally:
             engine.dispose()
 
+    def wait_replayed(self, timeout: float = 20.0) -> None:
+        """Block until the replica has replayed everything the primary has written so far."""
+        import sqlalchemy as sa
+
+        primary = sa.create_engine(self.primary_url, poolclass=sa.pool.NullPool)
+        replica = sa.create_engine(self.replica_url, poolclass=sa.pool.NullPool)
+        lsn = "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')"
+        replayed = "SELECT pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '0/0')"
+        try:
+            with primary.connect() as conn:
+                target = conn.execute(sa.text(lsn)).scalar_one()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with replica.connect() as conn:
+                        position = conn.execute(sa.text(replayed)).scalar_one()
+                    if position is not None and position >= target:
+                        return
+                except sa.exc.OperationalError:
+                    pass  # restarting
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the replica did not catch up with the primary")
+                time.sleep(0.05)
+        finally:
+            primary.dispose()
+            replica.dispose()
+
+    def set_replay(self, action: str) -> None:
+        """``"pause"`` or ``"resume"`` WAL replay on the replica."""
+        if action not in ("pause", "resume"):
+            raise ValueError(f"replay action is 'pause' or 'resume', not {action!r}")
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.replica_url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f"SELECT pg_wal_replay_{action}()"))
+                conn.commit()
+        finally:
+            engine.dispose()
+
     def _postmaster_pid(self, data_dir: Path) -> int | None:
         try:
             return int((data_dir / "postmaster.pid").read_text().splitlines()[0])

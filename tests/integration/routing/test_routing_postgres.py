@@ -7,7 +7,6 @@ the replica and SIGKILL it, which must never happen to the shared server.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +24,6 @@ from scalepatterns.routing import (
     ReplicaEjected,
     ReplicaReadmitted,
     RouteDecided,
-    probe,
 )
 from tests.support.postgres_cluster import PostgresCluster
 
@@ -45,46 +43,12 @@ class Item(Base):
 IN_RECOVERY = text("SELECT pg_is_in_recovery()")
 
 
-def wait_replayed(cluster: PostgresCluster, timeout: float = 20.0) -> None:
-    """Block until the replica has replayed everything the primary has written so far."""
-    primary = sa.create_engine(cluster.primary_url, poolclass=sa.pool.NullPool)
-    replica = sa.create_engine(cluster.replica_url, poolclass=sa.pool.NullPool)
-    try:
-        with primary.connect() as conn:
-            target = probe.current_wal_lsn(conn)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with replica.connect() as conn:
-                    replayed = probe.replay_lsn(conn)
-                if replayed is not None and replayed >= target:
-                    return
-            except sa.exc.OperationalError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the replica did not catch up")
-            time.sleep(0.05)
-    finally:
-        primary.dispose()
-        replica.dispose()
-
-
-def replay(cluster: PostgresCluster, action: str) -> None:
-    engine = sa.create_engine(cluster.replica_url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f"SELECT pg_wal_replay_{action}()"))
-            conn.commit()
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def items(pg_cluster: PostgresCluster) -> Iterator[None]:
     engine = sa.create_engine(pg_cluster.primary_url)
     Base.metadata.create_all(engine)
     engine.dispose()
-    wait_replayed(pg_cluster)
+    pg_cluster.wait_replayed()
     yield
     engine = sa.create_engine(pg_cluster.primary_url)
     Base.metadata.drop_all(engine)
@@ -119,7 +83,7 @@ def test_reads_on_the_replica_writes_and_reloads_on_the_primary(
         locked = session.execute(sa.select(Item).where(Item.id == 1).with_for_update())
         assert locked.scalar_one().v == "one"
         session.commit()
-    wait_replayed(pg_cluster)
+    pg_cluster.wait_replayed()
     with Session() as session:
         assert session.get(Item, 1).v == "one"
         assert on_replica(session)
@@ -145,8 +109,8 @@ def test_paused_replay_token_reads_see_the_write_tokenless_reads_do_not(
     with Session() as session:
         session.add(Item(id=10, v="old"))
         session.commit()
-    wait_replayed(pg_cluster)
-    replay(pg_cluster, "pause")
+    pg_cluster.wait_replayed()
+    pg_cluster.set_replay("pause")
     try:
         with Session() as session:
             session.get(Item, 10).v = "new"
@@ -166,7 +130,7 @@ def test_paused_replay_token_reads_see_the_write_tokenless_reads_do_not(
             assert session.get(Item, 10).v == "new"  # waited 0.2 s, then the primary
             assert not on_replica(session)
     finally:
-        replay(pg_cluster, "resume")
+        pg_cluster.set_replay("resume")
     waiting = ReadWriteRouter(engines[0], [engines[1]], token_wait=15.0)
     with waiting.sessionmaker()(consistency_token=token) as session:
         assert session.get(Item, 10).v == "new"
@@ -181,10 +145,10 @@ def test_lag_is_measured_on_the_server_and_a_lagging_replica_is_ejected(
     listeners.add(events)
     router = ReadWriteRouter(engines[0], [engines[1]], max_lag_bytes=1024, listeners=listeners)
     Session = router.sessionmaker()
-    wait_replayed(pg_cluster)
+    pg_cluster.wait_replayed()
     (status,) = router.check()
     assert (status.in_rotation, status.lag_bytes, status.lag_seconds) == (True, 0, 0.0)
-    replay(pg_cluster, "pause")
+    pg_cluster.set_replay("pause")
     try:
         with Session() as session:
             session.add_all([Item(id=100 + i, v="x" * 200) for i in range(50)])
@@ -199,8 +163,8 @@ def test_lag_is_measured_on_the_server_and_a_lagging_replica_is_ejected(
         with Session() as session:
             assert not on_replica(session)
     finally:
-        replay(pg_cluster, "resume")
-    wait_replayed(pg_cluster)
+        pg_cluster.set_replay("resume")
+    pg_cluster.wait_replayed()
     (status,) = router.check()
     assert (status.in_rotation, status.lag_bytes) == (True, 0)
     assert [e.replica for e in events.of_type(ReplicaReadmitted)] == ["replica1"]
@@ -223,7 +187,7 @@ def test_killed_replica_reads_fall_back_to_the_primary_then_it_is_readmitted(
     with Session() as session:
         session.add(Item(id=20, v="kept"))
         session.commit()
-    wait_replayed(pg_cluster)
+    pg_cluster.wait_replayed()
     with Session() as session:
         assert on_replica(session)  # a pooled connection to the replica now exists
     pg_cluster.kill_replica()
@@ -237,7 +201,7 @@ def test_killed_replica_reads_fall_back_to_the_primary_then_it_is_readmitted(
         assert (status.in_rotation, status.ejected_for) == (False, "unreachable")
     finally:
         pg_cluster.start_replica()
-    wait_replayed(pg_cluster)
+    pg_cluster.wait_replayed()
     clock.advance(30.0)
     (status,) = router.check()
     assert status.in_rotation
@@ -276,8 +240,8 @@ def test_async_paused_replay_and_token(pg_cluster: PostgresCluster, items: None)
             await session.commit()
             assert (await session.get(Item, 30)).v == "old"  # reload on the primary
             assert not await aon_replica(session)
-        wait_replayed(pg_cluster)
-        replay(pg_cluster, "pause")
+        pg_cluster.wait_replayed()
+        pg_cluster.set_replay("pause")
         try:
             async with Session() as session:
                 (await session.get(Item, 30)).v = "new"
@@ -290,7 +254,7 @@ def test_async_paused_replay_and_token(pg_cluster: PostgresCluster, items: None)
                 assert (await session.get(Item, 30)).v == "old"
                 assert await aon_replica(session)
         finally:
-            replay(pg_cluster, "resume")
+            pg_cluster.set_replay("resume")
         waiting = async_router(pg_cluster, token_wait=15.0)
         async with waiting.async_sessionmaker()(consistency_token=token) as session:
             assert (await session.get(Item, 30)).v == "new"
@@ -309,7 +273,7 @@ def test_async_killed_replica_and_readmission(pg_cluster: PostgresCluster, items
         async with Session() as session:
             session.add(Item(id=40, v="kept"))
             await session.commit()
-        wait_replayed(pg_cluster)
+        pg_cluster.wait_replayed()
         async with Session() as session:
             assert await aon_replica(session)
         pg_cluster.kill_replica()
@@ -322,7 +286,7 @@ def test_async_killed_replica_and_readmission(pg_cluster: PostgresCluster, items
             assert (status.in_rotation, status.ejected_for) == (False, "unreachable")
         finally:
             pg_cluster.start_replica()
-        wait_replayed(pg_cluster)
+        pg_cluster.wait_replayed()
         clock.advance(30.0)
         (status,) = await router.acheck()
         assert status.in_rotation
