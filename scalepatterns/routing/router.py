@@ -382,7 +382,9 @@ class ReadWriteRouter:
         if min_lsn is not None and not self.wal:
             return self._pin_primary(state, "token")  # a WAL token we cannot check here
         avoid, state.avoid = state.avoid, None
-        candidates = [c for c in health.candidates() if c.name != avoid] or health.candidates()
+        # After a failure the retry goes to another replica, or to the primary: never back
+        # to the one that just failed, even if it is still in rotation.
+        candidates = [c for c in health.candidates() if c.name != avoid]
         if not candidates:
             if self.no_replica == "raise":
                 raise NoHealthyReplica(self.name)

@@ -147,14 +147,14 @@ class RoutingSession(Session):
             result = super()._execute_internal(statement, params, **kw)
         except sa_exc.DBAPIError as exc:
             name = state.served_by()
-            if (
-                name is None
-                or not (
-                    exc.connection_invalidated
-                    or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
-                )
-                or self.in_nested_transaction()
-            ):
+            # Only a lost connection (a disconnect mid-query, or a failure to connect, which
+            # carries no statement) is retried; a query error on a live replica (a timeout,
+            # a conflict with recovery) is the caller's, as it would be on the primary.
+            lost = exc.connection_invalidated or (
+                exc.statement is None
+                and isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+            )
+            if name is None or not lost or self.in_nested_transaction():
                 raise
             # A read on a replica failed: eject it, drop its connection from this
             # transaction and try once more elsewhere (reads only: writes never run there).

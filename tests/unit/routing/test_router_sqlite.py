@@ -455,3 +455,26 @@ def test_repr_shows_no_credentials() -> None:
             primary, [sa.create_engine("postgresql+psycopg://app:s3cret@127.0.0.1:1/db")]
         )
     assert "s3cret" not in str(info.value)
+
+
+def test_a_query_error_on_a_live_replica_is_not_retried(cluster: SqliteCluster) -> None:
+    router = make_router(cluster)
+    with router.sessionmaker()() as session:
+        with pytest.raises(sa.exc.OperationalError, match="no such table"):
+            session.execute(text("SELECT * FROM missing_table"))
+    assert cluster.log.engines() == ["replica1"]  # tried once, on the replica only
+    assert router.health.in_rotation() == ["replica1", "replica2"]
+
+
+def test_with_one_replica_a_failed_read_is_retried_on_the_primary(
+    cluster: SqliteCluster,
+) -> None:
+    switch = Switch(str(cluster.paths["replica1"]))
+    switch.dead = True
+    r1 = sa.create_engine("sqlite://", creator=switch, poolclass=sa.pool.NullPool)
+    router = ReadWriteRouter(
+        cluster.engines("primary")["primary"], {"replica1": r1}, failure_threshold=3
+    )
+    with router.sessionmaker()() as session:
+        assert whoami(session) == "primary"  # not the failed replica again, though in rotation
+    assert router.health.in_rotation() == ["replica1"]  # 1 failure of 3 allowed
