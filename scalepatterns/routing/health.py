@@ -169,6 +169,9 @@ class ReplicaHealth:
         # Bumped on every ejection and re-admission, so sessions can cheaply tell whether
         # the replica they pinned may have left the rotation.
         self.generation = 0
+        # Replicas with failures on record or out of rotation; while empty (the healthy
+        # steady state) `candidates()` and `troubled()` answer without reading the clock.
+        self._troubled: set[str] = set()
 
     @property
     def names(self) -> list[str]:
@@ -186,6 +189,8 @@ class ReplicaHealth:
 
     def candidates(self, min_lsn: int | None = None) -> list[ReplicaView]:
         """Replicas in rotation (known to have replayed `min_lsn`, when given)."""
+        if not self._troubled and min_lsn is None:
+            return list(self._order)
         now = self._clock.monotonic()
         return [
             r
@@ -199,8 +204,14 @@ class ReplicaHealth:
 
     def troubled(self, name: str) -> bool:
         """Whether `name` has failures on record (so a success is news)."""
-        replica = self._replicas[name]
-        return bool(replica.failures) or replica.unreachable_until != 0.0
+        return name in self._troubled
+
+    def _mark(self, replica: _Replica) -> None:
+        """Keep `_troubled` in step with the replica's state (call with the lock held)."""
+        if replica.failures or replica.unreachable_until != 0.0 or replica.lag_ejected:
+            self._troubled.add(replica.name)
+        else:
+            self._troubled.discard(replica.name)
 
     def replay_lsn(self, name: str) -> int | None:
         return self._replicas[name].replay_lsn
@@ -240,6 +251,7 @@ class ReplicaHealth:
                 self.generation += 1
                 kind = "ejected" if lagging else "readmitted"
                 transitions.append(Transition(name, kind, "lag"))
+            self._mark(replica)
         return transitions
 
     def record_failure(self, name: str) -> list[Transition]:
@@ -247,6 +259,7 @@ class ReplicaHealth:
         replica = self._replicas[name]
         with self._lock:
             replica.failures += 1
+            self._troubled.add(name)
             if replica.failures < self.failure_threshold:
                 return []
             was_out = replica.unreachable_until != 0.0
@@ -263,9 +276,11 @@ class ReplicaHealth:
             return []
         with self._lock:
             replica.failures = 0
-            if replica.unreachable_until == 0.0:
-                return []
+            was_out = replica.unreachable_until != 0.0
             replica.unreachable_until = 0.0
+            self._mark(replica)
+            if not was_out:
+                return []
             self.generation += 1
             return [Transition(name, "readmitted", "unreachable")]
 

@@ -441,8 +441,7 @@ class ReadWriteRouter:
             self._listeners.emit(RouteDecided(self.name, name, "failed"))
 
     def _replica_answered(self, name: str) -> None:
-        if self.health.troubled(name):
-            self._apply(self.health.record_success(name))
+        self._apply(self.health.record_success(name))
 
     def _apply(self, transitions: list[Transition]) -> None:
         if not (transitions and self._listeners.active):

@@ -162,8 +162,8 @@ class RoutingSession(Session):
             state.last_replica = None
             return super()._execute_internal(statement, params, **kw)
         name = state.served_by()
-        if name is not None:
-            self._sp_router._replica_answered(name)
+        if name is not None and self._sp_router.health._troubled:
+            self._sp_router._replica_answered(name)  # news only after failures
         return result
 
     def _sp_discard_connection(self, engine: Engine) -> None:
