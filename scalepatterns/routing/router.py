@@ -346,9 +346,8 @@ class ReadWriteRouter:
             return self._primary  # a bare get_bind() / session.connection(): no decision
         if reason is not None:
             if state.read_only or self._read_only_var.get():
-                raise ReadOnlyViolation(
-                    self.name, reason if clause is None else type(clause).__name__
-                )
+                what = reason if reason == "flush" or clause is None else type(clause).__name__
+                raise ReadOnlyViolation(self.name, what)
             state.txn_wrote = True
             return self._to_primary(reason)
         if state.txn_wrote or state.session_wrote:
@@ -361,9 +360,12 @@ class ReadWriteRouter:
                 return self._to_primary("sticky")
             state.token = None  # expired: later reads skip this check
         pinned = state.pinned
+        # A session pinned to the primary stays there (its reads must not go back in time);
+        # one pinned to a replica re-picks only if that replica may have left the rotation.
         if pinned is None or (
-            state.generation != self.health.generation
-            and (pinned == _PRIMARY_PIN or not self.health.is_available(pinned))
+            pinned != _PRIMARY_PIN
+            and state.generation != self.health.generation
+            and not self.health.is_available(pinned)
         ):
             pinned = self._pin(state)
         if pinned == _PRIMARY_PIN:

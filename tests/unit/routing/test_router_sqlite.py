@@ -459,9 +459,11 @@ def test_repr_shows_no_credentials() -> None:
 
 def test_a_query_error_on_a_live_replica_is_not_retried(cluster: SqliteCluster) -> None:
     router = make_router(cluster)
-    with router.sessionmaker()() as session:
-        with pytest.raises(sa.exc.OperationalError, match="no such table"):
-            session.execute(text("SELECT * FROM missing_table"))
+    with (
+        router.sessionmaker()() as session,
+        pytest.raises(sa.exc.OperationalError, match="no such table"),
+    ):
+        session.execute(text("SELECT * FROM missing_table"))
     assert cluster.log.engines() == ["replica1"]  # tried once, on the replica only
     assert router.health.in_rotation() == ["replica1", "replica2"]
 
