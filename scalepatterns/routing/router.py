@@ -380,6 +380,11 @@ class ReadWriteRouter:
         health = self.health
         state.generation = health.generation
         token = state.token
+        if token is None and state.avoid is None and not health._troubled and health._order:
+            # the healthy steady state: every replica is a candidate
+            chosen_name = self._balancer.choose(health._order).name
+            state.pinned = chosen_name
+            return chosen_name
         min_lsn = None if token is None else token.lsn
         if min_lsn is not None and not self.wal:
             return self._pin_primary(state, "token")  # a WAL token we cannot check here
