@@ -7,11 +7,21 @@ the same functions through ``AsyncConnection.run_sync``.
 from __future__ import annotations
 
 from sqlalchemy import Connection, text
+from sqlalchemy import exc as sa_exc
 
 from scalepatterns.routing.health import LagSample
 from scalepatterns.routing.token import format_lsn, parse_lsn
 
-__all__ = ["current_wal_lsn", "measure_replica", "replay_lsn"]
+__all__ = ["WalFunctionsUnavailable", "current_wal_lsn", "measure_replica", "replay_lsn"]
+
+
+class WalFunctionsUnavailable(Exception):
+    """The server refused the ``pg_*wal*`` functions (a managed service hiding them, or a
+    role without the privilege); the replica itself answered."""
+
+
+# what PostgreSQL answers when a function is missing or not granted
+_REFUSED = (sa_exc.ProgrammingError, sa_exc.NotSupportedError)
 
 # The insert position, not pg_current_wal_lsn() (the write position): with
 # synchronous_commit=off a commit returns while its record may still sit in WAL buffers,
@@ -26,19 +36,38 @@ _REPLICA_LAG = text(
 _PING = text("SELECT 1")
 
 
+def _refused(conn: Connection, exc: Exception) -> WalFunctionsUnavailable:
+    conn.rollback()
+    conn.execute(_PING).scalar_one()  # the server is alive: only the function was refused
+    return WalFunctionsUnavailable(str(exc).splitlines()[0])
+
+
 def current_wal_lsn(primary: Connection) -> int:
     """The primary's current WAL insert position (read it after a commit has completed).
 
     ``pg_current_wal_insert_lsn()`` is at or past every committed transaction's commit
     record, even with ``synchronous_commit=off``.
+
+    Raises:
+        WalFunctionsUnavailable: the server refused the function.
     """
-    value = primary.execute(_CURRENT_LSN).scalar_one()
+    try:
+        value = primary.execute(_CURRENT_LSN).scalar_one()
+    except _REFUSED as exc:
+        raise _refused(primary, exc) from exc
     return parse_lsn(value)
 
 
 def replay_lsn(replica: Connection) -> int | None:
-    """How far a streaming replica has replayed WAL (None if it is not a standby)."""
-    value = replica.execute(_REPLAY_LSN).scalar_one_or_none()
+    """How far a streaming replica has replayed WAL (None if it is not a standby).
+
+    Raises:
+        WalFunctionsUnavailable: the server refused the function.
+    """
+    try:
+        value = replica.execute(_REPLAY_LSN).scalar_one_or_none()
+    except _REFUSED as exc:
+        raise _refused(replica, exc) from exc
     return None if value is None else parse_lsn(value)
 
 
@@ -54,7 +83,10 @@ def measure_replica(replica: Connection, primary_lsn: int | None, wal: bool) -> 
         replica.execute(_PING).scalar_one()
         return LagSample()
     primary_text = "0/0" if primary_lsn is None else format_lsn(primary_lsn)
-    row = replica.execute(_REPLICA_LAG, {"primary": primary_text}).one()
+    try:
+        row = replica.execute(_REPLICA_LAG, {"primary": primary_text}).one()
+    except _REFUSED as exc:
+        raise _refused(replica, exc) from exc
     replayed = None if row[0] is None else parse_lsn(row[0])
     if primary_lsn is None or replayed is None or row[1] is None:
         return LagSample(replay_lsn=replayed)

@@ -18,6 +18,7 @@ The rules (each statement of a routed session, decided in `ReadWriteRouter._rout
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 __all__ = ["ReadWriteRouter", "ReplicaMonitor"]
+
+_log = logging.getLogger("scalepatterns.routing")
 
 PRIMARY = "primary"
 _PRIMARY_PIN = "\x00primary"  # a session pinned to the primary for its reads (never a name)
@@ -183,6 +186,7 @@ class ReadWriteRouter:
         self.name = name
         self.pin = pin
         self.wal = postgres and consistency != "time"
+        self.consistency = consistency
         self.sticky_for = float(sticky_for)
         self.token_wait = float(token_wait)
         self.no_replica = no_replica
@@ -316,9 +320,13 @@ class ReadWriteRouter:
         if state.session_wrote:
             if state.issued is None:
                 if self.wal:
-                    with self._primary.connect() as conn:
-                        state.issued = ConsistencyToken.at_lsn(probe.current_wal_lsn(conn))
-                else:
+                    try:
+                        with self._primary.connect() as conn:
+                            lsn = probe.current_wal_lsn(conn)
+                        state.issued = ConsistencyToken.at_lsn(lsn)
+                    except probe.WalFunctionsUnavailable as exc:
+                        self._wal_unavailable(exc)
+                if state.issued is None:
                     state.issued = ConsistencyToken.at_time(state.committed_wall)
             token = state.issued.newer(token)
         return None if token is None else str(token)
@@ -422,6 +430,9 @@ class ReadWriteRouter:
             try:
                 with engine.connect() as conn:
                     replayed = probe.replay_lsn(conn)
+            except probe.WalFunctionsUnavailable as exc:
+                self._wal_unavailable(exc)
+                return False
             except sa_exc.DBAPIError:
                 self._apply(self.health.record_failure(name))
                 return False
@@ -459,6 +470,23 @@ class ReadWriteRouter:
             else:
                 self._listeners.emit(ReplicaReadmitted(self.name, t.replica))
 
+    def _wal_unavailable(self, exc: Exception) -> None:
+        """The server hides ``pg_*wal*``: with ``consistency="auto"``, switch to time tokens.
+
+        WAL tokens already handed out then send their holders' reads to the primary (they
+        can no longer be checked); new tokens are time tokens. With ``"lsn"`` the router
+        keeps trying, and token holders read from the primary meanwhile.
+        """
+        if self.consistency == "auto" and self.wal:
+            self.wal = False
+            _log.warning(
+                "router %r: the server refused the WAL position functions (%s); "
+                "using time-based consistency (sticky_for=%ss) from now on",
+                self.name,
+                exc,
+                self.sticky_for,
+            )
+
     # -- health ----------------------------------------------------------------------------
 
     def status(self) -> list[ReplicaStatus]:
@@ -479,12 +507,21 @@ class ReadWriteRouter:
             raise ConfigurationError("check", "async engines", "sync engines; use acheck()")
         primary_lsn = None
         if self.wal and self._replicas:
-            with contextlib.suppress(sa_exc.DBAPIError), self._primary.connect() as conn:
-                primary_lsn = probe.current_wal_lsn(conn)
+            try:
+                with self._primary.connect() as conn:
+                    primary_lsn = probe.current_wal_lsn(conn)
+            except probe.WalFunctionsUnavailable as exc:
+                self._wal_unavailable(exc)
+            except sa_exc.DBAPIError:
+                pass  # the primary is down: lag in bytes is unknown this round
         for name, engine in self._replicas.items():
+            sample: LagSample | None
             try:
                 with engine.connect() as conn:
-                    sample: LagSample | None = probe.measure_replica(conn, primary_lsn, self.wal)
+                    sample = probe.measure_replica(conn, primary_lsn, self.wal)
+            except probe.WalFunctionsUnavailable as exc:
+                self._wal_unavailable(exc)
+                sample = LagSample()  # alive; lag unknown
             except sa_exc.DBAPIError:
                 sample = None
             self._record(name, sample)
@@ -496,15 +533,21 @@ class ReadWriteRouter:
             raise ConfigurationError("acheck", "sync engines", "AsyncEngines; use check()")
         primary_lsn = None
         if self.wal and self._replicas:
-            with contextlib.suppress(sa_exc.DBAPIError):
+            try:
                 async with self._given[PRIMARY].connect() as aconn:
                     primary_lsn = await aconn.run_sync(probe.current_wal_lsn)
+            except probe.WalFunctionsUnavailable as exc:
+                self._wal_unavailable(exc)
+            except sa_exc.DBAPIError:
+                pass  # the primary is down: lag in bytes is unknown this round
         for name in self._replicas:
+            sample: LagSample | None
             try:
                 async with self._given[name].connect() as aconn:
-                    sample: LagSample | None = await aconn.run_sync(
-                        probe.measure_replica, primary_lsn, self.wal
-                    )
+                    sample = await aconn.run_sync(probe.measure_replica, primary_lsn, self.wal)
+            except probe.WalFunctionsUnavailable as exc:
+                self._wal_unavailable(exc)
+                sample = LagSample()  # alive; lag unknown
             except sa_exc.DBAPIError:
                 sample = None
             self._record(name, sample)

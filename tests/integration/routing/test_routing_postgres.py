@@ -153,6 +153,7 @@ def test_lag_is_measured_on_the_server_and_a_lagging_replica_is_ejected(
         with Session() as session:
             session.add_all([Item(id=100 + i, v="x" * 200) for i in range(50)])
             session.commit()
+            token = router.token(session)
         (status,) = router.check()
         assert status.lag_bytes is not None
         assert status.lag_bytes > 1024
@@ -171,6 +172,13 @@ def test_lag_is_measured_on_the_server_and_a_lagging_replica_is_ejected(
     assert len(events.of_type(LagSampled)) == 3
     with Session() as session:
         assert on_replica(session)
+    asked: list[str] = []
+    sa.event.listen(engines[1], "before_cursor_execute", lambda *a: asked.append(a[2]))
+    with Session(consistency_token=token) as session:
+        assert session.get(Item, 149).v == "x" * 200
+        assert on_replica(session)
+    # the monitor's last sample already showed the replica past the token: no extra query
+    assert not [sql for sql in asked if "pg_last_wal_replay_lsn" in sql]
 
 
 def test_killed_replica_reads_fall_back_to_the_primary_then_it_is_readmitted(
@@ -295,3 +303,47 @@ def test_async_killed_replica_and_readmission(pg_cluster: PostgresCluster, items
         await adispose(router)
 
     asyncio.run(scenario())
+
+
+def test_a_server_hiding_the_wal_functions_falls_back_to_time_tokens(
+    pg_cluster: PostgresCluster, engines: tuple[sa.Engine, sa.Engine]
+) -> None:
+    """Managed PostgreSQL variants hide pg_last_wal_*: replicas stay in, tokens use time."""
+    hidden = "pg_last_wal_replay_lsn(), pg_last_xact_replay_timestamp()"
+    admin = engines[0]
+    with admin.begin() as conn:
+        conn.execute(text("CREATE ROLE sp_app LOGIN"))
+        conn.execute(text(f"GRANT ALL ON {Item.__tablename__} TO sp_app"))
+        conn.execute(text(f"REVOKE EXECUTE ON FUNCTION {hidden} FROM PUBLIC"))
+    pg_cluster.wait_replayed()
+    app_primary = sa.create_engine(pg_cluster.primary_url.replace("postgres@", "sp_app@"))
+    app_replica = sa.create_engine(pg_cluster.replica_url.replace("postgres@", "sp_app@"))
+    try:
+        router = ReadWriteRouter(app_primary, [app_replica], sticky_for=60.0)
+        assert router.wal
+        (status,) = router.check()
+        assert (status.in_rotation, status.lag_bytes) == (True, None)
+        assert not router.wal  # switched to time-based consistency, replica still in use
+        Session = router.sessionmaker()
+        with Session() as session:
+            session.add(Item(id=50, v="managed"))
+            session.commit()
+            token = router.token(session)
+        assert token is not None
+        assert token.startswith("v1:t:")
+        with Session(consistency_token=token) as session:
+            assert session.get(Item, 50).v == "managed"
+            assert not on_replica(session)  # sticky for 60 s after the write
+        with Session() as session:
+            assert on_replica(session)
+        strict = ReadWriteRouter(app_primary, [app_replica], consistency="lsn")
+        (status,) = strict.check()
+        assert status.in_rotation  # alive, lag unknown: not ejected
+        assert strict.wal
+    finally:
+        app_primary.dispose()
+        app_replica.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"GRANT EXECUTE ON FUNCTION {hidden} TO PUBLIC"))
+            conn.execute(text("DROP OWNED BY sp_app"))
+            conn.execute(text("DROP ROLE sp_app"))
