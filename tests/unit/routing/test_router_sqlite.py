@@ -480,3 +480,16 @@ def test_with_one_replica_a_failed_read_is_retried_on_the_primary(
     with router.sessionmaker()() as session:
         assert whoami(session) == "primary"  # not the failed replica again, though in rotation
     assert router.health.in_rotation() == ["replica1"]  # 1 failure of 3 allowed
+
+
+def test_refresh_with_for_update_and_scalar_reads_route_by_statement(
+    cluster: SqliteCluster,
+) -> None:
+    router = make_router(cluster)
+    with router.sessionmaker()() as session:
+        user = session.get(User, 1)
+        assert user.name == "r1-ada"
+        assert session.scalar(sa.select(WHOAMI.c.name)) == "replica1"
+        session.refresh(user, with_for_update=True)  # locks: must read the primary
+        assert user.name == "primary-ada"
+        assert whoami(session) == "primary"  # the transaction holds a lock on the primary
