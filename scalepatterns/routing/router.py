@@ -265,41 +265,34 @@ class ReadWriteRouter:
         return sync._sp
 
     @contextlib.contextmanager
-    def force_primary(self, session: object | None = None) -> Iterator[None]:
+    def _scope(self, var: ContextVar[bool], session: object | None, slot: str) -> Iterator[None]:
+        """Set a context-wide flag (no session) or count a session's nesting of `slot`."""
+        if session is None:
+            reset = var.set(True)
+            try:
+                yield
+            finally:
+                var.reset(reset)
+            return
+        state = self._state(session)
+        setattr(state, slot, getattr(state, slot) + 1)
+        try:
+            yield
+        finally:
+            setattr(state, slot, getattr(state, slot) - 1)
+
+    def force_primary(
+        self, session: object | None = None
+    ) -> contextlib.AbstractContextManager[None]:
         """Send every statement to the primary: of `session`, or of any session in the block.
 
-        Without a session the scope follows the current context (thread or task).
+        Without a session the scope follows the current context (thread or asyncio task).
         """
-        if session is None:
-            reset = self._force_var.set(True)
-            try:
-                yield
-            finally:
-                self._force_var.reset(reset)
-            return
-        state = self._state(session)
-        state.forced += 1
-        try:
-            yield
-        finally:
-            state.forced -= 1
+        return self._scope(self._force_var, session, "forced")
 
-    @contextlib.contextmanager
-    def read_only(self, session: object | None = None) -> Iterator[None]:
+    def read_only(self, session: object | None = None) -> contextlib.AbstractContextManager[None]:
         """Refuse writes (`ReadOnlyViolation`) in `session`, or in any session in the block."""
-        if session is None:
-            reset = self._read_only_var.set(True)
-            try:
-                yield
-            finally:
-                self._read_only_var.reset(reset)
-            return
-        state = self._state(session)
-        state.read_only += 1
-        try:
-            yield
-        finally:
-            state.read_only -= 1
+        return self._scope(self._read_only_var, session, "read_only")
 
     def token(self, session: object) -> str | None:
         """A consistency token covering what `session` committed (and the token it was given).
