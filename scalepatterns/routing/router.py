@@ -494,6 +494,14 @@ class ReadWriteRouter:
         if self._listeners.active:
             self._listeners.emit(LagSampled(self.name, name, sample.lag_bytes, sample.lag_seconds))
 
+    def _after_probe_error(self, exc: Exception) -> LagSample | None:
+        """What a failed measurement means: alive with unknown lag (the WAL functions were
+        refused), or None (the server could not be reached)."""
+        if isinstance(exc, probe.WalFunctionsUnavailable):
+            self._wal_unavailable(exc)
+            return LagSample()
+        return None
+
     def check(self) -> list[ReplicaStatus]:
         """Measure every replica now (lag, or liveness), update the rotation, return it."""
         if self.is_async:
@@ -503,20 +511,15 @@ class ReadWriteRouter:
             try:
                 with self._primary.connect() as conn:
                     primary_lsn = probe.current_wal_lsn(conn)
-            except probe.WalFunctionsUnavailable as exc:
-                self._wal_unavailable(exc)
-            except sa_exc.DBAPIError:
-                pass  # the primary is down: lag in bytes is unknown this round
+            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
+                self._after_probe_error(exc)  # the primary's position is unknown this round
         for name, engine in self._replicas.items():
             sample: LagSample | None
             try:
                 with engine.connect() as conn:
                     sample = probe.measure_replica(conn, primary_lsn, self.wal)
-            except probe.WalFunctionsUnavailable as exc:
-                self._wal_unavailable(exc)
-                sample = LagSample()  # alive; lag unknown
-            except sa_exc.DBAPIError:
-                sample = None
+            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
+                sample = self._after_probe_error(exc)
             self._record(name, sample)
         return self.status()
 
@@ -529,20 +532,15 @@ class ReadWriteRouter:
             try:
                 async with self._given[PRIMARY].connect() as aconn:
                     primary_lsn = await aconn.run_sync(probe.current_wal_lsn)
-            except probe.WalFunctionsUnavailable as exc:
-                self._wal_unavailable(exc)
-            except sa_exc.DBAPIError:
-                pass  # the primary is down: lag in bytes is unknown this round
+            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
+                self._after_probe_error(exc)  # the primary's position is unknown this round
         for name in self._replicas:
             sample: LagSample | None
             try:
                 async with self._given[name].connect() as aconn:
                     sample = await aconn.run_sync(probe.measure_replica, primary_lsn, self.wal)
-            except probe.WalFunctionsUnavailable as exc:
-                self._wal_unavailable(exc)
-                sample = LagSample()  # alive; lag unknown
-            except sa_exc.DBAPIError:
-                sample = None
+            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
+                sample = self._after_probe_error(exc)
             self._record(name, sample)
         return self.status()
 
