@@ -47,6 +47,15 @@ if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
         retry,
         timeout,
     )
+    from scalepatterns.routing import (
+        ConsistencyToken,
+        InvalidToken,
+        NoHealthyReplica,
+        ReadOnlyViolation,
+        ReadWriteRouter,
+        ReplicaMonitor,
+        RoutingSession,
+    )
     from scalepatterns.sharding.bounded import BoundedLoadRing
     from scalepatterns.sharding.errors import FanOutError, ShardingError, ShardUnavailable
     from scalepatterns.sharding.jump import JumpHash
@@ -94,6 +103,14 @@ _LAZY: dict[str, str] = {
     "ShardingError": "scalepatterns.sharding.errors",
     "SkewReport": "scalepatterns.sharding.router",
     "plan_rebalance": "scalepatterns.sharding.rebalance",
+    # read/write router (imports sqlalchemy)
+    "ConsistencyToken": "scalepatterns.routing",
+    "InvalidToken": "scalepatterns.routing",
+    "NoHealthyReplica": "scalepatterns.routing",
+    "ReadOnlyViolation": "scalepatterns.routing",
+    "ReadWriteRouter": "scalepatterns.routing",
+    "ReplicaMonitor": "scalepatterns.routing",
+    "RoutingSession": "scalepatterns.routing",
 }
 
 __all__ = [
@@ -105,12 +122,14 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
+    "ConsistencyToken",
     "DeadlineExceeded",
     "Event",
     "EventRecorder",
     "FakeClock",
     "FanOutError",
     "HashRing",
+    "InvalidToken",
     "JsonSerializer",
     "JumpHash",
     "Listener",
@@ -119,16 +138,21 @@ __all__ = [
     "MissingDependency",
     "MsgpackSerializer",
     "NoHealthyEndpoint",
+    "NoHealthyReplica",
     "OutageGuard",
     "Placement",
     "QueueFull",
     "RangeShards",
     "RateLimited",
+    "ReadOnlyViolation",
+    "ReadWriteRouter",
     "RebalancePlan",
     "RedisBreakerState",
     "Rendezvous",
+    "ReplicaMonitor",
     "Resharder",
     "RetryBudget",
+    "RoutingSession",
     "SYSTEM_CLOCK",
     "ScalePatternsError",
     "SerializationError",

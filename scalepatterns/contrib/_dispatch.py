@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from scalepatterns.events import Event, Listeners, default_listeners
 
-__all__ = ["Dispatcher", "Handler", "Instrumentation", "block_of"]
+__all__ = ["Dispatcher", "Handler", "Instrumentation", "block_of", "gather"]
 
 Handler = Callable[[Any], None]
 """Updates a metric, span or log from one event of the type it is registered for."""
 
 _MISSING: Any = object()
+
+T = TypeVar("T")
+V = TypeVar("V")
 
 
 class Dispatcher:
@@ -99,3 +103,22 @@ def block_of(event_type: type[Event]) -> str:
     if len(parts) >= 3 and parts[0] == "scalepatterns":
         return parts[1]
     return parts[0] if parts[0] != "scalepatterns" else "core"
+
+
+def gather(
+    builders: Iterable[tuple[str, Callable[[T], Mapping[type[Event], V]]]], tools: T
+) -> dict[type[Event], V]:
+    """Merge the per-block tables, skipping blocks whose package cannot be imported.
+
+    A block's package may need a driver (the router imports SQLAlchemy): when it is not
+    installed, none of that block's components can exist, so none of its events can be
+    emitted, and its table is left out instead of failing `instrument()`.
+    """
+    table: dict[type[Event], V] = {}
+    for block, build in builders:
+        try:
+            importlib.import_module(f"scalepatterns.{block}.events")
+        except ImportError:
+            continue
+        table.update(build(tools))
+    return table

@@ -32,12 +32,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
-from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation, block_of
+from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation, block_of, gather
 from scalepatterns.events import Event, Listeners
-from scalepatterns.resilience import events as resilience
-from scalepatterns.sharding import events as sharding
 
-__all__ = ["DEFAULT_LEVELS", "EXTRA_PREFIX", "instrument"]
+__all__ = ["EXTRA_PREFIX", "Level", "default_levels", "instrument"]
 
 EXTRA_PREFIX = "sp_"
 """Prefix of the `extra` fields set on every log record."""
@@ -47,29 +45,58 @@ Level = int | Callable[[Any], int]
 
 DEBUG, INFO, WARNING = logging.DEBUG, logging.INFO, logging.WARNING
 
-_LEVELS: dict[type[Event], Level] = {
-    # sharding
-    sharding.ShardRouted: DEBUG,
-    sharding.NodeAdded: INFO,
-    sharding.NodeRemoved: INFO,
-    sharding.FanOutFinished: lambda e: WARNING if e.failed else DEBUG,
-    sharding.RowsResharded: INFO,
-    # resilience
-    resilience.BreakerOpened: WARNING,
-    resilience.BreakerHalfOpened: INFO,
-    resilience.BreakerClosed: INFO,
-    resilience.BreakerRejected: DEBUG,
-    resilience.EndpointEjected: WARNING,
-    resilience.EndpointReadmitted: INFO,
-    resilience.RetryAttempt: DEBUG,
-    resilience.RetryScheduled: DEBUG,
-    resilience.RetryGaveUp: WARNING,
-    resilience.TimeoutExpired: WARNING,
-    resilience.FallbackUsed: INFO,
-}
 
-DEFAULT_LEVELS: Mapping[type[Event], Level] = _LEVELS
-"""The level each event type is logged at (an int, or a function of the event)."""
+def _sharding(_: None) -> dict[type[Event], Level]:
+    from scalepatterns.sharding import events as sharding
+
+    return {
+        sharding.ShardRouted: DEBUG,
+        sharding.NodeAdded: INFO,
+        sharding.NodeRemoved: INFO,
+        sharding.FanOutFinished: lambda e: WARNING if e.failed else DEBUG,
+        sharding.RowsResharded: INFO,
+    }
+
+
+def _routing(_: None) -> dict[type[Event], Level]:
+    from scalepatterns.routing import events as routing
+
+    return {
+        routing.RouteDecided: DEBUG,
+        routing.ReplicaEjected: WARNING,
+        routing.ReplicaReadmitted: INFO,
+        routing.LagSampled: DEBUG,
+    }
+
+
+def _resilience(_: None) -> dict[type[Event], Level]:
+    from scalepatterns.resilience import events as resilience
+
+    return {
+        resilience.BreakerOpened: WARNING,
+        resilience.BreakerHalfOpened: INFO,
+        resilience.BreakerClosed: INFO,
+        resilience.BreakerRejected: DEBUG,
+        resilience.EndpointEjected: WARNING,
+        resilience.EndpointReadmitted: INFO,
+        resilience.RetryAttempt: DEBUG,
+        resilience.RetryScheduled: DEBUG,
+        resilience.RetryGaveUp: WARNING,
+        resilience.TimeoutExpired: WARNING,
+        resilience.FallbackUsed: INFO,
+    }
+
+
+_BLOCKS: tuple[tuple[str, Callable[[None], dict[type[Event], Level]]], ...] = (
+    ("routing", _routing),
+    ("sharding", _sharding),
+    ("resilience", _resilience),
+)
+
+
+def default_levels() -> dict[type[Event], Level]:
+    """The level each event type is logged at (an int, or a function of the event)."""
+    return gather(_BLOCKS, None)
 
 
 class _Folder:
@@ -159,11 +186,11 @@ def instrument(
         listeners: the registry of listeners to listen on (``default_listeners``).
         min_interval: seconds between two lines for the same kind of event from the same
             source; 0 logs every one.
-        levels: overrides of `DEFAULT_LEVELS` (event type -> level or function).
+        levels: overrides of `default_levels()` (event type -> level or function).
         clock: for the folding interval (tests pass a `FakeClock`).
     """
     target = logger if logger is not None else logging.getLogger("scalepatterns")
-    chosen = {**_LEVELS, **(levels or {})}
+    chosen = {**default_levels(), **(levels or {})}
     folder = _Folder(min_interval, clock)
     table = {
         event_type: _handler(event_type, event_level, level, target, folder)

@@ -41,10 +41,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from scalepatterns._deps import require
-from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation
+from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation, gather
 from scalepatterns.events import Event, Listeners
-from scalepatterns.resilience import events as resilience
-from scalepatterns.sharding import events as sharding
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
@@ -156,6 +154,8 @@ class _Tools:
 
 
 def _resilience(tools: _Tools) -> dict[type[Event], Handler]:
+    from scalepatterns.resilience import events as resilience
+
     return tools.events(
         (
             resilience.BreakerOpened,
@@ -176,6 +176,8 @@ def _resilience(tools: _Tools) -> dict[type[Event], Handler]:
 
 
 def _sharding(tools: _Tools) -> dict[type[Event], Handler]:
+    from scalepatterns.sharding import events as sharding
+
     return {
         sharding.ShardRouted: tools.attributes(
             lambda e: {
@@ -194,7 +196,29 @@ def _sharding(tools: _Tools) -> dict[type[Event], Handler]:
     }
 
 
-_BLOCKS: tuple[Callable[[_Tools], dict[type[Event], Handler]], ...] = (_sharding, _resilience)
+# ----------------------------------------------------------------------- routing
+
+
+def _routing(tools: _Tools) -> dict[type[Event], Handler]:
+    from scalepatterns.routing import events as routing
+
+    return {
+        routing.RouteDecided: tools.attributes(
+            lambda e: {
+                f"{ATTRIBUTE_PREFIX}.router": e.source,
+                f"{ATTRIBUTE_PREFIX}.route.target": e.target,
+                f"{ATTRIBUTE_PREFIX}.route.reason": e.reason,
+            }
+        ),
+        **tools.events((routing.ReplicaEjected, routing.ReplicaReadmitted)),
+    }
+
+
+_BLOCKS: tuple[tuple[str, Callable[[_Tools], dict[type[Event], Handler]]], ...] = (
+    ("routing", _routing),
+    ("sharding", _sharding),
+    ("resilience", _resilience),
+)
 
 
 def instrument(
@@ -211,9 +235,7 @@ def instrument(
             (``pip install 'scalepatterns[otel]'``).
     """
     tools = _Tools(_tracer(tracer_provider))
-    table: dict[type[Event], Handler] = {}
-    for block in _BLOCKS:
-        table.update(block(tools))
+    table = gather(_BLOCKS, tools)
     return Instrumentation(Dispatcher(table), listeners, tracer_provider or "global")
 
 

@@ -29,10 +29,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from scalepatterns._deps import require
-from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation
+from scalepatterns.contrib._dispatch import Dispatcher, Handler, Instrumentation, gather
 from scalepatterns.events import Event, Listeners
-from scalepatterns.resilience import events as resilience
-from scalepatterns.sharding import events as sharding
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -75,9 +73,7 @@ class _Metrics:
         self.core = require("prometheus_client.core", extra="prometheus", feature=_FEATURE)
         self.registry = registry
         self.names: list[str] = []
-        self.table: dict[type[Event], Handler] = {}
-        for block in _BLOCKS:
-            self.table.update(block(self))
+        self.table: dict[type[Event], Handler] = gather(_BLOCKS, self)
 
     def _make(self, kind: str, name: str, doc: str, labels: tuple[str, ...], **kw: Any) -> _Family:
         full = f"{PREFIX}_{name}"
@@ -114,6 +110,8 @@ class _Metrics:
 
 
 def _resilience(m: _Metrics) -> dict[type[Event], Handler]:
+    from scalepatterns.resilience import events as resilience
+
     attempts = m.counter("retry_attempts_total", "Attempts run by retry policies.", "function")
     retries = m.counter(
         "retry_retries_total", "Failed attempts that were scheduled again.", "function"
@@ -186,6 +184,8 @@ def _resilience(m: _Metrics) -> dict[type[Event], Handler]:
 
 
 def _sharding(m: _Metrics) -> dict[type[Event], Handler]:
+    from scalepatterns.sharding import events as sharding
+
     lookups = m.counter("shard_lookups_total", "Keys routed to each shard.", "router", "shard")
     nodes = m.counter(
         "shard_node_changes_total", "Nodes added to or removed from a placement.",
@@ -246,7 +246,63 @@ def _sharding(m: _Metrics) -> dict[type[Event], Handler]:
     }
 
 
-_BLOCKS: tuple[Callable[[_Metrics], dict[type[Event], Handler]], ...] = (_sharding, _resilience)
+# ----------------------------------------------------------------------- routing
+
+
+def _routing(m: _Metrics) -> dict[type[Event], Handler]:
+    from scalepatterns.routing import events as routing
+
+    statements = m.counter(
+        "router_statements_total", "Statements routed, by target (primary or replica) and reason.",
+        "router", "target", "reason",
+    )  # fmt: skip
+    ejections = m.counter(
+        "router_replica_ejections_total", "Replicas taken out of rotation (lag or unreachable).",
+        "router", "replica", "reason",
+    )  # fmt: skip
+    readmissions = m.counter(
+        "router_replica_readmissions_total", "Replicas back in rotation.", "router", "replica"
+    )
+    in_rotation = m.gauge(
+        "router_replica_in_rotation", "1 while the replica serves reads, 0 while ejected.",
+        "router", "replica",
+    )  # fmt: skip
+    lag_seconds = m.gauge(
+        "router_replica_lag_seconds", "Last measured replication lag in seconds.",
+        "router", "replica",
+    )  # fmt: skip
+    lag_bytes = m.gauge(
+        "router_replica_lag_bytes", "Last measured WAL bytes not yet replayed.",
+        "router", "replica",
+    )  # fmt: skip
+
+    def ejected(e: routing.ReplicaEjected) -> None:
+        ejections(e.source, e.replica, e.reason).inc()
+        in_rotation(e.source, e.replica).set(0)
+
+    def readmitted(e: routing.ReplicaReadmitted) -> None:
+        readmissions(e.source, e.replica).inc()
+        in_rotation(e.source, e.replica).set(1)
+
+    def lag(e: routing.LagSampled) -> None:
+        if e.lag_seconds is not None:
+            lag_seconds(e.source, e.replica).set(e.lag_seconds)
+        if e.lag_bytes is not None:
+            lag_bytes(e.source, e.replica).set(e.lag_bytes)
+
+    return {
+        routing.RouteDecided: lambda e: statements(e.source, e.target, e.reason).inc(),
+        routing.ReplicaEjected: ejected,
+        routing.ReplicaReadmitted: readmitted,
+        routing.LagSampled: lag,
+    }
+
+
+_BLOCKS: tuple[tuple[str, Callable[[_Metrics], dict[type[Event], Handler]]], ...] = (
+    ("routing", _routing),
+    ("sharding", _sharding),
+    ("resilience", _resilience),
+)
 
 _per_registry: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDictionary()
 _per_registry_lock = threading.Lock()

@@ -1,0 +1,310 @@
+"""Replica health: which replicas are in rotation, decided without any I/O.
+
+`ReplicaHealth` is the pure core of the router's failure behaviour. It is fed lag samples
+(from `scalepatterns.routing.monitor`), connection failures and successes (from sessions
+and the monitor), and reads a clock; it answers which replicas may serve a read now and
+reports each ejection and re-admission as a `Transition`:
+
+- a replica whose last sample shows more than `max_lag_seconds` or `max_lag_bytes` of lag
+  is out until a sample shows it back under the bound;
+- a replica that failed `failure_threshold` times in a row is out for `cooldown` seconds;
+  after that it is tried again, and the first success re-admits it (the first failure
+  ejects it for another cool-down).
+
+```python
+from scalepatterns.clock import FakeClock
+from scalepatterns.routing.health import LagSample, ReplicaHealth
+
+clock = FakeClock()
+health = ReplicaHealth(["r1", "r2"], max_lag_seconds=5.0, cooldown=10.0, clock=clock)
+health.record_sample("r1", LagSample(lag_seconds=30.0))
+health.record_failure("r2")
+assert health.in_rotation() == []
+clock.advance(10.0)
+assert health.in_rotation() == ["r2"]      # cool-down over: tried again
+health.record_success("r2")
+health.record_sample("r1", LagSample(lag_seconds=0.5))
+assert health.in_rotation() == ["r1", "r2"]
+```
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from scalepatterns.clock import SYSTEM_CLOCK, Clock
+from scalepatterns.errors import ConfigurationError
+
+__all__ = ["LagSample", "ReplicaHealth", "ReplicaStatus", "ReplicaView", "Transition"]
+
+
+@dataclass(frozen=True, slots=True)
+class LagSample:
+    """One measurement of a replica, as read from the server.
+
+    Attributes:
+        lag_bytes: WAL bytes received or produced on the primary but not yet replayed.
+        lag_seconds: seconds the replayed state is behind (0 when nothing is pending).
+        replay_lsn: the replica's ``pg_last_wal_replay_lsn()`` as an integer.
+    """
+
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+    replay_lsn: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A replica left (``kind="ejected"``) or re-entered (``"readmitted"``) the rotation."""
+
+    replica: str
+    kind: str
+    reason: str
+
+
+class ReplicaView(Protocol):
+    """What a balancing strategy may look at when it chooses among replicas."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+    @property
+    def lag_bytes(self) -> int | None: ...
+    @property
+    def lag_seconds(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """A snapshot of one replica's health (`ReadWriteRouter.status()`)."""
+
+    name: str
+    weight: float
+    in_rotation: bool
+    ejected_for: str | None
+    lag_bytes: int | None
+    lag_seconds: float | None
+    replay_lsn: int | None
+    consecutive_failures: int
+
+
+class _Replica:
+    __slots__ = (
+        "failures",
+        "lag_bytes",
+        "lag_ejected",
+        "lag_seconds",
+        "name",
+        "replay_lsn",
+        "unreachable_until",
+        "weight",
+    )
+
+    def __init__(self, name: str, weight: float) -> None:
+        self.name = name
+        self.weight = weight
+        self.lag_bytes: int | None = None
+        self.lag_seconds: float | None = None
+        self.replay_lsn: int | None = None
+        self.failures = 0
+        self.lag_ejected = False
+        # 0.0 while reachable; else the monotonic time the cool-down ends.
+        self.unreachable_until = 0.0
+
+
+class ReplicaHealth:
+    """The rotation state of a set of named replicas (thread-safe, no I/O).
+
+    Args:
+        names: the replicas' names, in a stable order.
+        weights: relative weights for weighted balancing (default 1.0 each).
+        max_lag_seconds: a replica further behind is taken out (None: no bound).
+        max_lag_bytes: a replica with more unreplayed WAL is taken out (None: no bound).
+        failure_threshold: consecutive failures that eject a replica (>= 1).
+        cooldown: seconds an unreachable replica stays out before it is tried again (> 0).
+        clock: time source.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        weights: Mapping[str, float] | None = None,
+        max_lag_seconds: float | None = None,
+        max_lag_bytes: int | None = None,
+        failure_threshold: int = 1,
+        cooldown: float = 5.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if len(set(names)) != len(names):
+            raise ConfigurationError("replicas", list(names), "distinct replica names")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ConfigurationError("weights", unknown, f"names among {list(names)}")
+        for name, weight in weights.items():
+            if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+                raise ConfigurationError(f"weights[{name!r}]", weight, "a number > 0")
+        if max_lag_seconds is not None and not max_lag_seconds >= 0:
+            raise ConfigurationError("max_lag", max_lag_seconds, "seconds >= 0, or None")
+        if max_lag_bytes is not None and not max_lag_bytes >= 0:
+            raise ConfigurationError("max_lag_bytes", max_lag_bytes, "bytes >= 0, or None")
+        if not isinstance(failure_threshold, int) or failure_threshold < 1:
+            raise ConfigurationError("failure_threshold", failure_threshold, "an integer >= 1")
+        if not (isinstance(cooldown, (int, float)) and cooldown > 0):
+            raise ConfigurationError("cooldown", cooldown, "seconds > 0")
+        self.max_lag_seconds = max_lag_seconds
+        self.max_lag_bytes = max_lag_bytes
+        self.failure_threshold = failure_threshold
+        self.cooldown = float(cooldown)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._replicas = {n: _Replica(n, float(weights.get(n, 1.0))) for n in names}
+        self._order = tuple(self._replicas.values())
+        # Bumped on every ejection and re-admission, so sessions can cheaply tell whether
+        # the replica they pinned may have left the rotation.
+        self.generation = 0
+        # Replicas with failures on record or out of rotation; while empty (the healthy
+        # steady state) `candidates()` and `troubled()` answer without reading the clock.
+        self._troubled: set[str] = set()
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self._order]
+
+    def _available(self, replica: _Replica, now: float) -> bool:
+        return not replica.lag_ejected and (
+            replica.unreachable_until == 0.0 or now >= replica.unreachable_until
+        )
+
+    def in_rotation(self) -> list[str]:
+        """Names of the replicas that may serve reads now, in configured order."""
+        now = self._clock.monotonic()
+        return [r.name for r in self._order if self._available(r, now)]
+
+    def candidates(self, min_lsn: int | None = None) -> list[ReplicaView]:
+        """Replicas in rotation (known to have replayed `min_lsn`, when given)."""
+        if not self._troubled and min_lsn is None:
+            return list(self._order)
+        now = self._clock.monotonic()
+        return [
+            r
+            for r in self._order
+            if self._available(r, now)
+            and (min_lsn is None or (r.replay_lsn is not None and r.replay_lsn >= min_lsn))
+        ]
+
+    def is_available(self, name: str) -> bool:
+        return self._available(self._replicas[name], self._clock.monotonic())
+
+    def troubled(self, name: str) -> bool:
+        """Whether `name` has failures on record (so a success is news)."""
+        return name in self._troubled
+
+    def _mark(self, replica: _Replica) -> None:
+        """Keep `_troubled` in step with the replica's state (call with the lock held)."""
+        if replica.failures or replica.unreachable_until != 0.0 or replica.lag_ejected:
+            self._troubled.add(replica.name)
+        else:
+            self._troubled.discard(replica.name)
+
+    def replay_lsn(self, name: str) -> int | None:
+        return self._replicas[name].replay_lsn
+
+    def _lagging(self, sample: LagSample) -> bool:
+        if (
+            self.max_lag_seconds is not None
+            and sample.lag_seconds is not None
+            and sample.lag_seconds > self.max_lag_seconds
+        ):
+            return True
+        return (
+            self.max_lag_bytes is not None
+            and sample.lag_bytes is not None
+            and sample.lag_bytes > self.max_lag_bytes
+        )
+
+    def note_replay_lsn(self, name: str, replay_lsn: int) -> None:
+        """Record a replay position seen outside a full sample (positions only move on)."""
+        replica = self._replicas[name]
+        with self._lock:
+            if replica.replay_lsn is None or replay_lsn > replica.replay_lsn:
+                replica.replay_lsn = replay_lsn
+
+    def record_sample(self, name: str, sample: LagSample) -> list[Transition]:
+        """A successful measurement: updates lag, and counts as a successful connection."""
+        replica = self._replicas[name]
+        transitions = self.record_success(name)
+        with self._lock:
+            replica.lag_bytes = sample.lag_bytes
+            replica.lag_seconds = sample.lag_seconds
+            if sample.replay_lsn is not None:
+                replica.replay_lsn = sample.replay_lsn
+            lagging = self._lagging(sample)
+            if lagging != replica.lag_ejected:
+                replica.lag_ejected = lagging
+                self.generation += 1
+                kind = "ejected" if lagging else "readmitted"
+                transitions.append(Transition(name, kind, "lag"))
+            self._mark(replica)
+        return transitions
+
+    def record_failure(self, name: str) -> list[Transition]:
+        """A connection or query on the replica failed."""
+        replica = self._replicas[name]
+        with self._lock:
+            replica.failures += 1
+            self._troubled.add(name)
+            if replica.failures < self.failure_threshold:
+                return []
+            was_out = replica.unreachable_until != 0.0
+            replica.unreachable_until = self._clock.monotonic() + self.cooldown
+            self.generation += 1
+            if was_out:
+                return []
+            return [Transition(name, "ejected", "unreachable")]
+
+    def record_success(self, name: str) -> list[Transition]:
+        """The replica answered: clears failures and re-admits it after an outage."""
+        replica = self._replicas[name]
+        if not replica.failures and replica.unreachable_until == 0.0:
+            return []
+        with self._lock:
+            replica.failures = 0
+            was_out = replica.unreachable_until != 0.0
+            replica.unreachable_until = 0.0
+            self._mark(replica)
+            if not was_out:
+                return []
+            self.generation += 1
+            return [Transition(name, "readmitted", "unreachable")]
+
+    def status(self) -> list[ReplicaStatus]:
+        """A snapshot of every replica."""
+        now = self._clock.monotonic()
+        out = []
+        for r in self._order:
+            available = self._available(r, now)
+            ejected_for = None
+            if r.unreachable_until != 0.0:
+                ejected_for = "unreachable"
+            elif r.lag_ejected:
+                ejected_for = "lag"
+            out.append(
+                ReplicaStatus(
+                    name=r.name,
+                    weight=r.weight,
+                    in_rotation=available,
+                    ejected_for=ejected_for,
+                    lag_bytes=r.lag_bytes,
+                    lag_seconds=r.lag_seconds,
+                    replay_lsn=r.replay_lsn,
+                    consecutive_failures=r.failures,
+                )
+            )
+        return out
