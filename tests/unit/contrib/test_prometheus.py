@@ -274,3 +274,30 @@ def test_missing_prometheus_client_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     with pytest.raises(MissingDependency, match=r"scalepatterns\[prometheus\]"):
         prometheus.instrument()
+
+
+def test_importing_the_adapters_loads_no_driver_or_exporter() -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import scalepatterns.contrib.prometheus, scalepatterns.contrib.otel\n"
+        "import scalepatterns.contrib.logging\n"
+        "loaded = [m for m in ('prometheus_client', 'opentelemetry', 'sqlalchemy', 'redis', 'pika')"
+        " if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_block_whose_driver_is_missing_is_left_out(monkeypatch, listeners) -> None:
+    for name in [m for m in sys.modules if m.startswith(("scalepatterns.routing", "sqlalchemy"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    registry = CollectorRegistry()
+    with prometheus.instrument(registry, listeners=listeners):
+        listeners.emit(BreakerRejected(source="b", retry_after=1.0))
+    names = prometheus.metric_names(registry)
+    assert "scalepatterns_breaker_rejected_calls_total" in names
+    assert not [n for n in names if n.startswith("scalepatterns_router_")]
+    assert value(registry, "scalepatterns_breaker_rejected_calls_total", breaker="b") == 1
