@@ -201,7 +201,7 @@ def _sharding(m: _Metrics) -> dict[type[Event], Handler]:
     )
     resharded = m.counter(
         "shard_rows_resharded_total", "Rows copied, verified and deleted by resharding.",
-        "router", "from_shard", "to_shard",
+        "resharder", "from_shard", "to_shard",
     )  # fmt: skip
     gauge_family = m.core.GaugeMetricFamily
 
