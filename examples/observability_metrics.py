@@ -14,6 +14,7 @@ a registry that is instrumented as it is created, and instruments the process-wi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
@@ -72,10 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(line for line in text.splitlines() if _ours(line)))
             return 0
         print(f"\nserving {url} for {args.seconds:.0f} s (Ctrl-C to stop)")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             time.sleep(args.seconds)
-        except KeyboardInterrupt:
-            pass
         return 0
     finally:
         handle.uninstrument()
