@@ -33,17 +33,34 @@ from scalepatterns.serializers import (
 )
 
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
-    pass
+    from scalepatterns.backpressure import (
+        AdaptiveLimiter,
+        BulkheadFull,
+        ConcurrencyLimiter,
+        QueueBackpressure,
+        RateLimiter,
+        advise_workers,
+    )
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "AdaptiveLimiter": "scalepatterns.backpressure",
+    "BulkheadFull": "scalepatterns.backpressure",
+    "ConcurrencyLimiter": "scalepatterns.backpressure",
+    "QueueBackpressure": "scalepatterns.backpressure",
+    "RateLimiter": "scalepatterns.backpressure",
+    "advise_workers": "scalepatterns.backpressure",
+}
 
 __all__ = [
+    "AdaptiveLimiter",
     "BackendUnavailable",
+    "BulkheadFull",
     "CircuitOpen",
     "Clock",
+    "ConcurrencyLimiter",
     "ConfigurationError",
     "DeadlineExceeded",
     "Event",
@@ -55,8 +72,10 @@ __all__ = [
     "MissingDependency",
     "MsgpackSerializer",
     "OutageGuard",
+    "QueueBackpressure",
     "QueueFull",
     "RateLimited",
+    "RateLimiter",
     "SYSTEM_CLOCK",
     "ScalePatternsError",
     "SerializationError",
@@ -65,6 +84,7 @@ __all__ = [
     "SignedPickleSerializer",
     "SystemClock",
     "__version__",
+    "advise_workers",
     "default_listeners",
 ]
 

@@ -148,9 +148,7 @@ class RateLimiter:
         if decision.allowed:
             self._listeners.emit(RateAllowed(self.name, cost, self._backend))
         else:
-            self._listeners.emit(
-                RateRejected(self.name, cost, decision.retry_after, self._backend)
-            )
+            self._listeners.emit(RateRejected(self.name, cost, decision.retry_after, self._backend))
 
     def acquire(self, key: str, cost: int = 1) -> Decision:
         """Decide whether `key` may spend `cost` units now; spends them if allowed.

@@ -115,9 +115,7 @@ class _RedisBase:
 
     def _parse(self, reply: list[Any]) -> Decision:
         self.guard.record_success()
-        return Decision(
-            bool(int(reply[0])), int(reply[1]), float(reply[2]), float(reply[3])
-        )
+        return Decision(bool(int(reply[0])), int(reply[1]), float(reply[2]), float(reply[3]))
 
 
 class RedisStore(_RedisBase):
