@@ -27,9 +27,9 @@ from scalepatterns.errors import ConfigurationError
 
 __all__ = ["GCRA", "Algorithm", "Decision", "FixedWindow", "SlidingWindow"]
 
-# Decisions within a nanosecond of allowed are allowed, so a client spaced exactly at the
-# rate is not refused over a rounding error of the float arithmetic.
-_EPS = 1e-9
+# Decisions within a millionth of a unit of allowed are allowed, so a client spaced exactly
+# at the rate is not refused over a rounding error of the float arithmetic.
+_EPS = 1e-6
 
 
 class Decision(NamedTuple):
@@ -111,7 +111,7 @@ class GCRA:
     """
 
     name = "gcra"
-    __slots__ = ("burst", "interval", "max_cost", "rate", "tolerance")
+    __slots__ = ("burst", "interval", "max_cost", "rate", "slack", "tolerance")
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
         self.rate = rate
@@ -119,6 +119,7 @@ class GCRA:
         self.max_cost = self.burst
         self.interval = rate.period / rate.limit  # seconds per unit
         self.tolerance = self.burst * self.interval  # the bucket's depth, in seconds
+        self.slack = self.interval * _EPS
 
     def decide(self, state: float | None, now: float, cost: int) -> tuple[Decision, float | None]:
         interval = self.interval
@@ -126,7 +127,7 @@ class GCRA:
         tat = state if state is not None and state > now else now
         new_tat = tat + cost * interval
         diff = now - (new_tat - tolerance)
-        if diff < -_EPS:
+        if diff < -self.slack:
             remaining = math.floor((tolerance - (tat - now)) / interval + _EPS)
             return Decision(False, remaining, -diff, tat - now), state
         return Decision(True, math.floor(diff / interval + _EPS), 0.0, new_tat - now), new_tat
@@ -135,13 +136,14 @@ class GCRA:
         return state is None or state <= now
 
     def script_args(self) -> list[str]:
-        return [repr(self.interval), repr(self.tolerance)]
+        return [repr(self.interval), repr(self.tolerance), repr(self.slack)]
 
     lua = (
         _LUA_NOW
         + """
 local interval = tonumber(ARGV[3])
 local tolerance = tonumber(ARGV[4])
+local slack = tonumber(ARGV[5])
 local tat = now
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -150,11 +152,11 @@ if stored then
 end
 local new_tat = tat + cost * interval
 local diff = now - (new_tat - tolerance)
-if diff < -1e-9 then
-  return {0, math.floor((tolerance - (tat - now)) / interval + 1e-9), f(-diff), f(tat - now)}
+if diff < -slack then
+  return {0, math.floor((tolerance - (tat - now)) / interval + 1e-6), f(-diff), f(tat - now)}
 end
 redis.call('SET', KEYS[1], f(new_tat), 'PX', math.max(1, math.ceil((new_tat - now) * 1000)))
-return {1, math.floor(diff / interval + 1e-9), '0', f(new_tat - now)}
+return {1, math.floor(diff / interval + 1e-6), '0', f(new_tat - now)}
 """
     )
 
@@ -233,9 +235,9 @@ end
 local start = index * period
 local weight = 1 - (now - start) / period
 local estimate = prev * weight + curr
-if estimate + cost <= limit + 1e-9 then
+if estimate + cost <= limit + 1e-6 then
   curr = curr + cost
-  local remaining = math.max(0, math.floor(limit - (prev * weight + curr) + 1e-9))
+  local remaining = math.max(0, math.floor(limit - (prev * weight + curr) + 1e-6))
   local reset = start + 2 * period - now
   redis.call('HSET', KEYS[1], 'w', index, 'p', prev, 'c', curr)
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset * 1000)))
@@ -250,7 +252,7 @@ elseif curr <= limit - cost then
 else
   at = start + period + (1 - (limit - cost) / curr) * period
 end
-local remaining = math.max(0, math.floor(limit - estimate + 1e-9))
+local remaining = math.max(0, math.floor(limit - estimate + 1e-6))
 return {0, remaining, f(math.max(0, at - now)), f(start + 2 * period - now)}
 """
     )
