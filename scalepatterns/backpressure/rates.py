@@ -26,7 +26,7 @@ _UNITS: dict[str, float] = {
     "day": 86400.0,
 }
 _RATE = re.compile(
-    r"^\s*(?P<limit>\d+)\s*(?:/|per)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+?)s?\s*$",
+    r"^\s*(?P<limit>\d+)\s*(?:/|per)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+)\s*$",
     re.IGNORECASE,
 )
 _ACCEPTED = (
@@ -86,12 +86,15 @@ def parse_rate(rate: str | Rate | int, period: float | None = None) -> Rate:
         if period is not None:
             raise ConfigurationError("period", period, "None when rate is a string")
         match = _RATE.match(rate)
-        if match is None or match["unit"].lower() not in _UNITS:
+        unit = match["unit"].lower() if match else ""
+        if unit not in _UNITS and unit.endswith("s"):
+            unit = unit[:-1]  # plurals: seconds, minutes, hours
+        if match is None or unit not in _UNITS:
             raise ConfigurationError("rate", rate, _ACCEPTED)
         count = float(match["count"]) if match["count"] else 1.0
-        seconds = count * _UNITS[match["unit"].lower()]
+        seconds = count * _UNITS[unit]
         if int(match["limit"]) < 1 or seconds <= 0:
-            raise ConfigurationError("rate", rate, "a limit >= 1 over a period > 0")
+            raise ConfigurationError("rate", rate, _ACCEPTED + ", with a limit >= 1 and period > 0")
         return Rate(int(match["limit"]), seconds)
     if isinstance(rate, bool) or not isinstance(rate, int):
         raise ConfigurationError("rate", rate, _ACCEPTED + " or an integer with period=")
