@@ -25,9 +25,9 @@ traces = st.lists(
 
 def run(algorithm, rate: Rate, trace, start: float = 1000.0):
     now, state, out = start, None, []
-    for gap, cost in trace:
+    for gap, wanted in trace:
         now += gap * rate.period
-        cost = min(cost, algorithm.max_cost)
+        cost = min(wanted, algorithm.max_cost)
         decision, state = algorithm.decide(state, now, cost)
         out.append((now, cost, decision))
     return out
@@ -155,4 +155,5 @@ def test_fixed_window_resets_at_the_boundary() -> None:
     d3, s = fixed.decide(s, 6.0, 1)
     assert (d1.allowed, d2.allowed, d3.allowed) == (True, False, True)
     assert d2.retry_after == pytest.approx(0.1)
-    assert fixed.expired(s, 7.0) and not fixed.expired(s, 6.5)
+    assert fixed.expired(s, 7.0)
+    assert not fixed.expired(s, 6.5)

@@ -47,7 +47,8 @@ def test_never_more_than_max_concurrent_threads() -> None:
         t.join()
     assert done == 600
     assert 1 <= peak <= 3
-    assert bulkhead.in_use == 0 and bulkhead.waiting == 0
+    assert bulkhead.in_use == 0
+    assert bulkhead.waiting == 0
 
 
 def test_never_more_than_max_concurrent_tasks() -> None:
@@ -81,7 +82,9 @@ def test_full_with_no_waiting_room_refuses_at_once() -> None:
             bulkhead.acquire()
         with pytest.raises(BulkheadFull):
             asyncio.run(bulkhead.aacquire())
-    assert info.value.reason == "full" and info.value.name == "db" and info.value.limit == 1
+    assert info.value.reason == "full"
+    assert info.value.name == "db"
+    assert info.value.limit == 1
     assert "retry later" in str(info.value)
     assert bulkhead.rejected == 2
     assert [e.reason for e in recorder.of_type(BulkheadRejected)] == ["full", "full"]
@@ -137,7 +140,8 @@ def test_released_slot_goes_to_the_waiting_thread() -> None:
         bulkhead.acquire(timeout=0)
     bulkhead.release()
     thread.join(5)
-    assert got.is_set() and bulkhead.in_use == 0
+    assert got.is_set()
+    assert bulkhead.in_use == 0
 
 
 def test_release_without_acquire_is_an_error() -> None:

@@ -74,8 +74,10 @@ def test_block_mode_keeps_a_fast_producer_between_the_watermarks(mode: str) -> N
     assert min(after_first_fill) >= 5  # it released near low (10), not at empty
     throttles = recorder.of_type(QueueThrottled)
     releases = recorder.of_type(QueueReleased)
-    assert len(throttles) >= 3 and abs(len(throttles) - len(releases)) <= 1
-    assert all(e.depth <= 10 for e in releases) and all(e.depth >= 50 for e in throttles)
+    assert len(throttles) >= 3
+    assert abs(len(throttles) - len(releases)) <= 1
+    assert all(e.depth <= 10 for e in releases)
+    assert all(e.depth >= 50 for e in throttles)
     assert gate.blocked_seconds > 0
 
 
@@ -106,7 +108,8 @@ def test_shed_mode_drops_low_priority_only() -> None:
     assert gate.admit(priority=0) is True
     assert gate.admit(priority=1) is False
     assert gate.admit(priority=2) is False
-    assert gate.shed == 2 and [e.priority for e in recorder.events] == [1, 2]
+    assert gate.shed == 2
+    assert [e.priority for e in recorder.events] == [1, 2]
     depth[0] = 25
     assert gate.admit(priority=2) is True
 
