@@ -116,7 +116,7 @@ class RateLimiter:
             self.store = MemoryStore(self.algorithm, clock)
         else:
             require("redis", extra="redis", feature="RateLimiter(redis=...)")
-            guard = OutageGuard(failure_threshold, cooldown)
+            guard = OutageGuard(failure_threshold, cooldown, clock=clock)
             options: dict[str, Any] = {
                 "prefix": prefix,
                 "fail_open": fail_open,
