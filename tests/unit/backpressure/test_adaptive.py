@@ -105,6 +105,7 @@ def test_permit_as_context_manager_learns_from_drops_and_ignores_other_errors() 
     recorder = EventRecorder()
     listeners.add(recorder, LimitChanged)
     limiter = AdaptiveLimiter(AIMD(backoff=0.5), initial_limit=10, clock=clock, listeners=listeners)
+
     def timed_out() -> None:
         with limiter.acquire():
             clock.advance(0.1)
