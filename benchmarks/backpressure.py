@@ -128,7 +128,12 @@ def _accuracy(bench: Bench, client: object, prefix: str) -> None:
         counts = [0] * 4
         start = time.time()
 
-        def hammer(index: int, limiter: RateLimiter = limiter) -> None:
+        def hammer(
+            index: int,
+            limiter: RateLimiter = limiter,
+            counts: list[int] = counts,
+            start: float = start,
+        ) -> None:
             while time.time() < start + seconds:
                 if limiter.acquire("k").allowed:
                     counts[index] += 1
