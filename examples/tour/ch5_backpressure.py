@@ -49,18 +49,16 @@ def run() -> None:
         done_at, _, permit = heapq.heappop(pending)
         clock.advance(max(0.0, done_at - clock.monotonic()))
         permit.success()
-    print(f"   adaptive limit (Vegas): found {adaptive.limit} for a dependency whose knee is {knee}")
+    print(f"   adaptive limit (Vegas): found {adaptive.limit}, the dependency's knee is {knee}")
 
     depth = [0]
     gate = QueueBackpressure(lambda: depth[0], high=100, low=20, mode="reject", queue="jobs")
-    published = 0
-    for _ in range(150):
-        try:
+    try:
+        for _ in range(150):
             gate.admit()
-        except QueueFull:
-            break
-        published += 1
-        depth[0] += 1
+            depth[0] += 1
+    except QueueFull:
+        pass
     print(f"   queue depth: the producer was told to back off at depth {depth[0]} (high 100)")
 
     advice = advise_workers(arrival_rate=200, service_time=0.05, target_wait=0.005)

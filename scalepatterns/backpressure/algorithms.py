@@ -79,12 +79,12 @@ def _check_burst(burst: int, limit: int) -> int:
 
 
 # Shared Lua prologue: ARGV[1] is the time (empty: the server's clock), ARGV[2] the cost.
+# Reading TIME before a write needs effect replication, the default since Redis 5.
 _LUA_NOW = """
 local now
 if ARGV[1] ~= '' then
   now = tonumber(ARGV[1])
 else
-  if redis.replicate_commands then pcall(redis.replicate_commands) end
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
