@@ -27,9 +27,13 @@ from scalepatterns.errors import ConfigurationError
 
 __all__ = ["GCRA", "Algorithm", "Decision", "FixedWindow", "SlidingWindow"]
 
-# Decisions within a millionth of a unit of allowed are allowed, so a client spaced exactly
-# at the rate is not refused over a rounding error of the float arithmetic.
+# Rounding slack of the float arithmetic, in units: a count within a millionth of a unit of
+# the limit is at the limit.
 _EPS = 1e-6
+# GCRA allows a call arriving within a thousandth of a unit's interval of its turn: a client
+# spaced exactly at the rate accumulates rounding errors in the stored arrival time (about
+# one ulp per call, 2.4e-7 s at Unix-epoch magnitudes), which must not get it refused.
+_GCRA_SLACK = 1e-3
 
 
 class Decision(NamedTuple):
@@ -90,6 +94,10 @@ else
 end
 local cost = tonumber(ARGV[2])
 local function f(x) return string.format('%.17g', x) end
+-- One bulk string, 'allowed remaining retry_after reset_after': cheaper to parse than an array.
+local function reply(allowed, remaining, retry_after, reset_after)
+  return allowed .. ' ' .. string.format('%d', remaining) .. ' ' .. retry_after .. ' ' .. reset_after
+end
 """
 
 
@@ -119,7 +127,7 @@ class GCRA:
         self.max_cost = self.burst
         self.interval = rate.period / rate.limit  # seconds per unit
         self.tolerance = self.burst * self.interval  # the bucket's depth, in seconds
-        self.slack = self.interval * _EPS
+        self.slack = self.interval * _GCRA_SLACK
 
     def decide(self, state: float | None, now: float, cost: int) -> tuple[Decision, float | None]:
         interval = self.interval
@@ -153,10 +161,10 @@ end
 local new_tat = tat + cost * interval
 local diff = now - (new_tat - tolerance)
 if diff < -slack then
-  return {0, math.floor((tolerance - (tat - now)) / interval + 1e-6), f(-diff), f(tat - now)}
+  return reply('0', math.floor((tolerance - (tat - now)) / interval + 1e-6), f(-diff), f(tat - now))
 end
 redis.call('SET', KEYS[1], f(new_tat), 'PX', math.max(1, math.ceil((new_tat - now) * 1000)))
-return {1, math.floor(diff / interval + 1e-6), '0', f(new_tat - now)}
+return reply('1', math.floor(diff / interval + 1e-6), '0', f(new_tat - now))
 """
     )
 
@@ -241,7 +249,7 @@ if estimate + cost <= limit + 1e-6 then
   local reset = start + 2 * period - now
   redis.call('HSET', KEYS[1], 'w', index, 'p', prev, 'c', curr)
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset * 1000)))
-  return {1, remaining, '0', f(reset)}
+  return reply('1', remaining, '0', f(reset))
 end
 local room = limit - cost - curr
 local at
@@ -253,7 +261,7 @@ else
   at = start + period + (1 - (limit - cost) / curr) * period
 end
 local remaining = math.max(0, math.floor(limit - estimate + 1e-6))
-return {0, remaining, f(math.max(0, at - now)), f(start + 2 * period - now)}
+return reply('0', remaining, f(math.max(0, at - now)), f(start + 2 * period - now))
 """
     )
 
@@ -306,9 +314,9 @@ if count + cost <= limit then
   count = count + cost
   redis.call('HSET', KEYS[1], 'w', index, 'c', count)
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset * 1000)))
-  return {1, limit - count, '0', f(reset)}
+  return reply('1', limit - count, '0', f(reset))
 end
-return {0, limit - count, f(reset), f(reset)}
+return reply('0', limit - count, f(reset), f(reset))
 """
     )
 

@@ -120,9 +120,10 @@ class _RedisBase:
         self.guard.record_failure()
         return self._fallback(type(exc).__name__)
 
-    def _parse(self, reply: list[Any]) -> Decision:
+    def _parse(self, reply: bytes | str) -> Decision:
         self.guard.record_success()
-        return Decision(bool(int(reply[0])), int(reply[1]), float(reply[2]), float(reply[3]))
+        allowed, remaining, retry_after, reset_after = reply.split()
+        return Decision(int(allowed) == 1, int(remaining), float(retry_after), float(reset_after))
 
 
 class RedisStore(_RedisBase):
