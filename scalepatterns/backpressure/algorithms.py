@@ -96,7 +96,7 @@ local cost = tonumber(ARGV[2])
 local function f(x) return string.format('%.17g', x) end
 -- One bulk string, 'allowed remaining retry_after reset_after': cheaper to parse than an array.
 local function reply(allowed, remaining, retry_after, reset_after)
-  return allowed .. ' ' .. string.format('%d', remaining) .. ' ' .. retry_after .. ' ' .. reset_after
+  return table.concat({allowed, string.format('%d', remaining), retry_after, reset_after}, ' ')
 end
 """
 
