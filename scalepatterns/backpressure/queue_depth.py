@@ -177,50 +177,52 @@ class QueueBackpressure:
             return False
         return None
 
+    def _decide_now(self, priority: int) -> bool | None:
+        """The decision without waiting, or None when the caller must block."""
+        if not self._refresh():
+            return True
+        return self._shed_or_reject(priority)
+
+    def _check_waited(self, started: float, limit: float | None) -> None:
+        waited = self._clock.monotonic() - started
+        if limit is not None and waited >= limit:
+            self.blocked_seconds += waited
+            raise QueueFull(self.queue, self._depth, self.wait_interval)
+
+    def _released(self, started: float) -> bool:
+        self.blocked_seconds += self._clock.monotonic() - started
+        return True
+
     def admit(self, priority: int = 0, timeout: float | None = None) -> bool:
         """Ask to put one piece of work on the queue.
 
         Returns True when the work may be published, False when it was shed. In block
-        mode, waits while throttled.
+        mode, waits while throttled (up to `timeout`, default: the gate's).
 
         Raises:
             QueueFull: in reject mode while throttled, or when blocking ran past `timeout`.
         """
-        if not self._refresh():
-            return True
-        decided = self._shed_or_reject(priority)
+        decided = self._decide_now(priority)
         if decided is not None:
             return decided
-        limit = self.timeout if timeout is None else timeout
-        started = self._clock.monotonic()
+        started, limit = self._clock.monotonic(), self.timeout if timeout is None else timeout
         while True:
-            waited = self._clock.monotonic() - started
-            if limit is not None and waited >= limit:
-                self.blocked_seconds += waited
-                raise QueueFull(self.queue, self._depth, self.wait_interval)
+            self._check_waited(started, limit)
             self._clock.sleep(self.wait_interval)
             if not self._refresh(force=True):
-                self.blocked_seconds += self._clock.monotonic() - started
-                return True
+                return self._released(started)
 
     async def aadmit(self, priority: int = 0, timeout: float | None = None) -> bool:
         """`admit` for async code: the depth source is called inline, waiting suspends."""
-        if not self._refresh():
-            return True
-        decided = self._shed_or_reject(priority)
+        decided = self._decide_now(priority)
         if decided is not None:
             return decided
-        limit = self.timeout if timeout is None else timeout
-        started = self._clock.monotonic()
+        started, limit = self._clock.monotonic(), self.timeout if timeout is None else timeout
         while True:
-            waited = self._clock.monotonic() - started
-            if limit is not None and waited >= limit:
-                self.blocked_seconds += waited
-                raise QueueFull(self.queue, self._depth, self.wait_interval)
+            self._check_waited(started, limit)
             await self._clock.asleep(self.wait_interval)
             if not self._refresh(force=True):
-                self.blocked_seconds += self._clock.monotonic() - started
-                return True
+                return self._released(started)
 
     def __repr__(self) -> str:
         state = "throttled" if self._throttled else "open"
@@ -230,40 +232,35 @@ class QueueBackpressure:
         )
 
 
-class RedisListDepth:
+class _RedisDepth:
+    command = ""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self.client = client
+        self.key = key
+        redis = require("redis", extra="redis", feature=type(self).__name__)
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+
+    def __call__(self) -> int:
+        try:
+            return int(self.client.execute_command(self.command, self.key))
+        except self._errors as exc:
+            raise BackendUnavailable("redis", f"{self.command} {self.key!r} failed: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(key={self.key!r})"
+
+
+class RedisListDepth(_RedisDepth):
     """Depth of a Redis list (``LLEN key``) through a synchronous redis-py client."""
 
-    def __init__(self, client: Any, key: str) -> None:
-        self.client = client
-        self.key = key
-
-    def __call__(self) -> int:
-        try:
-            return int(self.client.llen(self.key))
-        except OSError as exc:
-            raise BackendUnavailable("redis", f"LLEN failed: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("redis"):
-                raise BackendUnavailable("redis", f"LLEN failed: {exc}") from exc
-            raise
+    command = "LLEN"
 
 
-class RedisStreamDepth:
+class RedisStreamDepth(_RedisDepth):
     """Depth of a Redis stream (``XLEN key``) through a synchronous redis-py client."""
 
-    def __init__(self, client: Any, key: str) -> None:
-        self.client = client
-        self.key = key
-
-    def __call__(self) -> int:
-        try:
-            return int(self.client.xlen(self.key))
-        except OSError as exc:
-            raise BackendUnavailable("redis", f"XLEN failed: {exc}") from exc
-        except Exception as exc:
-            if type(exc).__module__.startswith("redis"):
-                raise BackendUnavailable("redis", f"XLEN failed: {exc}") from exc
-            raise
+    command = "XLEN"
 
 
 class RabbitMQQueueDepth:

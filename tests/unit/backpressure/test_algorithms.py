@@ -33,6 +33,13 @@ def run(algorithm, rate: Rate, trace, start: float = 1000.0):
     return out
 
 
+def assert_steady_client_never_refused(algorithm, spacing: float, start: float, cost: int = 1):
+    state = None
+    for i in range(200):
+        decision, state = algorithm.decide(state, start + i * spacing, cost)
+        assert decision.allowed, (i, decision)
+
+
 def max_allowed_in_any_window(history, width: float) -> int:
     allowed = [(t, c) for t, c, d in history if d.allowed]
     best, left, total = 0, 0, 0
@@ -81,10 +88,7 @@ def test_gcra_steady_client_under_the_rate_is_never_refused(rate, burst, cost, s
     cost = min(cost, burst)
     gcra = GCRA(rate, burst)
     spacing = cost * rate.period / rate.limit * slack
-    state = None
-    for i in range(200):
-        decision, state = gcra.decide(state, start + i * spacing, cost)
-        assert decision.allowed, (i, decision)
+    assert_steady_client_never_refused(gcra, spacing, start, cost)
 
 
 @given(
@@ -100,10 +104,7 @@ def test_gcra_steady_client_at_unix_epoch_times(rate, burst, cost, slack, start)
     cost = min(cost, burst)
     gcra = GCRA(rate, burst)
     spacing = cost * rate.period / rate.limit * slack
-    state = None
-    for i in range(200):
-        decision, state = gcra.decide(state, start + i * spacing, cost)
-        assert decision.allowed, (i, decision)
+    assert_steady_client_never_refused(gcra, spacing, start, cost)
 
 
 # Strictly under the rate: at exactly the rate, a window index computed as now / period
@@ -112,10 +113,7 @@ def test_gcra_steady_client_at_unix_epoch_times(rate, burst, cost, slack, start)
 def test_fixed_window_steady_client_under_the_rate_is_never_refused(rate, slack, start):
     fixed = FixedWindow(rate)
     spacing = rate.period / rate.limit * slack
-    state = None
-    for i in range(200):
-        decision, state = fixed.decide(state, start + i * spacing, 1)
-        assert decision.allowed, (i, decision)
+    assert_steady_client_never_refused(fixed, spacing, start, 1)
 
 
 @given(
@@ -128,10 +126,7 @@ def test_sliding_window_steady_client_a_unit_under_the_rate_is_never_refused(rat
     # rate can be refused at a boundary; one unit per window under it never is.
     sliding = SlidingWindow(rate)
     spacing = rate.period / (rate.limit - 1) * slack
-    state = None
-    for i in range(200):
-        decision, state = sliding.decide(state, start + i * spacing, 1)
-        assert decision.allowed, (i, decision)
+    assert_steady_client_never_refused(sliding, spacing, start, 1)
 
 
 @pytest.mark.parametrize(
