@@ -172,7 +172,34 @@ return reply('1', math.floor(diff / interval + 1e-6), '0', f(new_tat - now))
         return f"GCRA({self.rate}, burst={self.burst})"
 
 
-class SlidingWindow:
+class _Window:
+    """What the window algorithms share: the limit is also the burst; period and limit
+    are the script's parameters."""
+
+    __slots__ = ("max_cost", "rate")
+
+    def __init__(self, rate: Rate) -> None:
+        self.rate = rate
+        self.max_cost = rate.limit
+
+    def script_args(self) -> list[str]:
+        return [repr(self.rate.period), str(self.rate.limit)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.rate})"
+
+
+_LUA_WINDOW = (
+    _LUA_NOW
+    + """
+local period = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local index = math.floor(now / period)
+"""
+)
+
+
+class SlidingWindow(_Window):
     """Sliding-window counter: the previous window's count, weighted, plus the current one.
 
     State: ``(window index, previous count, current count)``, or None for a new key.
@@ -180,11 +207,7 @@ class SlidingWindow:
     """
 
     name = "sliding-window"
-    __slots__ = ("max_cost", "rate")
-
-    def __init__(self, rate: Rate) -> None:
-        self.rate = rate
-        self.max_cost = rate.limit
+    __slots__ = ()
 
     def decide(
         self, state: tuple[int, int, int] | None, now: float, cost: int
@@ -221,15 +244,9 @@ class SlidingWindow:
     def expired(self, state: tuple[int, int, int] | None, now: float) -> bool:
         return state is None or (state[0] + 2) * self.rate.period <= now
 
-    def script_args(self) -> list[str]:
-        return [repr(self.rate.period), str(self.rate.limit)]
-
     lua = (
-        _LUA_NOW
+        _LUA_WINDOW
         + """
-local period = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local index = math.floor(now / period)
 local prev, curr = 0, 0
 local stored = redis.call('HMGET', KEYS[1], 'w', 'p', 'c')
 if stored[1] then
@@ -265,22 +282,15 @@ return reply('0', remaining, f(math.max(0, at - now)), f(start + 2 * period - no
 """
     )
 
-    def __repr__(self) -> str:
-        return f"SlidingWindow({self.rate})"
 
-
-class FixedWindow:
+class FixedWindow(_Window):
     """A counter per aligned window of `period` seconds; `limit` units per window.
 
     State: ``(window index, count)``, or None for a new key.
     """
 
     name = "fixed-window"
-    __slots__ = ("max_cost", "rate")
-
-    def __init__(self, rate: Rate) -> None:
-        self.rate = rate
-        self.max_cost = rate.limit
+    __slots__ = ()
 
     def decide(
         self, state: tuple[int, int] | None, now: float, cost: int
@@ -297,15 +307,9 @@ class FixedWindow:
     def expired(self, state: tuple[int, int] | None, now: float) -> bool:
         return state is None or (state[0] + 1) * self.rate.period <= now
 
-    def script_args(self) -> list[str]:
-        return [repr(self.rate.period), str(self.rate.limit)]
-
     lua = (
-        _LUA_NOW
+        _LUA_WINDOW
         + """
-local period = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local index = math.floor(now / period)
 local count = 0
 local stored = redis.call('HMGET', KEYS[1], 'w', 'c')
 if stored[1] and tonumber(stored[1]) == index then count = tonumber(stored[2]) end
@@ -319,6 +323,3 @@ end
 return reply('0', limit - count, f(reset), f(reset))
 """
     )
-
-    def __repr__(self) -> str:
-        return f"FixedWindow({self.rate})"
