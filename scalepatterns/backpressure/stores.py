@@ -158,7 +158,12 @@ class AsyncRedisStore(_RedisBase):
         if not self.guard.allow():
             return self._fallback("skipped")
         try:
-            reply = await self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
+            try:
+                reply = await self.client.evalsha(
+                    self._sha, 1, self.redis_key(key), *self._argv(cost, now)
+                )
+            except self._noscript:
+                reply = await self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
         except self._outage as exc:
             return self._failed(exc)
         except Exception as exc:

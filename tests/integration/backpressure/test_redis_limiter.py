@@ -174,3 +174,30 @@ def test_redis_killed_mid_run_fails_as_configured_then_recovers(throwaway_redis,
     assert back.remaining == 4
     assert not limiter.store.guard.is_open
     conn.close()
+
+
+def test_async_client_redis_killed_mid_run_then_back(throwaway_redis):
+    import redis.asyncio as aioredis
+
+    clock = FakeClock()
+
+    async def main() -> None:
+        conn = aioredis.Redis.from_url(throwaway_redis.url, socket_timeout=1)
+        limiter = RateLimiter(
+            "100/minute", burst=5, redis=conn, fail_open=False, failure_threshold=2, clock=clock
+        )
+        try:
+            assert [(await limiter.aacquire("k")).allowed for _ in range(6)] == [True] * 5 + [False]
+            throwaway_redis.kill()
+            during = [await limiter.aacquire("k") for _ in range(100)]
+            assert not any(d.allowed for d in during)
+            assert limiter.store.backend_errors == 2
+            throwaway_redis.start()  # empty: the script is reloaded after NOSCRIPT
+            clock.advance(5.0)
+            back = await limiter.aacquire("k")
+            assert back.allowed
+            assert back.remaining == 4
+        finally:
+            await conn.aclose()
+
+    asyncio.run(main())

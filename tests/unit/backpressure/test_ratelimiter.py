@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import types
 
 import pytest
@@ -193,3 +194,51 @@ def test_async_redis_client_needs_aacquire() -> None:
     limiter = RateLimiter("5/second", redis=fakeredis.FakeAsyncRedis())
     with pytest.raises(TypeError, match="aacquire"):
         limiter.acquire("k")
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_exact_under_threads(algorithm: str) -> None:
+    """Eight threads racing on one key with the clock stopped: exactly the burst passes."""
+    limiter = RateLimiter("50/second", algorithm=algorithm, clock=FakeClock())
+    allowed = [0] * 8
+    barrier = threading.Barrier(8)
+
+    def hammer(index: int) -> None:
+        barrier.wait()
+        for _ in range(500):
+            allowed[index] += limiter.acquire("shared").allowed
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(allowed) == 50
+
+
+class _DeadAsyncRedis:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def register_script(self, source: str) -> object:
+        return types.SimpleNamespace(sha="0" * 40)
+
+    async def execute_command(self, *args: object) -> None:
+        raise AssertionError("not used")
+
+    async def evalsha(self, *args: object) -> None:
+        self.calls += 1
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_async_redis_down_fails_as_configured(fail_open: bool) -> None:
+    client = _DeadAsyncRedis()
+    limiter = RateLimiter("5/second", redis=client, fail_open=fail_open, failure_threshold=3)
+
+    async def main() -> list[bool]:
+        return [(await limiter.aacquire("k")).allowed for _ in range(20)]
+
+    assert asyncio.run(main()) == [fail_open] * 20
+    assert client.calls == 3
+    assert limiter.store.fallback_decisions == 20
