@@ -80,7 +80,8 @@ def _redis(bench: Bench) -> None:
 
     prefix = f"sp_bench_{uuid.uuid4().hex[:8]}"
     try:
-        ours = RateLimiter(HUGE, redis=client, prefix=prefix)
+        # Same parameters as the floor: 1 µs per unit, a bucket one second deep.
+        ours = RateLimiter("1000000/second", redis=client, prefix=prefix)
         sha = client.script_load(FLOOR_GCRA)
         floor_key = f"{prefix}:floor"
         storage = RedisStorage(services.REDIS_URL, key_prefix=prefix)
