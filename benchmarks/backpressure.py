@@ -63,6 +63,29 @@ def _in_process(bench: Bench) -> None:
     )
 
 
+def _outage(bench: Bench) -> None:
+    """A dead Redis behind the outage guard: what a decision costs during the outage."""
+    import redis
+
+    from tests.support.servers import free_port
+
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    limiter = RateLimiter(HUGE, redis=dead, failure_threshold=1, cooldown=3600.0)
+    limiter.acquire("user:1")  # connection refused: the guard opens
+    memory = RateLimiter(HUGE)
+    bench.compare(
+        "decision while Redis is down (outage guard open, fail open)",
+        {
+            "scalepatterns RateLimiter, Redis down": lambda: limiter.acquire("user:1"),
+            "scalepatterns RateLimiter, in-process": lambda: memory.acquire("user:1"),
+        },
+        baseline="scalepatterns RateLimiter, in-process",
+        number=20_000,
+        target="microseconds per decision, not a connect timeout",
+    )
+    dead.close()
+
+
 def _redis(bench: Bench) -> None:
     import redis
 
@@ -219,6 +242,7 @@ def run(bench: Bench) -> None:
         },
         target="allowed = min(offered, 100/s), plus the burst spread over the run",
     )
+    _outage(bench)
     _redis(bench)
 
 
