@@ -25,11 +25,25 @@ R = TypeVar("R")
 
 
 class _Waiter:
-    __slots__ = ("granted", "notify")
+    """One caller waiting for a slot; `notify` wakes it (a thread's event, a task's future)."""
 
-    def __init__(self, notify: Callable[[], object]) -> None:
+    __slots__ = ("event", "future", "granted", "notify")
+
+    def __init__(
+        self,
+        notify: Callable[[], object],
+        event: threading.Event | None = None,
+        future: asyncio.Future[None] | None = None,
+    ) -> None:
         self.granted = False
         self.notify = notify
+        self.event = event
+        self.future = future
+
+
+def _thread_waiter() -> _Waiter:
+    event = threading.Event()
+    return _Waiter(event.set, event=event)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -116,25 +130,23 @@ class ConcurrencyLimiter:
             self._listeners.emit(BulkheadRejected(self.name, reason, self.max_concurrent, 0))
         return BulkheadFull(self.name, self.max_concurrent, reason)
 
-    def _try_enter(self) -> bool:
-        # Caller holds the lock.
-        if self._active < self.max_concurrent and not self._waiters:
-            self._active += 1
-            return True
-        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
-            raise self._refuse("full")
-        return False
+    def _enter(self, make_waiter: Callable[[], _Waiter]) -> _Waiter | None:
+        """Take a free slot (None), or queue a waiter; refuse when the waiting room is full."""
+        with self._lock:
+            if self._active < self.max_concurrent and not self._waiters:
+                self._active += 1
+                return None
+            if self.max_waiting is None or len(self._waiters) < self.max_waiting:
+                waiter = make_waiter()
+                self._waiters.append(waiter)
+                return waiter
+        raise self._refuse("full")  # outside the lock: listeners may call back in
 
     def acquire(self, timeout: float | None = None) -> None:
         """Take a slot, waiting up to `timeout` (default: the limiter's) for one."""
         timeout = self.timeout if timeout is None else timeout
-        with self._lock:
-            if self._try_enter():
-                return
-            event = threading.Event()
-            waiter = _Waiter(event.set)
-            self._waiters.append(waiter)
-        if event.wait(timeout):
+        waiter = self._enter(_thread_waiter)
+        if waiter is None or cast("threading.Event", waiter.event).wait(timeout):
             return
         with self._lock:
             if waiter.granted:  # the slot arrived just as the wait timed out
@@ -146,14 +158,16 @@ class ConcurrencyLimiter:
         """Take a slot from async code, suspending the task (never the loop) while waiting."""
         timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._try_enter():
-                return
+
+        def task_waiter() -> _Waiter:
             future: asyncio.Future[None] = loop.create_future()
-            waiter = _Waiter(lambda: loop.call_soon_threadsafe(_resolve, future))
-            self._waiters.append(waiter)
+            return _Waiter(lambda: loop.call_soon_threadsafe(_resolve, future), future=future)
+
+        waiter = self._enter(task_waiter)
+        if waiter is None:
+            return
         try:
-            await asyncio.wait_for(future, timeout)
+            await asyncio.wait_for(cast("asyncio.Future[None]", waiter.future), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             with self._lock:
                 granted = waiter.granted

@@ -104,8 +104,10 @@ class RateLimiter:
         self.algorithm = _make_algorithm(self.rate, burst, algorithm)
         if not isinstance(fail_open, bool):
             raise ConfigurationError("fail_open", fail_open, "True or False")
-        if not isinstance(prefix, str) or not prefix:
-            raise ConfigurationError("prefix", prefix, "a non-empty string")
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise ConfigurationError(
+                "prefix", prefix, "a non-empty string without braces (keys get a {hash tag})"
+            )
         self.name = name
         self._clock = clock
         self._listeners = listeners if listeners is not None else default_listeners

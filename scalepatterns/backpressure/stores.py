@@ -98,7 +98,8 @@ class _RedisBase:
         self.fallback_decisions = 0
 
     def redis_key(self, key: str) -> str:
-        # The {hash tag} keeps every key of one limiter key on one Redis Cluster slot.
+        # Redis Cluster routes the script by this one key; the {hash tag} puts it on the
+        # slot of the limiter key itself, next to any key the application tags the same way.
         return f"{self.prefix}:{{{key}}}"
 
     def _argv(self, cost: int, now: float | None) -> list[str]:

@@ -162,3 +162,22 @@ def test_bad_configuration(kwargs: dict, parameter: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         ConcurrencyLimiter(**kwargs)
     assert info.value.parameter == parameter
+
+
+def test_a_listener_may_call_back_into_the_bulkhead() -> None:
+    """Events are emitted outside the lock: a listener touching the bulkhead cannot deadlock."""
+    listeners = Listeners()
+    bulkhead = ConcurrencyLimiter(1, listeners=listeners)
+    seen = []
+
+    def listener(event: object) -> None:
+        if not seen:
+            seen.append(event)
+            with pytest.raises(BulkheadFull):
+                bulkhead.acquire()
+
+    listeners.add(listener)
+    with bulkhead, pytest.raises(BulkheadFull):
+        bulkhead.acquire()
+    assert len(seen) == 1
+    assert bulkhead.rejected == 2

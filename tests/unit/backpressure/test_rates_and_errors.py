@@ -52,6 +52,7 @@ def test_unparsable_or_zero_rate_strings_name_the_parameter(text: str) -> None:
         ({"rate": "10/second", "algorithm": "leaky"}, "algorithm"),
         ({"rate": "10/second", "fail_open": "yes"}, "fail_open"),
         ({"rate": "10/second", "prefix": ""}, "prefix"),
+        ({"rate": "10/second", "prefix": "app{1}"}, "prefix"),
     ],
 )
 def test_bad_construction(kwargs: dict, parameter: str) -> None:
