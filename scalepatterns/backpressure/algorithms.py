@@ -95,11 +95,9 @@ else
   now = (tonumber(t[1]) - 1700000000) + tonumber(t[2]) / 1000000
 end
 local cost = tonumber(ARGV[2])
-local function f(x) return string.format('%.17g', x) end
--- One bulk string, 'allowed remaining retry_after reset_after': cheaper to parse than an array.
-local function reply(allowed, remaining, retry_after, reset_after)
-  return table.concat({allowed, string.format('%d', remaining), retry_after, reset_after}, ' ')
-end
+-- Replies are one bulk string, 'allowed remaining retry_after reset_after' (cheaper to
+-- parse than an array), with floats as %.17g so they come back to Python bit for bit.
+local fmt = string.format
 """
 
 
@@ -163,10 +161,12 @@ end
 local new_tat = tat + cost * interval
 local diff = now - (new_tat - tolerance)
 if diff < -slack then
-  return reply('0', math.floor((tolerance - (tat - now)) / interval + 1e-6), f(-diff), f(tat - now))
+  local remaining = math.floor((tolerance - (tat - now)) / interval + 1e-6)
+  return fmt('0 %d %.17g %.17g', remaining, -diff, tat - now)
 end
-redis.call('SET', KEYS[1], f(new_tat), 'PX', math.max(1, math.ceil((new_tat - now) * 1000)))
-return reply('1', math.floor(diff / interval + 1e-6), '0', f(new_tat - now))
+local ttl = math.max(1, math.ceil((new_tat - now) * 1000))
+redis.call('SET', KEYS[1], fmt('%.17g', new_tat), 'PX', ttl)
+return fmt('1 %d 0 %.17g', math.floor(diff / interval + 1e-6), new_tat - now)
 """
     )
 
@@ -268,7 +268,7 @@ if estimate + cost <= limit + 1e-6 then
   local reset = start + 2 * period - now
   redis.call('HSET', KEYS[1], 'w', index, 'p', prev, 'c', curr)
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset * 1000)))
-  return reply('1', remaining, '0', f(reset))
+  return fmt('1 %d 0 %.17g', remaining, reset)
 end
 local room = limit - cost - curr
 local at
@@ -280,7 +280,7 @@ else
   at = start + period + (1 - (limit - cost) / curr) * period
 end
 local remaining = math.max(0, math.floor(limit - estimate + 1e-6))
-return reply('0', remaining, f(math.max(0, at - now)), f(start + 2 * period - now))
+return fmt('0 %d %.17g %.17g', remaining, math.max(0, at - now), start + 2 * period - now)
 """
     )
 
@@ -320,8 +320,8 @@ if count + cost <= limit then
   count = count + cost
   redis.call('HSET', KEYS[1], 'w', index, 'c', count)
   redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(reset * 1000)))
-  return reply('1', limit - count, '0', f(reset))
+  return fmt('1 %d 0 %.17g', limit - count, reset)
 end
-return reply('0', limit - count, f(reset), f(reset))
+return fmt('0 %d %.17g %.17g', limit - count, reset, reset)
 """
     )
