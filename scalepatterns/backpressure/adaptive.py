@@ -49,9 +49,13 @@ def _positive(name: str, value: float, *, below_one: bool = False) -> float:
 
 
 class AIMD:
-    """Additive increase (by `increase` per successful call while the limit is in use),
-    multiplicative decrease (times `backoff`) on a drop or a call slower than
-    `latency_threshold` seconds."""
+    """Additive increase, multiplicative decrease, as TCP Reno does per round trip.
+
+    The limit grows by `increase` per round trip (``increase / limit`` per successful call)
+    while it is being used, and is multiplied by `backoff` on a drop or a call slower than
+    `latency_threshold` seconds, at most once per round trip (the calls already in flight
+    when it backed off do not count again).
+    """
 
     def __init__(
         self, *, increase: float = 1.0, backoff: float = 0.9, latency_threshold: float | None = None
@@ -61,13 +65,20 @@ class AIMD:
         self.latency_threshold = (
             None if latency_threshold is None else _positive("latency_threshold", latency_threshold)
         )
+        self._hold = 0  # samples still ignored after a backoff
 
     def update(self, limit: float, rtt: float, inflight: int, dropped: bool) -> float:
         threshold = self.latency_threshold
         if dropped or (threshold is not None and rtt > threshold):
+            if self._hold > 0:
+                self._hold -= 1
+                return limit
+            self._hold = inflight
             return limit * self.backoff
+        if self._hold > 0:
+            self._hold -= 1
         if inflight * 2 >= limit:  # only grow a limit that is actually being used
-            return limit + self.increase / max(1.0, math.sqrt(limit))
+            return limit + self.increase / limit
         return limit
 
 
