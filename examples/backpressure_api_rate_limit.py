@@ -9,16 +9,19 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
-from scalepatterns import FakeClock, RateLimited, RateLimiter
+from scalepatterns import SYSTEM_CLOCK, Clock, FakeClock, RateLimited, RateLimiter
 
 
 def main(redis_url: str | None = None) -> Counter[str]:
-    clock = FakeClock()
+    # In-process, a fake clock makes the second of traffic instant; Redis decides with its
+    # own clock, so against Redis the second is real.
+    clock: Clock = FakeClock()
     client = None
     if redis_url:
         import redis
 
         client = redis.Redis.from_url(redis_url)
+        clock = SYSTEM_CLOCK
     limiter = RateLimiter("10/second", burst=5, redis=client, prefix="example:api", clock=clock)
 
     @limiter.limit(key=lambda user, **_: f"user:{user}")
@@ -38,7 +41,7 @@ def main(redis_url: str | None = None) -> Counter[str]:
     for tick in range(40):
         for user in ("greedy", "polite") if tick % 8 == 0 else ("greedy",):
             outcome[f"{user} {handle(user)}"] += 1
-        clock.advance(1 / 40)
+        clock.sleep(1 / 40)
     return +outcome
 
 
