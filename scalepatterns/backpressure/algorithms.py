@@ -71,10 +71,6 @@ class Algorithm(Protocol):
         """Whether `state` no longer affects any decision at `now` (it may be forgotten)."""
         ...
 
-    def script_args(self) -> list[str]:
-        """The algorithm's parameters as the Lua script's ARGV[3:]."""
-        ...
-
 
 def _check_burst(burst: int, limit: int) -> int:
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
@@ -82,23 +78,34 @@ def _check_burst(burst: int, limit: int) -> int:
     return burst
 
 
-# Shared Lua prologue: ARGV[1] is the time (empty: the server's clock), ARGV[2] the cost.
-# Reading TIME before a write needs effect replication, the default since Redis 5.
+# Shared Lua prologue. The algorithm's parameters are written into each script as literals
+# (one script per configuration: fewer arguments to send and parse on every call).
+# ARGV[1], optional, is the cost (default 1); ARGV[2], for tests only, the time (default:
+# the server's clock). Reading TIME before a write needs effect replication, the default
+# since Redis 5.
 _LUA_NOW = """
+local cost = 1
+if ARGV[1] then cost = tonumber(ARGV[1]) end
 local now
-if ARGV[1] ~= '' then
-  now = tonumber(ARGV[1])
+if ARGV[2] then
+  now = tonumber(ARGV[2])
 else
   -- Seconds since 2023-11-14 rather than 1970: a double then resolves 15 ns instead of
   -- 240 ns, so even a microsecond interval per unit is counted without visible rounding.
   local t = redis.call('TIME')
   now = (tonumber(t[1]) - 1700000000) + tonumber(t[2]) / 1000000
 end
-local cost = tonumber(ARGV[2])
 -- Replies are one bulk string, 'allowed remaining retry_after reset_after' (cheaper to
 -- parse than an array), with floats as %.17g so they come back to Python bit for bit.
 local fmt = string.format
 """
+
+
+def _fill(template: str, **values: float | int) -> str:
+    """The script with each ``@name@`` replaced by the shortest exact literal of its value."""
+    for name, value in values.items():
+        template = template.replace(f"@{name}@", repr(value))
+    return template
 
 
 class GCRA:
@@ -119,7 +126,7 @@ class GCRA:
     """
 
     name = "gcra"
-    __slots__ = ("burst", "interval", "max_cost", "rate", "slack", "tolerance")
+    __slots__ = ("burst", "interval", "lua", "max_cost", "rate", "slack", "tolerance")
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
         self.rate = rate
@@ -128,6 +135,9 @@ class GCRA:
         self.interval = rate.period / rate.limit  # seconds per unit
         self.tolerance = self.burst * self.interval  # the bucket's depth, in seconds
         self.slack = self.interval * _GCRA_SLACK
+        self.lua = _fill(
+            _GCRA_LUA, interval=self.interval, tolerance=self.tolerance, slack=self.slack
+        )
 
     def decide(self, state: float | None, now: float, cost: int) -> tuple[Decision, float | None]:
         interval = self.interval
@@ -143,15 +153,16 @@ class GCRA:
     def expired(self, state: float | None, now: float) -> bool:
         return state is None or state <= now
 
-    def script_args(self) -> list[str]:
-        return [repr(self.interval), repr(self.tolerance), repr(self.slack)]
+    def __repr__(self) -> str:
+        return f"GCRA({self.rate}, burst={self.burst})"
 
-    lua = (
-        _LUA_NOW
-        + """
-local interval = tonumber(ARGV[3])
-local tolerance = tonumber(ARGV[4])
-local slack = tonumber(ARGV[5])
+
+_GCRA_LUA = (
+    _LUA_NOW
+    + """
+local interval = @interval@
+local tolerance = @tolerance@
+local slack = @slack@
 local tat = now
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -168,24 +179,20 @@ local ttl = math.max(1, math.ceil((new_tat - now) * 1000))
 redis.call('SET', KEYS[1], fmt('%.17g', new_tat), 'PX', ttl)
 return fmt('1 %d 0 %.17g', math.floor(diff / interval + 1e-6), new_tat - now)
 """
-    )
-
-    def __repr__(self) -> str:
-        return f"GCRA({self.rate}, burst={self.burst})"
+)
 
 
 class _Window:
     """What the window algorithms share: the limit is also the burst; period and limit
     are the script's parameters."""
 
-    __slots__ = ("max_cost", "rate")
+    __slots__ = ("lua", "max_cost", "rate")
+    _lua: str
 
     def __init__(self, rate: Rate) -> None:
         self.rate = rate
         self.max_cost = rate.limit
-
-    def script_args(self) -> list[str]:
-        return [repr(self.rate.period), str(self.rate.limit)]
+        self.lua = _fill(self._lua, period=rate.period, limit=rate.limit)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.rate})"
@@ -194,8 +201,8 @@ class _Window:
 _LUA_WINDOW = (
     _LUA_NOW
     + """
-local period = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
+local period = @period@
+local limit = @limit@
 local index = math.floor(now / period)
 """
 )
@@ -246,7 +253,7 @@ class SlidingWindow(_Window):
     def expired(self, state: tuple[int, int, int] | None, now: float) -> bool:
         return state is None or (state[0] + 2) * self.rate.period <= now
 
-    lua = (
+    _lua = (
         _LUA_WINDOW
         + """
 local prev, curr = 0, 0
@@ -309,7 +316,7 @@ class FixedWindow(_Window):
     def expired(self, state: tuple[int, int] | None, now: float) -> bool:
         return state is None or (state[0] + 1) * self.rate.period <= now
 
-    lua = (
+    _lua = (
         _LUA_WINDOW
         + """
 local count = 0

@@ -48,6 +48,10 @@ def _make_algorithm(rate: Rate, burst: int | None, algorithm: str) -> Algorithm:
     raise ConfigurationError("algorithm", algorithm, f"one of {', '.join(_ALGORITHMS)}")
 
 
+def _needs_await(key: str, cost: int) -> Decision:
+    raise TypeError("this limiter uses an async Redis client: await limiter.aacquire()")
+
+
 class RateLimiter:
     """Limit how often each key (a user, a client, an IP) may act.
 
@@ -132,6 +136,11 @@ class RateLimiter:
             else:
                 self.store = RedisStore(redis, self.algorithm, **options)
         self._backend = self.store.backend
+        self._decide: Callable[[str, int], Decision]
+        if isinstance(self.store, AsyncRedisStore):
+            self._decide = _needs_await
+        else:
+            self._decide = self.store.decide
 
     @property
     def burst(self) -> int:
@@ -161,9 +170,7 @@ class RateLimiter:
         """
         if cost != 1 or type(cost) is not int:
             self._check_cost(cost)
-        if self._is_async_store:
-            raise TypeError("this limiter uses an async Redis client: await limiter.aacquire()")
-        decision = cast("MemoryStore | RedisStore", self.store).decide(key, cost)
+        decision = self._decide(key, cost)
         if self._listeners.active:
             self._emit(decision, cost)
         return decision

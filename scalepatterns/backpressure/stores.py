@@ -21,6 +21,8 @@ from scalepatterns.outage import OutageGuard
 
 __all__ = ["AsyncRedisStore", "MemoryStore", "RedisStore"]
 
+_ONE = frozenset((b"1", "1"))
+
 
 class MemoryStore:
     """Per-key state in a dict, decided under one lock; idle keys are swept periodically."""
@@ -86,26 +88,26 @@ class _RedisBase:
         self.guard = guard
         self._listeners = listeners
         self._name = name
-        self._args = algorithm.script_args()
         self._outage = _outage_errors()
         from redis.exceptions import NoScriptError
 
         self._noscript = NoScriptError
         self.script = client.register_script(algorithm.lua)
         self._sha: str = self.script.sha
-        self._argv_cost1 = ["", "1", *self._args]
         self.backend_errors = 0
         self.fallback_decisions = 0
+        self._tag = f"{prefix}:{{"
 
     def redis_key(self, key: str) -> str:
+        """The Redis key holding `key`'s state: ``<prefix>:{<key>}``."""
         # Redis Cluster routes the script by this one key; the {hash tag} puts it on the
         # slot of the limiter key itself, next to any key the application tags the same way.
         return f"{self.prefix}:{{{key}}}"
 
-    def _argv(self, cost: int, now: float | None) -> list[str]:
-        if cost == 1 and now is None:
-            return self._argv_cost1
-        return ["" if now is None else repr(float(now)), str(cost), *self._args]
+    def _argv(self, cost: int, now: float | None) -> tuple[str, ...]:
+        if now is not None:
+            return (str(cost), repr(float(now)))
+        return () if cost == 1 else (str(cost),)
 
     def _fallback(self, error: str) -> Decision:
         self.fallback_decisions += 1
@@ -124,7 +126,8 @@ class _RedisBase:
     def _parse(self, reply: bytes | str) -> Decision:
         self.guard.record_success()
         allowed, remaining, retry_after, reset_after = reply.split()
-        return Decision(int(allowed) == 1, int(remaining), float(retry_after), float(reset_after))
+        allowed_ = allowed in _ONE  # bytes, or str from a client with decode_responses=True
+        return Decision(allowed_, int(remaining), float(retry_after), float(reset_after))
 
 
 class RedisStore(_RedisBase):
@@ -132,15 +135,19 @@ class RedisStore(_RedisBase):
 
     def decide(self, key: str, cost: int, now: float | None = None) -> Decision:
         """Run the algorithm's script; `now` overrides the server clock (tests only)."""
-        if not self.guard.allow():
+        guard = self.guard
+        if not guard.allow():
             return self._fallback("skipped")
         try:
             # EVALSHA straight away; the script is loaded on the first NOSCRIPT (a fresh or
             # restarted server), as redis-py's Script does, minus its per-call overhead.
             try:
-                reply = self.client.evalsha(
-                    self._sha, 1, self.redis_key(key), *self._argv(cost, now)
-                )
+                if cost == 1 and now is None:  # the hot path: no arguments at all
+                    reply = self.client.evalsha(self._sha, 1, f"{self._tag}{key}}}")
+                else:
+                    reply = self.client.evalsha(
+                        self._sha, 1, self.redis_key(key), *self._argv(cost, now)
+                    )
             except self._noscript:
                 reply = self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
         except self._outage as exc:
@@ -148,7 +155,10 @@ class RedisStore(_RedisBase):
         except Exception as exc:
             self.guard.record_success()
             raise BackendUnavailable("redis", f"rate limit script failed: {exc}") from exc
-        return self._parse(reply)
+        guard.record_success()
+        allowed, remaining, retry_after, reset_after = reply.split()
+        allowed_ = allowed in _ONE  # bytes, or str from a client with decode_responses=True
+        return Decision(allowed_, int(remaining), float(retry_after), float(reset_after))
 
 
 class AsyncRedisStore(_RedisBase):

@@ -201,3 +201,16 @@ def test_async_client_redis_killed_mid_run_then_back(throwaway_redis):
             await conn.aclose()
 
     asyncio.run(main())
+
+
+def test_a_client_that_decodes_responses_works_too(redis_url, client, unique_name):
+    decoding = redis.Redis.from_url(redis_url, decode_responses=True)
+    limiter = RateLimiter("2/minute", redis=decoding, prefix=unique_name)
+    try:
+        decisions = [limiter.acquire("k") for _ in range(3)]
+        assert [d.allowed for d in decisions] == [True, True, False]
+        assert decisions[1].remaining == 0
+        assert 29 < decisions[2].retry_after <= 30.001
+        assert limiter.acquire("other", cost=2).allowed
+    finally:
+        decoding.close()
