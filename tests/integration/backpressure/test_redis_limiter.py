@@ -214,3 +214,16 @@ def test_a_client_that_decodes_responses_works_too(redis_url, client, unique_nam
         assert limiter.acquire("other", cost=2).allowed
     finally:
         decoding.close()
+
+
+def test_a_script_error_is_backend_unavailable_not_a_silent_fallback(client, unique_name):
+    from scalepatterns import BackendUnavailable
+
+    limiter = RateLimiter("5/second", redis=client, prefix=unique_name)
+    client.lpush(limiter.store.redis_key("k"), "not a rate-limit state")  # WRONGTYPE for GET
+    with pytest.raises(BackendUnavailable) as info:
+        limiter.acquire("k")
+    assert "WRONGTYPE" in str(info.value)
+    assert isinstance(info.value.__cause__, redis.exceptions.ResponseError)
+    assert limiter.store.fallback_decisions == 0
+    assert not limiter.store.guard.is_open
