@@ -4,14 +4,21 @@
   through Redis with one Lua script per decision.
 - `ConcurrencyLimiter`: a bulkhead (``with``/``async with``/decorator).
 - `AdaptiveLimiter`: a concurrency limit that learns what a dependency can take (Vegas,
-  AIMD), shedding low-priority work first.
+  gradient, AIMD), shedding low-priority work first.
 - `QueueBackpressure`: producers blocked, refused or shed while a queue is too deep.
 - `advise_workers`: how many workers keep a queue's wait under a target (Erlang C).
 """
 
 from __future__ import annotations
 
-from scalepatterns.backpressure.adaptive import AIMD, AdaptiveLimiter, LimitAlgorithm, Permit, Vegas
+from scalepatterns.backpressure.adaptive import (
+    AIMD,
+    AdaptiveLimiter,
+    Gradient,
+    LimitAlgorithm,
+    Permit,
+    Vegas,
+)
 from scalepatterns.backpressure.advisor import WorkerAdvice, advise_workers
 from scalepatterns.backpressure.algorithms import (
     GCRA,
@@ -51,6 +58,7 @@ __all__ = [
     "ConcurrencyLimiter",
     "Decision",
     "FixedWindow",
+    "Gradient",
     "GCRA",
     "LimitAlgorithm",
     "LimitChanged",

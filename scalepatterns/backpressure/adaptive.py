@@ -10,6 +10,8 @@ overload error); a limit algorithm turns those samples into a new limit:
   estimates how many calls are queued at the dependency; the limit grows while that queue
   is short and shrinks when it is long, so it settles just above the dependency's knee
   (the concurrency past which latency rises) without needing a single failure.
+- `Gradient`: Netflix's gradient limit: the ratio of the fastest to the current round trip
+  scales the limit, plus a square-root allowance of queued calls.
 
 Priorities shed low-priority work first: priority ``p`` is admitted only while fewer than
 ``limit * priorities[p]`` calls are in flight.
@@ -29,7 +31,7 @@ from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError, DeadlineExceeded
 from scalepatterns.events import Listeners, default_listeners
 
-__all__ = ["AIMD", "AdaptiveLimiter", "LimitAlgorithm", "Permit", "Vegas"]
+__all__ = ["AIMD", "AdaptiveLimiter", "Gradient", "LimitAlgorithm", "Permit", "Vegas"]
 
 
 class LimitAlgorithm(Protocol):
@@ -119,7 +121,42 @@ class Vegas:
         return limit
 
 
-_ALGORITHMS: dict[str, type[AIMD] | type[Vegas]] = {"aimd": AIMD, "vegas": Vegas}
+class Gradient:
+    """Netflix's gradient limit: scale the limit by how much latency rose over the fastest.
+
+    ``gradient = clamp(tolerance * rtt_noload / rtt, 0.5, 1)``; the limit moves toward
+    ``limit * gradient + sqrt(limit)`` (the square root is a small allowance of queued calls),
+    about one step per round trip. On a dependency whose latency rises past a knee, it
+    settles near ``knee * tolerance + sqrt(knee)``. A drop halves the limit per round trip.
+
+    Args:
+        tolerance: how far latency may rise over the fastest seen before the limit shrinks
+            (1.0: not at all; real dependencies are noisy, so 1.5-2 is usual).
+    """
+
+    def __init__(self, *, tolerance: float = 1.5) -> None:
+        self.tolerance = _positive("tolerance", tolerance)
+        if self.tolerance < 1:
+            raise ConfigurationError("tolerance", tolerance, "a number >= 1")
+        self.rtt_noload = 0.0
+
+    def update(self, limit: float, rtt: float, inflight: int, dropped: bool) -> float:
+        if self.rtt_noload == 0.0 or rtt < self.rtt_noload:
+            self.rtt_noload = rtt
+        if dropped:
+            return float(limit * 0.5 ** (1 / limit))
+        if inflight * 2 < limit:
+            return limit  # the caller is not using the limit: nothing to learn
+        gradient = max(0.5, min(1.0, self.tolerance * self.rtt_noload / rtt))
+        target = limit * gradient + math.sqrt(limit)
+        return limit + (target - limit) / limit
+
+
+_ALGORITHMS: dict[str, type[AIMD] | type[Gradient] | type[Vegas]] = {
+    "aimd": AIMD,
+    "gradient": Gradient,
+    "vegas": Vegas,
+}
 
 _DROP_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
@@ -195,7 +232,7 @@ class AdaptiveLimiter:
     overloaded dependency.
 
     Args:
-        algorithm: ``"vegas"`` (default), ``"aimd"``, or an object with an
+        algorithm: ``"vegas"`` (default), ``"gradient"``, ``"aimd"``, or an object with an
             ``update(limit, rtt, inflight, dropped) -> float`` method.
         initial_limit, min_limit, max_limit: the limit's start and bounds.
         priorities: share of the limit each priority may use, highest priority (0) first,
@@ -238,7 +275,9 @@ class AdaptiveLimiter:
         elif callable(getattr(algorithm, "update", None)):
             self.algorithm = algorithm
         else:
-            raise TypeError("algorithm= takes 'vegas', 'aimd' or an object with update()")
+            raise TypeError(
+                "algorithm= takes 'vegas', 'gradient', 'aimd' or an object with update()"
+            )
         for param, value in (("min_limit", min_limit), ("max_limit", max_limit)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(param, value, "an integer >= 1")

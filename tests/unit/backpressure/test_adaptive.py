@@ -15,7 +15,7 @@ from scalepatterns import (
     FakeClock,
     Listeners,
 )
-from scalepatterns.backpressure import AIMD, LimitChanged, Vegas, WorkShed
+from scalepatterns.backpressure import AIMD, Gradient, LimitChanged, Vegas, WorkShed
 
 BASE = 0.010  # the dependency's latency at or under its knee
 
@@ -55,6 +55,15 @@ def test_vegas_settles_near_the_knee_and_follows_it(knees) -> None:
     for knee in knees:
         level = settled(simulate(limiter, clock, knee, 4000))
         assert knee <= level <= knee * 1.3 + 4, (knee, level)
+
+
+def test_gradient_settles_near_the_knee_and_follows_it() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveLimiter(Gradient(tolerance=1.0), initial_limit=5, max_limit=500, clock=clock)
+    for knee in (20, 60, 10):
+        level = settled(simulate(limiter, clock, knee, 4000))
+        # knee + sqrt(knee): the queue allowance the algorithm keeps on purpose
+        assert knee <= level <= knee + 2 * knee**0.5 + 2, (knee, level)
 
 
 def test_aimd_with_a_latency_threshold_settles_where_latency_crosses_it() -> None:
@@ -166,3 +175,5 @@ def test_bad_priority_at_the_call() -> None:
         AIMD(backoff=1.5)
     with pytest.raises(ConfigurationError):
         Vegas(alpha=6, beta=3)
+    with pytest.raises(ConfigurationError):
+        Gradient(tolerance=0.5)
