@@ -87,9 +87,26 @@ def _resilience(_: None) -> dict[type[Event], Level]:
     }
 
 
+def _backpressure(_: None) -> dict[type[Event], Level]:
+    from scalepatterns.backpressure import events as backpressure
+
+    return {
+        backpressure.RateAllowed: DEBUG,
+        backpressure.RateRejected: DEBUG,
+        backpressure.RateWaited: DEBUG,
+        backpressure.LimiterBackendFailed: WARNING,
+        backpressure.BulkheadRejected: DEBUG,
+        backpressure.LimitChanged: DEBUG,
+        backpressure.QueueThrottled: WARNING,
+        backpressure.QueueReleased: INFO,
+        backpressure.WorkShed: WARNING,
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[None], dict[type[Event], Level]]], ...] = (
     ("routing", _routing),
     ("sharding", _sharding),
+    ("backpressure", _backpressure),
     ("resilience", _resilience),
 )
 

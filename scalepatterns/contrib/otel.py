@@ -214,9 +214,29 @@ def _routing(tools: _Tools) -> dict[type[Event], Handler]:
     }
 
 
+# ------------------------------------------------------------------ backpressure
+
+
+def _backpressure(tools: _Tools) -> dict[type[Event], Handler]:
+    from scalepatterns.backpressure import events as backpressure
+
+    return tools.events(
+        (
+            backpressure.RateRejected,
+            backpressure.RateWaited,
+            backpressure.BulkheadRejected,
+            backpressure.LimiterBackendFailed,
+            backpressure.QueueThrottled,
+            backpressure.QueueReleased,
+            backpressure.WorkShed,
+        )
+    )
+
+
 _BLOCKS: tuple[tuple[str, Callable[[_Tools], dict[type[Event], Handler]]], ...] = (
     ("routing", _routing),
     ("sharding", _sharding),
+    ("backpressure", _backpressure),
     ("resilience", _resilience),
 )
 

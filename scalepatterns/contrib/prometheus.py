@@ -298,9 +298,76 @@ def _routing(m: _Metrics) -> dict[type[Event], Handler]:
     }
 
 
+# ------------------------------------------------------------------ backpressure
+
+
+def _backpressure(m: _Metrics) -> dict[type[Event], Handler]:
+    from scalepatterns.backpressure import events as backpressure
+
+    allowed = m.counter(
+        "limiter_allowed_total", "Rate limiter decisions that allowed a call.",
+        "limiter", "backend",
+    )  # fmt: skip
+    rejected = m.counter(
+        "limiter_rejected_total", "Rate limiter decisions that refused a call.",
+        "limiter", "backend",
+    )  # fmt: skip
+    waited = m.histogram(
+        "limiter_wait_duration_seconds", "Time callers waited for a rate limiter.", "limiter"
+    )
+    backend_failures = m.counter(
+        "limiter_backend_failures_total", "Decisions taken without the limiter's backend.",
+        "limiter", "allowed",
+    )  # fmt: skip
+    bulkhead = m.counter(
+        "bulkhead_rejected_total", "Calls refused by a concurrency limit (full, timeout, shed).",
+        "bulkhead", "reason",
+    )  # fmt: skip
+    limit = m.gauge(
+        "concurrency_limit", "Current limit of an adaptive concurrency limiter.", "limiter"
+    )
+    depth = m.gauge(
+        "queue_depth_messages", "Queue depth seen by backpressure at its last transition.",
+        "queue",
+    )  # fmt: skip
+    throttled = m.gauge(
+        "queue_throttled", "1 while producers to the queue are held back, else 0.", "queue"
+    )
+    throttles = m.counter(
+        "queue_throttles_total", "Times a queue crossed its high watermark.", "queue"
+    )
+    shed = m.counter(
+        "work_shed_total", "Work dropped to relieve pressure, by who shed it.", "source", "by"
+    )
+
+    def throttle(e: backpressure.QueueThrottled) -> None:
+        depth(e.source).set(e.depth)
+        throttled(e.source).set(1)
+        throttles(e.source).inc()
+
+    def release(e: backpressure.QueueReleased) -> None:
+        depth(e.source).set(e.depth)
+        throttled(e.source).set(0)
+
+    return {
+        backpressure.RateAllowed: lambda e: allowed(e.source, e.backend).inc(),
+        backpressure.RateRejected: lambda e: rejected(e.source, e.backend).inc(),
+        backpressure.RateWaited: lambda e: waited(e.source).observe(e.waited),
+        backpressure.LimiterBackendFailed: lambda e: backend_failures(
+            e.source, "true" if e.allowed else "false"
+        ).inc(),
+        backpressure.BulkheadRejected: lambda e: bulkhead(e.source, e.reason).inc(),
+        backpressure.LimitChanged: lambda e: limit(e.source).set(e.new),
+        backpressure.QueueThrottled: throttle,
+        backpressure.QueueReleased: release,
+        backpressure.WorkShed: lambda e: shed(e.source, e.by).inc(),
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[_Metrics], dict[type[Event], Handler]]], ...] = (
     ("routing", _routing),
     ("sharding", _sharding),
+    ("backpressure", _backpressure),
     ("resilience", _resilience),
 )
 
