@@ -62,5 +62,8 @@ def test_example_serves_the_tours_metrics() -> None:
         "scalepatterns_shard_lookups_total",
         "scalepatterns_shard_lookup_skew_ratio",
         "scalepatterns_router_statements_total",
+        "scalepatterns_limiter_allowed_total",
+        "scalepatterns_limiter_rejected_total",
+        "scalepatterns_queue_throttles_total",
     }
     assert expected <= scraped, expected - scraped
