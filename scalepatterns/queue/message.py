@@ -7,7 +7,7 @@ On the wire a message is a plain AMQP message, readable by any client:
 - ``message_id``: a unique id (the dedup key); ``type``: the message type (the task or
   event name); ``timestamp``: creation time in whole seconds;
 - headers: the caller's headers, plus ``x-sp-attempt`` (1 for the first try, absent on
-  messages from other clients), ``x-sp-created`` (creation time, float seconds) and the
+  messages from other clients), ``x-sp-created`` (creation time, Unix milliseconds) and the
   W3C trace context (``traceparent``, ``tracestate``) when present.
 
 A message from another client with no ``content_type`` is tried as JSON and otherwise
@@ -49,7 +49,7 @@ class Message:
             fresh id and `has_id` False (they cannot be deduplicated).
         type: the message type (task or event name), or None.
         body: the decoded payload (raw bytes for a foreign message that is not JSON).
-        headers: the caller's headers (without scalepatterns' own).
+        headers: the caller's headers (without scalepatterns' own and the trace context).
         attempt: 1 on the first try, 2 on the first retry, ...
         created_at: when the producer created it (Unix seconds), or None.
         trace: W3C trace context headers, if any.
@@ -86,7 +86,7 @@ def encode(
     now = clock.time()
     all_headers: dict[str, Any] = dict(headers or {})
     all_headers[ATTEMPT_HEADER] = attempt
-    all_headers[CREATED_HEADER] = now
+    all_headers[CREATED_HEADER] = int(now * 1000)
     return data, Properties(
         message_id=message_id or new_id(),
         type=type,
@@ -120,8 +120,8 @@ def decode(
     raw_headers = dict(properties.headers or {})
     attempt = _int(raw_headers.pop(ATTEMPT_HEADER, 1), 1)
     created = raw_headers.pop(CREATED_HEADER, None)
-    created_at = float(created) if isinstance(created, (int, float)) else properties.timestamp
-    trace = {k: str(raw_headers[k]) for k in TRACE_HEADERS if k in raw_headers}
+    created_at = created / 1000 if isinstance(created, int) else properties.timestamp
+    trace = {k: _text(raw_headers.pop(k)) for k in TRACE_HEADERS if k in raw_headers}
     has_id = bool(properties.message_id)
     return Message(
         id=properties.message_id or new_id(),
@@ -135,6 +135,10 @@ def decode(
         redelivered=redelivered,
         has_id=has_id,
     )
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _int(value: object, default: int) -> int:

@@ -689,7 +689,7 @@ class RabbitMQBroker:
                 publish(out.exchange, out.routing_key, out.body, props, mandatory=out.mandatory)
             except Exception as exc:
                 self._next_tag -= 1
-                batch.settle(message_id, f"not sent: {exc}", lost=True)
+                batch.settle(message_id, f"not sent: {type(exc).__name__}: {exc}")
                 continue
             self._pending[tag] = (batch, message_id)
             if out.mandatory:

@@ -66,6 +66,10 @@ def is_coroutine_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(call)
 
 
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
 class Worker:
     """Consumes `queue` and runs `handler` for each message on a thread pool.
 
@@ -150,7 +154,6 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._subscription: Subscription | None = None
         self._stopping = threading.Event()
-        self._local = threading.local()
         self.handled = 0
         self.failed = 0
 
@@ -312,10 +315,7 @@ class Worker:
         if not self._is_async:
             self._handler(message)
             return
-        loop = getattr(self._local, "loop", None)
-        if loop is None:
-            loop = self._local.loop = asyncio.new_event_loop()
-        loop.run_until_complete(self._handler(message))
+        asyncio.run(_await(self._handler(message)))
 
     def _republish(self, delivery: Delivery, target: str, headers: dict[str, Any]) -> None:
         props = delivery.properties
@@ -345,7 +345,7 @@ class Worker:
             ERROR_TYPE_HEADER: type(error).__name__,
             ERROR_MESSAGE_HEADER: str(error)[:1000],
             ATTEMPT_HEADER: attempt,
-            FAILED_AT_HEADER: self._clock.time(),
+            FAILED_AT_HEADER: int(self._clock.time() * 1000),
             ORIGINAL_QUEUE_HEADER: self.queue,
         }
         self._republish(delivery, self.spec.dead_letter, headers)
