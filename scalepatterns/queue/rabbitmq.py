@@ -21,7 +21,7 @@ import random
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -86,10 +86,13 @@ class _Result:
 class _Batch:
     """One publish call: settled when every message was acked, nacked or lost."""
 
-    __slots__ = ("_lock", "done", "failed", "lost", "remaining", "target")
+    __slots__ = ("_lock", "done", "failed", "ids", "lost", "remaining", "settled", "target")
 
-    def __init__(self, count: int, target: str) -> None:
+    def __init__(self, ids: list[str], target: str) -> None:
+        count = len(ids)
         self._lock = threading.Lock()
+        self.ids = ids
+        self.settled: Counter[str] = Counter()
         self.remaining = count
         self.failed: dict[str, str] = {}
         self.lost: list[str] = []
@@ -100,6 +103,9 @@ class _Batch:
 
     def settle(self, message_id: str, error: str | None = None, *, lost: bool = False) -> None:
         with self._lock:
+            if self.remaining <= 0:
+                return
+            self.settled[message_id] += 1
             if lost:
                 self.lost.append(message_id)
             elif error is not None:
@@ -107,6 +113,16 @@ class _Batch:
             self.remaining -= 1
             if self.remaining <= 0:
                 self.done.set()
+
+    def lose_rest(self) -> None:
+        """The connection died: whatever was not settled yet is lost."""
+        with self._lock:
+            if self.remaining <= 0:
+                return
+            unsettled = Counter(self.ids) - self.settled
+            self.lost.extend(unsettled.elements())
+            self.remaining = 0
+            self.done.set()
 
 
 class _RabbitDelivery:
@@ -316,6 +332,7 @@ class RabbitMQBroker:
         self._next_tag = 0
         self._subscriptions: list[_RabbitSubscription] = []
         self._outstanding: set[_Result] = set()
+        self._batches: set[_Batch] = set()
         self._settles: list[tuple[Any, int, bool | None]] = []
         self._settle_scheduled = False
         self._get_channel: Any = None
@@ -437,6 +454,9 @@ class RabbitMQBroker:
         self._fail_pending("connection lost", lost=True)
         with self._lock:
             outstanding, self._outstanding = self._outstanding, set()
+            batches = list(self._batches)
+        for batch in batches:
+            batch.lose_rest()
         for result in outstanding:
             result.fail(ConnectionLost(f"connection to {self.url} lost: {self._connection_error}"))
 
@@ -628,11 +648,18 @@ class RabbitMQBroker:
         lost: list[str] = []
         for start in range(0, len(messages), self._window):
             chunk = messages[start : start + self._window]
-            batch = _Batch(len(chunk), target)
-            if not self._threadsafe(lambda chunk=chunk, batch=batch: self._publish_chunk(chunk, batch)):
-                lost.extend(m.properties.message_id or "" for m in chunk)
-                continue
-            self._wait_batch(batch, deadline, timeout)
+            batch = _Batch([m.properties.message_id or "" for m in chunk], target)
+            with self._lock:
+                self._batches.add(batch)
+            try:
+                if not self._ready.is_set() or not self._threadsafe(
+                    lambda chunk=chunk, batch=batch: self._publish_chunk(chunk, batch)
+                ):
+                    batch.lose_rest()
+                self._wait_batch(batch, deadline, timeout)
+            finally:
+                with self._lock:
+                    self._batches.discard(batch)
             failed.update(batch.failed)
             lost.extend(batch.lost)
         if lost:

@@ -272,7 +272,10 @@ class Worker:
                     self._listeners.emit(MessageDuplicate(source=self.queue))
                 return
             if claim is Claim.BUSY:
-                self._requeue_later(delivery, message, self._in_progress_ttl, message.attempt)
+                # Another worker holds it, or died holding it: look again later.
+                self._requeue_later(
+                    delivery, message, min(self._in_progress_ttl, 5.0), message.attempt
+                )
                 return
         started = self._clock.monotonic()
         try:
