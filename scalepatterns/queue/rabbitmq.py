@@ -434,9 +434,12 @@ class RabbitMQBroker:
         if channel is not self._pub_channel:
             return
         self._pub_channel = None
-        self._fail_pending(str(reason), lost=False)
         connection = self._connection
-        if connection is not None and connection.is_open and not self._closing:
+        by_broker = isinstance(reason, self._pika.exceptions.ChannelClosedByBroker)
+        alive = connection is not None and connection.is_open
+        # A broker-side channel error refused those messages; a dying connection lost them.
+        self._fail_pending(str(reason), lost=not (by_broker and alive))
+        if alive and not self._closing:
             _log.warning("publishing channel closed (%s); opening another", reason)
             self._ready.clear()
             connection.channel(on_open_callback=self._on_pub_channel)
