@@ -137,12 +137,12 @@ def delay_tier_ms(seconds: float) -> int:
     Each tier is one delay queue, so rounding bounds how many exist (at most 90 per
     decade) while keeping every delay within 5% of what was asked.
     """
-    ms = max(1, round(seconds * 1000))
+    ms: int = max(1, round(seconds * 1000))
     digits = len(str(ms))
     if digits <= 2:
         return ms
     unit = 10 ** (digits - 2)
-    return max(unit, round(ms / unit) * unit)
+    return int(max(unit, round(ms / unit) * unit))
 
 
 def delay_queue(queue: str, delay_ms: int) -> str:

@@ -48,9 +48,7 @@ class DeadLetters:
     ```
     """
 
-    def __init__(
-        self, broker: Broker, queue: str, *, serializer: Serializer | None = None
-    ) -> None:
+    def __init__(self, broker: Broker, queue: str, *, serializer: Serializer | None = None) -> None:
         self.broker = broker
         self.queue = queue
         self.name = dead_letter_queue(queue)
@@ -60,7 +58,7 @@ class DeadLetters:
         return self.broker.depth(self.name)
 
     def _take(self, limit: int) -> list[Delivery]:
-        taken = []
+        taken: list[Delivery] = []
         while len(taken) < limit:
             delivery = self.broker.get(self.name)
             if delivery is None:
@@ -72,7 +70,7 @@ class DeadLetters:
         headers = dict(delivery.properties.headers or {})
         try:
             message: Message | None = decode(delivery.body, delivery.properties, self._serializer)
-        except Exception:
+        except Exception:  # noqa: BLE001 - an undecodable dead letter is shown raw
             message = None
         return DeadMessage(
             id=delivery.properties.message_id,

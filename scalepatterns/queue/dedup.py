@@ -128,13 +128,20 @@ class RedisDedupStore:
     def release(self, message_id: str) -> None:
         key = self._prefix + message_id
         try:
-            # Only an in-progress mark is dropped; a "done" one stays.
-            self._client.eval(_RELEASE, 1, key)
+            # Only an in-progress mark is dropped; a "done" one stays (WATCH makes the
+            # check and the delete one step: a concurrent "done" aborts the delete).
+            with self._client.pipeline() as pipe:
+                pipe.watch(key)
+                if pipe.get(key) == b"busy":
+                    pipe.multi()
+                    pipe.delete(key)
+                    pipe.execute()
+                else:
+                    pipe.unwatch()
         except Exception as exc:
+            if type(exc).__name__ == "WatchError":
+                return
             raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"RedisDedupStore(prefix={self._prefix!r})"
-
-
-_RELEASE = "if redis.call('GET', KEYS[1]) == 'busy' then redis.call('DEL', KEYS[1]) end"

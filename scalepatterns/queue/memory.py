@@ -217,7 +217,11 @@ class MemoryBroker:
             return [] if queue is None else [queue]
         if exchange not in self._exchanges:
             raise BackendUnavailable("memory", f"NOT_FOUND - no exchange {exchange!r}")
-        names = {q for pattern, q in self._exchanges.get(exchange, ()) if topic_matches(pattern, routing_key)}
+        names = {
+            q
+            for pattern, q in self._exchanges.get(exchange, ())
+            if topic_matches(pattern, routing_key)
+        }
         return [self._queues[n] for n in sorted(names) if n in self._queues]
 
     def _enqueue(self, queue: _Queue, msg: _Msg, *, front: bool = False) -> None:
@@ -334,10 +338,13 @@ class MemoryBroker:
                     self._cond.wait(timeout=0.05 if wait is None else min(wait, 0.05))
                     continue
             for consumer, delivery in batch:
-                try:
-                    consumer.callback(delivery)
-                except Exception:
-                    _log.exception("on_delivery callback failed for %s", consumer.queue.name)
+                self._deliver(consumer, delivery)
+
+    def _deliver(self, consumer: _Consumer, delivery: _MemoryDelivery) -> None:
+        try:
+            consumer.callback(delivery)
+        except Exception:  # noqa: BLE001 - a consumer's callback must not kill the dispatcher
+            _log.exception("on_delivery callback failed for %s", consumer.queue.name)
 
     def _expire(self) -> float | None:
         """Dead-letter expired heads of TTL queues; seconds until the next expiry."""

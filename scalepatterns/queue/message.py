@@ -76,7 +76,7 @@ def encode(
     clock: Clock,
     *,
     message_id: str | None = None,
-    type: str | None = None,  # noqa: A002 - the AMQP property is called type
+    type: str | None = None,
     headers: Mapping[str, Any] | None = None,
     priority: int | None = None,
     attempt: int = 1,
@@ -98,7 +98,11 @@ def encode(
 
 
 def decode(
-    body: bytes, properties: Properties, serializer: Serializer, *, routing_key: str = "",
+    body: bytes,
+    properties: Properties,
+    serializer: Serializer,
+    *,
+    routing_key: str = "",
     redelivered: bool = False,
 ) -> Message:
     """Decode wire bytes into a `Message`; raises `SerializationError` if undecodable."""

@@ -79,7 +79,7 @@ class Producer:
         queue: str,
         body: Any,
         *,
-        type: str | None = None,  # noqa: A002 - the AMQP property is called type
+        type: str | None = None,
         delay: float | None = None,
         priority: int | None = None,
         headers: Mapping[str, Any] | None = None,
@@ -107,7 +107,7 @@ class Producer:
         queue: str,
         bodies: Iterable[Any],
         *,
-        type: str | None = None,  # noqa: A002
+        type: str | None = None,
         delay: float | None = None,
         priority: int | None = None,
         headers: Mapping[str, Any] | None = None,

@@ -16,6 +16,8 @@ the dead connection are dropped (their redeliveries are absorbed by a dedup stor
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import random
 import re
@@ -128,7 +130,7 @@ class _Batch:
 class _RabbitDelivery:
     __slots__ = ("_broker", "_channel", "_tag", "body", "properties", "redelivered", "routing_key")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built in one place, from pika's callback arguments
         self,
         broker: RabbitMQBroker,
         channel: Any,
@@ -211,7 +213,7 @@ class _RabbitSubscription:
         )
         try:
             self.on_delivery(delivery)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a consumer's callback must not kill the I/O thread
             _log.exception("on_delivery callback failed for %s", self.queue)
 
     # caller threads
@@ -225,10 +227,9 @@ class _RabbitSubscription:
 
         self.active = False
         self._broker._forget(self)
-        try:
+        # If the connection is gone nothing is being delivered anyway.
+        with contextlib.suppress(BackendUnavailable, DeadlineExceeded):
             self._broker._run_op(op, 10.0, "basic.cancel")
-        except (BackendUnavailable, DeadlineExceeded):
-            pass  # the connection is gone: nothing is being delivered anyway
 
     def close(self) -> None:
         def op(ok: Callable[[Any], None], _fail: Callable[[BaseException], None]) -> None:
@@ -240,10 +241,8 @@ class _RabbitSubscription:
 
         self.active = False
         self._broker._forget(self)
-        try:
+        with contextlib.suppress(BackendUnavailable, DeadlineExceeded):
             self._broker._run_op(op, 10.0, "channel.close")
-        except (BackendUnavailable, DeadlineExceeded):
-            pass
 
 
 def _from_pika(props: Any) -> Properties:
@@ -321,7 +320,7 @@ class RabbitMQBroker:
         self._unblocked.set()
         self._blocked_reason = ""
         self._wake = threading.Event()
-        self._closing = False
+        self._closing = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: Any = None
         self._connection_error: str = ""
@@ -344,15 +343,17 @@ class RabbitMQBroker:
 
     def _start(self) -> None:
         with self._lock:
-            if self._closing:
+            if self._closing.is_set():
                 raise BackendUnavailable("rabbitmq", "the broker was closed")
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sp-rabbitmq-io", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="sp-rabbitmq-io", daemon=True
+                )
                 self._thread.start()
 
     def _run(self) -> None:
         failures = 0
-        while not self._closing:
+        while not self._closing.is_set():
             opened = self.connections
             try:
                 connection = self._pika.SelectConnection(
@@ -361,14 +362,14 @@ class RabbitMQBroker:
                     on_open_error_callback=self._on_open_error,
                     on_close_callback=self._on_close,
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the I/O thread must survive anything and reconnect
                 _log.warning("cannot create a connection to %s: %s", self.url, exc)
                 connection = None
             if connection is not None:
                 self._connection = connection
                 try:
                     connection.ioloop.start()
-                except Exception:
+                except Exception:  # noqa: BLE001 - the I/O thread must survive anything and reconnect
                     _log.exception("the rabbitmq I/O loop failed")
                 finally:
                     self._connection = None
@@ -376,9 +377,9 @@ class RabbitMQBroker:
                     self._lose_everything()
                     try:
                         connection.ioloop.close()
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - the I/O thread must survive anything and reconnect
                         _log.debug("closing the I/O loop failed", exc_info=True)
-            if self._closing:
+            if self._closing.is_set():
                 break
             failures = 0 if self.connections > opened else failures + 1
             delay = min(self._reconnect_max_delay, 0.05 * 2**failures) * random.uniform(0.5, 1)
@@ -395,7 +396,7 @@ class RabbitMQBroker:
         connection.ioloop.stop()
 
     def _on_close(self, connection: Any, reason: Exception) -> None:
-        if not self._closing:
+        if not self._closing.is_set():
             _log.warning("connection to %s lost: %s", self.url, reason)
         self._connection_error = str(reason) or type(reason).__name__
         connection.ioloop.stop()
@@ -439,7 +440,7 @@ class RabbitMQBroker:
         alive = connection is not None and connection.is_open
         # A broker-side channel error refused those messages; a dying connection lost them.
         self._fail_pending(str(reason), lost=not (by_broker and alive))
-        if alive and not self._closing:
+        if alive and not self._closing.is_set():
             _log.warning("publishing channel closed (%s); opening another", reason)
             self._ready.clear()
             connection.channel(on_open_callback=self._on_pub_channel)
@@ -469,7 +470,7 @@ class RabbitMQBroker:
             return False
         try:
             connection.ioloop.add_callback_threadsafe(fn)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the I/O thread must survive anything and reconnect
             return False
         return True
 
@@ -496,7 +497,7 @@ class RabbitMQBroker:
         def call() -> None:
             try:
                 op(result.set, result.fail)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the I/O thread must survive anything and reconnect
                 result.fail(BackendUnavailable("rabbitmq", f"{what}: {exc}"))
 
         try:
@@ -656,7 +657,7 @@ class RabbitMQBroker:
                 self._batches.add(batch)
             try:
                 if not self._ready.is_set() or not self._threadsafe(
-                    lambda chunk=chunk, batch=batch: self._publish_chunk(chunk, batch)
+                    functools.partial(self._publish_chunk, chunk, batch)
                 ):
                     batch.lose_rest()
                 self._wait_batch(batch, deadline, timeout)
@@ -667,8 +668,7 @@ class RabbitMQBroker:
             lost.extend(batch.lost)
         if lost:
             raise ConnectionLost(
-                f"connection to {self.url} lost before the broker confirmed "
-                f"{len(lost)} message(s)",
+                f"connection to {self.url} lost before the broker confirmed {len(lost)} message(s)",
                 lost,
             )
         if failed:
@@ -717,7 +717,7 @@ class RabbitMQBroker:
             tag = self._next_tag
             try:
                 publish(out.exchange, out.routing_key, out.body, props, mandatory=out.mandatory)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - an unencodable message is refused, not lost
                 self._next_tag -= 1
                 batch.settle(message_id, f"not sent: {type(exc).__name__}: {exc}")
                 continue
@@ -726,7 +726,9 @@ class RabbitMQBroker:
                 self._tags_by_id.setdefault(message_id, deque()).append(tag)
 
     def _on_return(self, _channel: Any, _method: Any, props: Any, _body: bytes) -> None:
-        reason = f"{getattr(_method, 'reply_code', 312)} {getattr(_method, 'reply_text', 'NO_ROUTE')}"
+        reason = (
+            f"{getattr(_method, 'reply_code', 312)} {getattr(_method, 'reply_text', 'NO_ROUTE')}"
+        )
         tags = self._tags_by_id.get(props.message_id or "")
         if tags:
             for tag in tags:
@@ -752,10 +754,8 @@ class RabbitMQBroker:
             batch, message_id = entry
             queue = self._tags_by_id.get(message_id)
             if queue:
-                try:
+                with contextlib.suppress(ValueError):
                     queue.remove(tag)
-                except ValueError:
-                    pass
                 if not queue:
                     del self._tags_by_id[message_id]
             returned = self._returned.pop(tag, None)
@@ -814,8 +814,13 @@ class RabbitMQBroker:
                 def on_get(ch: Any, method: Any, props: Any, body: bytes) -> None:
                     ok(
                         _RabbitDelivery(
-                            self, ch, method.delivery_tag, body, _from_pika(props),
-                            method.routing_key, method.redelivered,
+                            self,
+                            ch,
+                            method.delivery_tag,
+                            body,
+                            _from_pika(props),
+                            method.routing_key,
+                            method.redelivered,
                         )
                     )
 
@@ -853,7 +858,7 @@ class RabbitMQBroker:
     def close(self) -> None:
         """Close the connection and stop the I/O thread."""
         with self._lock:
-            self._closing = True
+            self._closing.set()
             thread = self._thread
         self._wake.set()
         connection = self._connection
@@ -890,5 +895,3 @@ def _translate(reason: Exception, name: str) -> Exception:
     if code is not None and code >= 300:
         return BackendUnavailable("rabbitmq", f"{name!r}: {code} {text}")
     return ConnectionLost(f"channel closed while working on {name!r}: {reason}")
-
-

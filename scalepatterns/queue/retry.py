@@ -54,11 +54,9 @@ def exponential_backoff(
 
 def _adapt(wait: Any) -> WaitStrategy:
     """Accept a plain callable(attempt) or a tenacity wait strategy."""
-    try:
-        import tenacity
-    except ImportError:  # pragma: no cover - tenacity is a core dependency
-        tenacity = None
-    if tenacity is not None and isinstance(wait, tenacity.wait.wait_base):
+    import tenacity
+
+    if isinstance(wait, tenacity.wait.wait_base):
 
         def tenacity_wait(attempt: int) -> float:
             state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]

@@ -196,7 +196,7 @@ class Worker:
     def run(self) -> None:
         """Consume until SIGTERM or SIGINT (or `stop()` from another thread), then stop."""
         stop = threading.Event()
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, lambda *_: stop.set())
@@ -240,9 +240,10 @@ class Worker:
     def _process(self, delivery: Delivery) -> None:
         try:
             self._handle(delivery)
-        except Exception:
-            _log.exception("worker on %s could not settle a message; it will be redelivered",
-                           self.queue)
+        except Exception:  # noqa: BLE001 - a worker thread must survive anything; unsettled = redelivered
+            _log.exception(
+                "worker on %s could not settle a message; it will be redelivered", self.queue
+            )
         finally:
             self._done()
 
@@ -262,7 +263,7 @@ class Worker:
         if dedup is not None:
             try:
                 claim = dedup.claim(message.id, self._in_progress_ttl)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any dedup-store failure: try the message again later
                 _log.warning("dedup store failed on %s (%s); retrying later", self.queue, exc)
                 self._requeue_later(delivery, message, 1.0, message.attempt)
                 return
@@ -280,7 +281,7 @@ class Worker:
         started = self._clock.monotonic()
         try:
             self._call(message)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered by policy
             self.failed += 1
             if dedup is not None:
                 with contextlib.suppress(Exception):
