@@ -11,6 +11,7 @@ from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners
 from scalepatterns.queue.broker import Broker, Outgoing, QueueSpec
+from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.message import Message, encode
 from scalepatterns.queue.producer import Producer
 from scalepatterns.queue.topics import topic_matches
@@ -28,9 +29,14 @@ class _Group:
         self.worker: Worker | None = None
 
     def __call__(self, message: Message) -> None:
-        for pattern, handler in self.handlers:
-            if topic_matches(pattern, message.routing_key):
-                handler(message)
+        # The event name travels as the message type: a retried event comes back through
+        # a delay queue with another routing key.
+        event = message.type or message.routing_key
+        handlers = [h for pattern, h in self.handlers if topic_matches(pattern, event)]
+        if not handlers:
+            raise Reject(f"no handler of this group subscribes to {event!r}")
+        for handler in handlers:
+            handler(message)
 
 
 class EventBus:

@@ -454,9 +454,17 @@ class BrokerContract:
         exchange = names.exchange()
         names.queues += [f"{exchange}.email", f"{exchange}.analytics"]
         email, analytics_a, analytics_b = _Collector(), _Collector(), _Collector()
-        bus_a = EventBus(broker, exchange=exchange)
+        failed_once: set[str] = set()
+
+        def flaky_email(message: Message) -> None:
+            if message.body["user"] % 5 == 0 and message.id not in failed_once:
+                failed_once.add(message.id)
+                raise ConnectionError("SMTP busy")  # retried through a delay queue
+            email(message)
+
+        bus_a = EventBus(broker, exchange=exchange, retry=RetryPolicy(wait=lambda attempt: 0.05))
         bus_b = EventBus(broker, exchange=exchange)  # a second process of "analytics"
-        bus_a.subscribe("user.signed_up", email, group="email")
+        bus_a.subscribe("user.signed_up", flaky_email, group="email")
         bus_a.subscribe("user.*", analytics_a, group="analytics")
         bus_b.subscribe("user.*", analytics_b, group="analytics")
         with bus_a, bus_b:
@@ -468,4 +476,6 @@ class BrokerContract:
         assert sorted(m.body["user"] for m in email.messages) == list(range(20))
         shared = sorted(m.body["user"] for m in analytics_a.messages + analytics_b.messages)
         assert shared == [*range(20), 99]
-        assert {m.routing_key for m in email.messages} == {"user.signed_up"}
+        assert {m.type for m in email.messages} == {"user.signed_up"}
+        assert len(failed_once) == 4
+        assert {m.attempt for m in email.messages if m.id in failed_once} == {2}
