@@ -88,54 +88,47 @@ def run(bench: Bench) -> None:
         bare_confirm.confirm_delivery()
         producer = Producer(broker)
         bodies = [BODY] * count
+        batch = bench.scale(1000, 200)
+        batch_bodies = [BODY] * batch
 
-        def timed(fn: Callable[[], object]) -> float:
-            start = time.perf_counter()
-            fn()
-            return count / (time.perf_counter() - start)
+        def ours() -> None:
+            producer.publish_many(pub_queue, batch_bodies)
 
-        def ours() -> float:
-            return timed(lambda: producer.publish_many(pub_queue, bodies))
+        def confirm_each() -> None:
+            for _ in range(batch):
+                bare_confirm.basic_publish("", pub_queue, payload, persistent)
 
-        def confirm_each() -> float:
-            def go() -> None:
-                for _ in range(count):
-                    bare_confirm.basic_publish("", pub_queue, payload, persistent)
+        def unconfirmed() -> None:
+            for _ in range(batch):
+                bare_plain.basic_publish("", pub_queue, payload, persistent)
 
-            return timed(go)
-
-        def unconfirmed() -> float:
-            def go() -> None:
-                for _ in range(count):
-                    bare_plain.basic_publish("", pub_queue, payload, persistent)
-
-            return timed(go)
-
-        rates = _rates(
+        comparison = bench.compare(
+            f"confirmed publish, per message (batches of {batch} x 100-byte persistent)",
             {
                 "scalepatterns publish_many (confirmed)": ours,
                 "bare pika, confirm per message": confirm_each,
                 "bare pika, no confirms (ceiling)": unconfirmed,
             },
-            rounds,
+            baseline="bare pika, confirm per message",
+            number=3,
+            ops=batch,
+            rounds=7,
+            target="throughput >= 5x confirm-per-message (time ratio <= 0.2x) and >= 0.5x "
+            "the unconfirmed ceiling",
         )
-        values = _summary(rates, "bare pika, confirm per message")
-        ceiling = [
-            a / b
-            for a, b in zip(
-                rates["scalepatterns publish_many (confirmed)"],
-                rates["bare pika, no confirms (ceiling)"],
-                strict=True,
-            )
-        ]
-        values["scalepatterns publish_many / ceiling"] = (
-            f"{statistics.median(ceiling):.2f}x ({min(ceiling):.2f}..{max(ceiling):.2f})"
-        )
+        by_name = {c.name: c for c in comparison.candidates}
+        ours_c = by_name["scalepatterns publish_many (confirmed)"]
+        ceiling_c = by_name["bare pika, no confirms (ceiling)"]
+        per_round = [c / o for o, c in zip(ours_c.samples_ns, ceiling_c.samples_ns, strict=True)]
         bench.record(
-            f"confirmed publish throughput ({count} x 100-byte persistent messages)",
-            values,
+            "confirmed publish throughput (from the comparison above)",
+            {
+                **{f"{c.name} (msg/s)": round(1e9 / c.per_op_ns) for c in comparison.candidates},
+                "ours vs confirm per message (throughput x)": round(1 / ours_c.ratio_median, 2),
+                "ours vs ceiling (throughput x, median)": round(statistics.median(per_round), 2),
+                "ours vs ceiling (min..max)": f"{min(per_round):.2f}..{max(per_round):.2f}",
+            },
             target=">= 5x the confirm-per-message figure and >= 0.5x the unconfirmed ceiling",
-            note=f"{rounds} alternating rounds; each round publishes {count} messages.",
         )
         bare_conn.close()  # type: ignore[attr-defined]
         confirm_conn.close()  # type: ignore[attr-defined]
