@@ -777,7 +777,12 @@ class RabbitMQBroker:
             self._subscriptions.append(subscription)
         if not self._threadsafe(lambda: subscription.open(self._connection)):
             raise ConnectionLost(f"connection to {self.url} lost")
-        subscription.started.wait(30.0, f"consuming {queue!r}")
+        try:
+            subscription.started.wait(30.0, f"consuming {queue!r}")
+        except Exception:
+            subscription.active = False
+            self._forget(subscription)
+            raise
         return subscription
 
     def _forget(self, subscription: _RabbitSubscription) -> None:

@@ -239,6 +239,8 @@ class Worker:
 
     def _process(self, delivery: Delivery) -> None:
         try:
+            if self._stopping.is_set():
+                return  # prefetched but not started: back to the queue when we close
             self._handle(delivery)
         except Exception:  # noqa: BLE001 - a worker thread must survive anything; unsettled = redelivered
             _log.exception(

@@ -43,21 +43,6 @@ def proxy() -> Iterator[TcpProxy]:
         yield proxy
 
 
-@pytest.fixture
-def admin(amqp_url: str) -> Iterator[RabbitMQBroker]:
-    """A direct (unproxied) connection for setup, checks and cleanup."""
-    broker = RabbitMQBroker(amqp_url)
-    yield broker
-    broker.close()
-
-
-@pytest.fixture
-def names(admin: RabbitMQBroker) -> Iterator[Names]:
-    names = Names()
-    yield names
-    names.cleanup(admin, [f"{q}.delay.1000ms" for q in names.queues])
-
-
 def test_10k_messages_with_connection_cuts_lose_nothing(
     amqp_url: str, proxy: TcpProxy, admin: RabbitMQBroker, names: Names
 ) -> None:

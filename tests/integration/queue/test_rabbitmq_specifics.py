@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pika
 import pytest
 
+from scalepatterns.events import EventRecorder, Listeners
 from scalepatterns.queue import (
     BrokerBlocked,
     Message,
     Producer,
     QueueSpec,
     RabbitMQBroker,
+    Reconnected,
     TopologyConflict,
     Worker,
 )
@@ -29,13 +32,6 @@ def broker(amqp_url: str) -> Iterator[RabbitMQBroker]:
     broker = RabbitMQBroker(amqp_url, blocked_timeout=0.2)
     yield broker
     broker.close()
-
-
-@pytest.fixture
-def names(broker: RabbitMQBroker) -> Iterator[Names]:
-    names = Names()
-    yield names
-    names.cleanup(broker, [])
 
 
 @pytest.fixture
@@ -99,6 +95,7 @@ def test_flow_control_is_surfaced(broker: RabbitMQBroker, names: Names) -> None:
 
 
 def test_publish_waits_for_the_block_to_lift(amqp_url: str, names: Names) -> None:
+    """The producer waits out a short block and returns once the broker confirmed."""
     with RabbitMQBroker(amqp_url, blocked_timeout=30) as broker:
         queue = names.queue()
         producer = Producer(broker)
@@ -109,7 +106,28 @@ def test_publish_waits_for_the_block_to_lift(amqp_url: str, names: Names) -> Non
         producer.publish(queue, "waited")  # returns once unblocked, confirmed
         release.join()
         assert broker.depth(queue) == 2
-        names.cleanup(broker, [])
+
+
+def test_heartbeats_continue_during_a_long_handler(amqp_url: str, names: Names) -> None:
+    """A handler longer than two heartbeat intervals does not cost the connection."""
+    recorder = EventRecorder()
+    listeners = Listeners()
+    listeners.add(recorder)
+    queue = names.queue()
+    seen: list[Message] = []
+    with RabbitMQBroker(amqp_url, heartbeat=1, listeners=listeners) as broker:
+
+        def slow(message: Message) -> None:
+            time.sleep(3.5)  # RabbitMQ drops a connection after 2 missed heartbeats
+            seen.append(message)
+
+        with Worker(broker, queue, slow, concurrency=1):
+            Producer(broker).publish(queue, "long job")
+            wait_until(lambda: len(seen) == 1, timeout=30)
+            wait_until(lambda: broker.depth(queue) == 0)
+        assert broker.connections == 1
+        assert recorder.of_type(Reconnected) == []
+        assert not seen[0].redelivered
 
 
 def test_quorum_queue_and_a_conflicting_type(broker: RabbitMQBroker, names: Names) -> None:

@@ -130,3 +130,29 @@ def test_rabbitmq_url_password_is_redacted() -> None:
     assert "s3cret" not in repr(broker)
     assert "***" in repr(broker)
     broker.close()
+
+
+def test_run_stops_gracefully_on_sigterm() -> None:
+    import os
+    import signal
+    import threading
+
+    broker = MemoryBroker()
+    handled: list[object] = []
+    worker = Worker(broker, "q", handled.append)
+    Producer(broker).publish_many("q", [1, 2, 3])
+
+    def terminate_when_done() -> None:
+        for _ in range(500):
+            if len(handled) == 3:
+                break
+            threading.Event().wait(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=terminate_when_done, daemon=True).start()
+    worker.run()  # returns on SIGTERM
+    assert len(handled) == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is restored
+    assert worker.in_flight == 0
+    broker.close()
