@@ -156,3 +156,25 @@ def test_run_stops_gracefully_on_sigterm() -> None:
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is restored
     assert worker.in_flight == 0
     broker.close()
+
+
+def test_memory_delay_queues_follow_the_injected_clock() -> None:
+    """Delays on a FakeClock: nothing moves until the clock does (no sleeping)."""
+    import time as _time
+
+    clock = FakeClock()
+    broker = MemoryBroker(clock=clock)
+    producer = Producer(broker, clock=clock)
+    producer.publish("later", {"n": 1}, delay=30)
+    _time.sleep(0.1)  # give the dispatcher every chance to move it early
+    assert broker.depth("later") == 0
+    clock.advance(29)
+    _time.sleep(0.1)
+    assert broker.depth("later") == 0
+    clock.advance(1)
+    for _ in range(500):
+        if broker.depth("later") == 1:
+            break
+        _time.sleep(0.01)
+    assert broker.depth("later") == 1
+    broker.close()
