@@ -66,8 +66,8 @@ def run(bench: Bench) -> None:
 
     from scalepatterns.queue import Producer, RabbitMQBroker, Worker
 
-    count = bench.scale(5000, 500)
-    rounds = bench.scale(5, 2)
+    count = bench.scale(10_000, 500)
+    rounds = bench.scale(7, 2)
     prefix = f"sp_bench_{uuid.uuid4().hex[:8]}"
     conn = _connect()
     channel = conn.channel()  # type: ignore[attr-defined]

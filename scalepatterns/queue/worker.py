@@ -284,7 +284,8 @@ class Worker:
         try:
             self._call(message)
         except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered by policy
-            self.failed += 1
+            with self._lock:
+                self.failed += 1
             if dedup is not None:
                 with contextlib.suppress(Exception):
                     dedup.release(message.id)
@@ -304,7 +305,10 @@ class Worker:
                 self._dead_letter(delivery, message, message.attempt, exc, decision)
             return
         if dedup is not None:
-            dedup.complete(message.id, self._dedup_ttl)
+            try:
+                dedup.complete(message.id, self._dedup_ttl)
+            except Exception as exc:  # noqa: BLE001 - the effect happened: ack it regardless
+                _log.warning("dedup store could not mark %s done: %s", message.id, exc)
         delivery.ack()
         with self._lock:
             self.handled += 1
