@@ -8,7 +8,8 @@ On the wire a message is a plain AMQP message, readable by any client:
   event name); ``timestamp``: creation time in whole seconds;
 - headers: the caller's headers, plus ``x-sp-attempt`` (1 for the first try, absent on
   messages from other clients), ``x-sp-created`` (creation time, Unix milliseconds) and the
-  W3C trace context (``traceparent``, ``tracestate``) when present.
+  W3C trace context (``traceparent``, ``tracestate``): the caller's, or the current
+  OpenTelemetry span's when the application uses OpenTelemetry.
 
 A message from another client with no ``content_type`` is tried as JSON and otherwise
 handed over as raw bytes; a message whose declared content type cannot be decoded is
@@ -17,6 +18,7 @@ undecodable and goes to the dead-letter queue at once.
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -85,6 +87,8 @@ def encode(
     data = serializer.dumps(body)
     now = clock.time()
     all_headers: dict[str, Any] = dict(headers or {})
+    if "traceparent" not in all_headers:
+        inject_trace_context(all_headers)
     all_headers[ATTEMPT_HEADER] = attempt
     all_headers[CREATED_HEADER] = int(now * 1000)
     return data, Properties(
@@ -95,6 +99,21 @@ def encode(
         headers=all_headers,
         priority=priority,
     )
+
+
+def inject_trace_context(headers: dict[str, Any]) -> None:
+    """Add the current OpenTelemetry context (``traceparent``...) to `headers`.
+
+    Only when the application already imported OpenTelemetry: scalepatterns never
+    imports it itself, so without it this costs one dictionary lookup.
+    """
+    if "opentelemetry" not in sys.modules:
+        return
+    try:
+        from opentelemetry.propagate import inject
+    except ImportError:  # pragma: no cover - an unusual partial install
+        return
+    inject(headers)
 
 
 def decode(

@@ -152,3 +152,18 @@ def test_foreign_messages_decode() -> None:
         decode(b"{", Properties(content_type="application/json"), serializer)
     with pytest.raises(SerializationError):
         decode(b"\x00", Properties(content_type="application/x-protobuf"), serializer)
+
+
+def test_the_current_opentelemetry_span_travels_in_the_envelope() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("signup") as span:
+        data, props = encode({"a": 1}, JsonSerializer(), FakeClock())
+    message = decode(data, props, JsonSerializer())
+    trace_id = format(span.get_span_context().trace_id, "032x")
+    assert trace_id in message.trace["traceparent"]
+    assert "traceparent" not in message.headers
+    # a caller's own traceparent wins
+    _, props = encode(1, JsonSerializer(), FakeClock(), headers={"traceparent": "00-x-y-01"})
+    assert props.headers["traceparent"] == "00-x-y-01"
