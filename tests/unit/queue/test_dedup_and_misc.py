@@ -103,6 +103,9 @@ def test_exports_are_sorted_and_resolve() -> None:
         assert getattr(queue_pkg, name) is not None
     for name in ("Producer", "Worker", "EventBus", "task", "MemoryBroker", "RabbitMQBroker"):
         assert getattr(scalepatterns, name) is getattr(queue_pkg, name)
+    assert scalepatterns.__all__ == sorted(scalepatterns.__all__)
+    for name in scalepatterns.__all__:
+        assert getattr(scalepatterns, name) is not None
 
 
 def test_importing_the_queue_block_loads_no_pika() -> None:
