@@ -108,7 +108,7 @@ client = redis.Redis.from_url(redis_url)
 store = RedisDedupStore(client, prefix=prefix + ":dedup:")
 
 def handler(message):
-    time.sleep(0.002)
+    time.sleep(0.001)
     # The effect and the 'done' mark in one transaction: a kill either does both or neither.
     pipe = client.pipeline(transaction=True)
     pipe.rpush(prefix + ":effects", message.body["key"])
@@ -135,7 +135,7 @@ def test_worker_killed_with_sigkill_loses_nothing(
     queue = names.queue()
     prefix = names.prefix
     client = redis.Redis.from_url(redis_url)
-    total = 3_000
+    total = 10_000
     url = proxied(amqp_url, proxy)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -161,13 +161,13 @@ def test_worker_killed_with_sigkill_loses_nothing(
     workers = [spawn(), spawn()]
     kills = 0
     try:
-        for threshold in (500, 1200, 2000):
+        for threshold in (2000, 5000, 8000):
             wait_until(lambda t=threshold: effects() >= t, timeout=60, what=f"{threshold} effects")
             workers[0].send_signal(signal.SIGKILL)  # mid-handler, unacked messages in flight
             workers[0].wait(timeout=10)
             kills += 1
             workers[0] = spawn()
-            if threshold == 1200:
+            if threshold == 5000:
                 proxy.cut()
         wait_until(lambda: effects() >= total, timeout=120, what="all effects")
         wait_until(lambda: admin.depth(queue) == 0, timeout=30, what="an empty queue")
