@@ -182,13 +182,23 @@ class _RabbitSubscription:
             return
         self.channel = channel
         channel.add_on_close_callback(self._on_closed)
+        channel.add_on_cancel_callback(self._on_broker_cancel)
+        channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._consume())
 
-        def consume(_frame: Any) -> None:
+    def _consume(self) -> None:
+        channel = self.channel
+        if self.active and channel is not None and channel.is_open:
             self.consumer_tag = channel.basic_consume(
                 self.queue, self._on_message, auto_ack=False, callback=self._on_consume_ok
             )
 
-        channel.basic_qos(prefetch_count=self.prefetch, callback=consume)
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        # RabbitMQ cancels consumers when their queue is deleted or a quorum queue's
+        # leader moves; consuming again (after a pause) keeps the worker working.
+        _log.warning("the broker cancelled the consumer of %s; consuming again in 1s", self.queue)
+        connection = self._broker._connection
+        if connection is not None and self.active:
+            connection.ioloop.call_later(1.0, self._consume)
 
     def _on_consume_ok(self, _frame: Any) -> None:
         self.started.set()

@@ -156,3 +156,18 @@ def test_undeclared_queue_is_declared_on_first_publish_and_unknown_exchange_refu
 
     with pytest.raises(PublishError):
         strict.publish(names.queue("never_declared"), 1)
+
+
+def test_worker_consumes_again_after_the_broker_cancels_it(
+    broker: RabbitMQBroker, admin: RabbitMQBroker, names: Names
+) -> None:
+    """A queue deleted and declared again (or a quorum leader moving) cancels consumers."""
+    queue = names.queue()
+    seen: list[Message] = []
+    worker = Worker(broker, queue, seen.append)
+    with worker:
+        admin.delete_queue(queue)  # the broker sends basic.cancel to the worker
+        admin.declare_queue(worker.spec)
+        Producer(admin).publish(queue, "after the cancel")
+        wait_until(lambda: len(seen) == 1, timeout=20)
+    assert seen[0].body == "after the cancel"
