@@ -103,9 +103,23 @@ def _backpressure(_: None) -> dict[type[Event], Level]:
     }
 
 
+def _queue(_: None) -> dict[type[Event], Level]:
+    from scalepatterns.queue import events as queue
+
+    return {
+        queue.MessagePublished: DEBUG,
+        queue.MessageHandled: DEBUG,
+        queue.MessageRetried: INFO,
+        queue.MessageDeadLettered: WARNING,
+        queue.MessageDuplicate: DEBUG,
+        queue.Reconnected: WARNING,
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[None], dict[type[Event], Level]]], ...] = (
     ("routing", _routing),
     ("sharding", _sharding),
+    ("queue", _queue),
     ("backpressure", _backpressure),
     ("resilience", _resilience),
 )

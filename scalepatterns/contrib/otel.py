@@ -233,9 +233,41 @@ def _backpressure(tools: _Tools) -> dict[type[Event], Handler]:
     )
 
 
+# ------------------------------------------------------------------------- queue
+
+
+def _queue(tools: _Tools) -> dict[type[Event], Handler]:
+    from scalepatterns.queue import events as queue
+
+    process = tools.timed_span(
+        lambda e: f"{e.source} process", lambda e: e.seconds, kind="CONSUMER"
+    )
+    retried = tools.span_event(queue.MessageRetried)
+    dead = tools.span_event(queue.MessageDeadLettered)
+
+    def handled(event: queue.MessageHandled) -> None:
+        if not _handled_by_wrapper():
+            process(event)
+
+    def failed(record: Handler) -> Handler:
+        def handler(event: Event) -> None:
+            if not _handled_by_wrapper():  # else the wrapper's span recorded the exception
+                record(event)
+
+        return handler
+
+    return {
+        queue.MessageHandled: handled,
+        queue.MessageRetried: failed(retried),
+        queue.MessageDeadLettered: failed(dead),
+        **tools.events((queue.MessagePublished, queue.MessageDuplicate, queue.Reconnected)),
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[_Tools], dict[type[Event], Handler]]], ...] = (
     ("routing", _routing),
     ("sharding", _sharding),
+    ("queue", _queue),
     ("backpressure", _backpressure),
     ("resilience", _resilience),
 )

@@ -364,9 +364,50 @@ def _backpressure(m: _Metrics) -> dict[type[Event], Handler]:
     }
 
 
+# ------------------------------------------------------------------------- queue
+
+
+def _queue(m: _Metrics) -> dict[type[Event], Handler]:
+    from scalepatterns.queue import events as queue
+
+    published = m.counter(
+        "queue_published_messages_total", "Messages the broker confirmed.", "queue"
+    )
+    acked = m.counter("queue_acked_messages_total", "Messages handled and acknowledged.", "queue")
+    latency = m.histogram(
+        "queue_handler_duration_seconds", "Time handlers took on messages they handled.",
+        "queue",
+    )  # fmt: skip
+    retried = m.counter(
+        "queue_retried_messages_total", "Handler failures sent back after a delay.", "queue"
+    )
+    dead = m.counter(
+        "queue_dead_lettered_messages_total", "Messages moved to the dead-letter queue.",
+        "queue", "error",
+    )  # fmt: skip
+    duplicates = m.counter(
+        "queue_duplicate_messages_total", "Redeliveries already handled, acked unseen.", "queue"
+    )
+    reconnects = m.counter("queue_reconnects_total", "Broker connections re-established.", "queue")
+
+    def handled(e: queue.MessageHandled) -> None:
+        acked(e.source).inc()
+        latency(e.source).observe(e.seconds)
+
+    return {
+        queue.MessagePublished: lambda e: published(e.source).inc(e.count),
+        queue.MessageHandled: handled,
+        queue.MessageRetried: lambda e: retried(e.source).inc(),
+        queue.MessageDeadLettered: lambda e: dead(e.source, e.error).inc(),
+        queue.MessageDuplicate: lambda e: duplicates(e.source).inc(),
+        queue.Reconnected: lambda e: reconnects(e.source).inc(),
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[_Metrics], dict[type[Event], Handler]]], ...] = (
     ("routing", _routing),
     ("sharding", _sharding),
+    ("queue", _queue),
     ("backpressure", _backpressure),
     ("resilience", _resilience),
 )
