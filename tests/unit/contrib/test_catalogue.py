@@ -65,5 +65,8 @@ def test_example_serves_the_tours_metrics() -> None:
         "scalepatterns_limiter_allowed_total",
         "scalepatterns_limiter_rejected_total",
         "scalepatterns_queue_throttles_total",
+        "scalepatterns_queue_published_messages_total",
+        "scalepatterns_queue_acked_messages_total",
+        "scalepatterns_queue_handler_duration_seconds_count",
     }
     assert expected <= scraped, expected - scraped
