@@ -301,3 +301,23 @@ def test_a_block_whose_driver_is_missing_is_left_out(monkeypatch, listeners) -> 
     assert "scalepatterns_breaker_rejected_calls_total" in names
     assert not [n for n in names if n.startswith("scalepatterns_router_")]
     assert value(registry, "scalepatterns_breaker_rejected_calls_total", breaker="b") == 1
+
+
+def test_concurrent_emitters_lose_no_count(registry, listeners) -> None:
+    import threading
+
+    barrier = threading.Barrier(8)
+
+    def emit(index: int) -> None:
+        barrier.wait()
+        for _ in range(500):
+            listeners.emit(BreakerRejected(source=f"b{index % 2}", retry_after=0.0))
+
+    with prometheus.instrument(registry, listeners=listeners):
+        threads = [threading.Thread(target=emit, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    for source in ("b0", "b1"):
+        assert value(registry, "scalepatterns_breaker_rejected_calls_total", breaker=source) == 2000
