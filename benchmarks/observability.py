@@ -19,7 +19,8 @@ from prometheus_client import CollectorRegistry
 from benchmarks.harness import Bench
 from scalepatterns.contrib import logging as sp_logging
 from scalepatterns.contrib import otel, prometheus
-from scalepatterns.events import Listeners
+from scalepatterns.events import Event, Listeners
+from scalepatterns.resilience import BreakerRejected
 
 
 def _hot_path(listeners: Listeners) -> tuple[str, Callable[[], object]]:
@@ -72,4 +73,24 @@ def run(bench: Bench) -> None:
         number=50_000,
         target="uninstrumented cost unchanged (1.00x); report the listeners' cost",
         note="the OpenTelemetry and logging listeners map no hit-path event: a dict miss",
+    )
+
+    mapped = BreakerRejected(source="payments", retry_after=1.0)
+    unmapped = Event(source="payments")
+    prom = prometheus.instrument(CollectorRegistry(), listeners=Listeners()).listener
+
+    def noop(event: Event) -> None:
+        return None
+
+    bench.compare(
+        "one event handed to a listener (event built beforehand)",
+        {
+            "no-op function (floor)": lambda: noop(mapped),
+            "scalepatterns Prometheus listener, mapped event (counter +1)": lambda: prom(mapped),
+            "scalepatterns Prometheus listener, unmapped event (dict miss)": lambda: prom(unmapped),
+        },
+        baseline="no-op function (floor)",
+        number=100_000,
+        target="report",
+        note="the dispatch is one dict lookup; a mapped event adds a cached child's inc()",
     )
