@@ -131,6 +131,7 @@ class _Tools:
         seconds: Callable[[Any], float],
         *,
         kind: str = "INTERNAL",
+        extra: Callable[[Any], Mapping[str, Any]] | None = None,
     ) -> Handler:
         """A span that ended now and started `seconds(event)` ago, child of the current span."""
         span_kind = getattr(self.trace.SpanKind, kind)
@@ -139,8 +140,11 @@ class _Tools:
         def handler(event: Event) -> None:
             end = time.time_ns()
             start = end - max(0, int(seconds(event) * 1e9))
+            attributes = _attributes(event)
+            if extra is not None:
+                attributes.update(extra(event))
             span = tracer.start_span(
-                name(event), kind=span_kind, start_time=start, attributes=_attributes(event)
+                name(event), kind=span_kind, start_time=start, attributes=attributes
             )
             span.end(end_time=end)
 
@@ -240,7 +244,10 @@ def _queue(tools: _Tools) -> dict[type[Event], Handler]:
     from scalepatterns.queue import events as queue
 
     process = tools.timed_span(
-        lambda e: f"{e.source} process", lambda e: e.seconds, kind="CONSUMER"
+        lambda e: f"{e.source} process",
+        lambda e: e.seconds,
+        kind="CONSUMER",
+        extra=lambda e: _messaging(e.source, "process"),
     )
     retried = tools.span_event(queue.MessageRetried)
     dead = tools.span_event(queue.MessageDeadLettered)

@@ -123,3 +123,4 @@ def test_an_unwrapped_handler_gets_a_span_from_the_completion_event(
     assert process.parent is None  # no trace context without traced_handler
     assert process.end_time >= process.start_time
     assert process.attributes["scalepatterns.attempt"] == 1
+    assert process.attributes["messaging.destination.name"] == "signups"
