@@ -321,3 +321,16 @@ def test_concurrent_emitters_lose_no_count(registry, listeners) -> None:
             thread.join(30)
     for source in ("b0", "b1"):
         assert value(registry, "scalepatterns_breaker_rejected_calls_total", breaker=source) == 2000
+
+
+def test_a_failing_update_never_reaches_the_caller(registry, listeners, caplog) -> None:
+    from scalepatterns.sharding import RowsResharded
+
+    with prometheus.instrument(registry, listeners=listeners):
+        # a negative count is refused by prometheus_client's Counter.inc
+        listeners.emit(RowsResharded(source="r", from_shard="a", to_shard="b", rows=-1))
+        listeners.emit(BreakerRejected(source="b", retry_after=0.0))
+    assert any(
+        "failed" in r.getMessage() for r in caplog.records if r.name == "scalepatterns.events"
+    )
+    assert value(registry, "scalepatterns_breaker_rejected_calls_total", breaker="b") == 1
