@@ -1,0 +1,569 @@
+"""The sync and async drivers of a cached function: they carry out `_core` decisions.
+
+The two classes mirror each other method for method; only the awaiting differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from scalepatterns.cache._core import MISSING, Core
+from scalepatterns.cache.backend import (
+    AsyncLockingBackend,
+    AsyncTaggingBackend,
+    LockingBackend,
+    TaggingBackend,
+)
+from scalepatterns.cache.flight import AsyncSingleFlight, SingleFlight
+from scalepatterns.cache.policy import Freshness, classify
+from scalepatterns.errors import SerializationError
+
+__all__ = ["AsyncDriver", "SyncDriver"]
+
+
+def _as_args(core: Core, item: Any) -> tuple[Any, ...]:
+    if core.keys.key_params == 1 and not core.keys.skip_first:
+        return (item,)
+    return tuple(item)
+
+
+class _Base:
+    def __init__(self, core: Core, backend: Any) -> None:
+        self.core = core
+        self.backend = backend
+        self.guard = core.cache.guard
+        self.options = core.options
+        self.name = getattr(backend, "name", type(backend).__name__)
+
+    def local_lookup(self, lkey: Hashable, shared: bool) -> tuple[Any, Any, bool]:
+        """(value or MISSING, stale entry or None, refresh wanted)."""
+        core = self.core
+        local = core.local
+        entry = local._data.get(lkey) if local is not None else None
+        if entry is None:
+            return MISSING, None, False
+        now = core.monotonic()
+        if shared:
+            if now < entry[1]:
+                core.hit()
+                return entry[0], None, False
+            return MISSING, None, False
+        opts = self.options
+        state = classify(
+            now, entry[1], entry[1] + opts.stale_ttl, entry[3], opts.early_refresh, core.random()
+        )
+        if state is Freshness.FRESH:
+            core.hit()
+            return entry[0], None, False
+        if state is Freshness.EARLY:
+            core.hit()
+            return entry[0], None, True
+        if state is Freshness.STALE:
+            core.stale("revalidate")
+            return entry[0], None, True
+        if now < entry[1] + opts.stale_if_error:
+            return MISSING, entry, False
+        return MISSING, None, False
+
+    def judge_shared(self, data: bytes | None, skey: str) -> tuple[Any, Any, bool, float | None]:
+        """(value or MISSING, stale entry or None, refresh wanted, seconds left or None)."""
+        if data is None:
+            return MISSING, None, False, None
+        core = self.core
+        try:
+            value, fresh, delta = core.decode(data)
+        except SerializationError as exc:
+            core.backend_failed("decode", exc, self.name)
+            self.drop_undecodable(skey)
+            return MISSING, None, False, None
+        opts = self.options
+        now = core.wall()
+        state = classify(
+            now, fresh, fresh + opts.stale_ttl, delta, opts.early_refresh, core.random()
+        )
+        if state is Freshness.FRESH or state is Freshness.EARLY:
+            core.hit()
+            return value, None, state is Freshness.EARLY, fresh - now
+        if state is Freshness.STALE:
+            core.stale("revalidate")
+            return value, None, True, None
+        if now < fresh + opts.stale_if_error:
+            return MISSING, (value, fresh, fresh, delta), False, None
+        return MISSING, None, False, None
+
+    def drop_undecodable(self, skey: str) -> None:
+        raise NotImplementedError
+
+    def keys_for(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, Hashable, str | None]:
+        """(bound values, local/flight key, shared key or None when the backend is skipped)."""
+        core = self.core
+        values = core.keys.bind(args, kwargs)
+        lkey = core.local_key(values)
+        if self.backend is None:
+            return values, (lkey if lkey is not None else core.shared_key(values)), None
+        return values, lkey, None
+
+    def tags_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
+        tags = self.options.tags
+        if tags is None:
+            return []
+        return [self.core.cache.tag_key(t) for t in tags(*args, **kwargs)]
+
+
+class SyncDriver(_Base):
+    """Runs a sync function through the cache."""
+
+    def __init__(self, core: Core, backend: Any) -> None:
+        super().__init__(core, backend)
+        self.flight: SingleFlight[Any] = SingleFlight()
+        self.locking = (
+            backend is not None and core.options.lock and isinstance(backend, LockingBackend)
+        )
+        self.tagging = backend is not None and isinstance(backend, TaggingBackend)
+
+    def op(
+        self, operation: str, method: Callable[..., Any], *args: Any, default: Any = None
+    ) -> Any:
+        if not self.guard.allow():
+            return default
+        try:
+            result = method(*args)
+        except Exception as exc:  # noqa: BLE001 - any backend failure means: go on without it
+            self.core.backend_failed(operation, exc, self.name)
+            return default
+        self.guard.record_success()
+        return result
+
+    def drop_undecodable(self, skey: str) -> None:
+        self.op("delete", self.backend.delete, skey)
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        core = self.core
+        values, lkey, _ = self.keys_for(args, kwargs)
+        stale = None
+        if lkey is not None and core.local is not None:
+            value, stale, refresh = self.local_lookup(lkey, self.backend is not None)
+            if value is not MISSING:
+                if refresh:
+                    self.background(lkey, lkey, args, kwargs)
+                return value
+        if self.backend is None or not self.guard.allow():
+            core.miss()
+            if lkey is None:
+                return self.load(None, None, args, kwargs, stale, early=False)
+            return self.flight.do(
+                lkey, lambda: self.load(lkey, None, args, kwargs, stale, early=False)
+            )
+        skey = core.shared_key(values)
+        data = self.op("get", self.backend.get, skey)
+        value, stale, refresh, left = self.judge_shared(data, skey)
+        if value is not MISSING:
+            if lkey is not None and left is not None:
+                core.local_put(lkey, value, left, 0.0, skey)
+            if refresh:
+                self.background(skey, lkey, args, kwargs, skey)
+            return value
+        core.miss()
+        return self.flight.do(skey, lambda: self.load_locked(lkey, skey, args, kwargs, stale))
+
+    def fresh_shared(self, skey: str) -> Any:
+        data = self.op("get", self.backend.get, skey)
+        value, _, _, _ = self.judge_shared(data, skey)
+        return value
+
+    def load_locked(
+        self, lkey: Hashable, skey: str, args: tuple[Any, ...], kwargs: dict[str, Any], stale: Any
+    ) -> Any:
+        if not self.locking:
+            return self.load(lkey, skey, args, kwargs, stale, early=False)
+        core, opts = self.core, self.options
+        token = core.lock_token()
+        lock_key = skey + "|lock"
+        got = self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
+        if got:
+            try:
+                # Another process may have stored the value between our miss and the lock.
+                value = self.fresh_shared(skey)
+                if value is not MISSING:
+                    return value
+                return self.load(lkey, skey, args, kwargs, stale, early=False)
+            finally:
+                self.op("unlock", self.backend.release_lock, lock_key, token)
+        if got is False:  # another process loads: wait for its value, up to lock_wait
+            deadline = core.monotonic() + opts.lock_wait
+            pause = 0.005
+            while core.monotonic() < deadline and self.guard.allow():
+                core.clock.sleep(pause)
+                pause = min(pause * 2, 0.1)
+                value = self.fresh_shared(skey)
+                if value is not MISSING:
+                    return value
+        return self.load(lkey, skey, args, kwargs, stale, early=False)
+
+    def load(
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale: Any,
+        *,
+        early: bool,
+    ) -> Any:
+        core = self.core
+        start = core.monotonic()
+        try:
+            value = core.fn(*args, **kwargs)
+        except Exception as exc:
+            core.load_failed(exc)
+            if stale is not None:
+                core.stale("error")
+                return stale[0]
+            raise
+        delta = core.monotonic() - start
+        core.loaded(delta, early)
+        self.store(lkey, skey, value, delta, args, kwargs)
+        return value
+
+    def store(  # noqa: PLR0917 - internal, mirrors load()
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        value: Any,
+        delta: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        core = self.core
+        if not core.should_store(value):
+            return
+        ttl = core.ttl_for(value)
+        tags = self.tags_for(args, kwargs)
+        if skey is not None:
+            data = core.encode(value, ttl, delta)
+            self.op("set", self.backend.set, skey, data, core.backend_ttl(ttl))
+            if tags and self.tagging:
+                self.op("tag", self.backend.tag, skey, tags, core.backend_ttl(ttl))
+        if lkey is not None:
+            core.local_put(lkey, value, ttl, delta, skey)
+            if tags:
+                core.cache.tag_local(lkey, tags)
+
+    def background(
+        self,
+        fkey: Hashable,
+        lkey: Hashable,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        skey: str | None = None,
+    ) -> None:
+        if self.flight.in_flight(fkey):
+            return
+
+        def refresh() -> None:
+            with contextlib.suppress(Exception):
+                self.flight.do(fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=True))
+
+        self.core.cache.submit(refresh)
+
+    def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        core = self.core
+        args = self.with_self(args, kwargs)
+        values, lkey, _ = self.keys_for(args, kwargs)
+        if core.local is not None and lkey is not None:
+            core.local.pop(lkey)
+        if self.backend is not None:
+            skey = core.shared_key(values)
+            self.op("delete", self.backend.delete, skey)
+            core.cache.publish_keys([skey])
+
+    def with_self(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        # `obj.method.invalidate(x)` reaches us without `self`, which keys leave out anyway.
+        if self.core.keys.skip_first:
+            return (None, *args)
+        return args
+
+    def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        core = self.core
+        values, lkey, _ = self.keys_for(args, kwargs)
+        skey = core.shared_key(values) if self.backend is not None and self.guard.allow() else None
+        fkey = skey if skey is not None else lkey
+        if fkey is None:
+            return self.load(None, None, args, kwargs, None, early=False)
+        return self.flight.do(fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=False))
+
+    def get_many(self, items: Iterable[Any]) -> list[Any]:
+        core = self.core
+        calls = [_as_args(core, item) for item in items]
+        results: list[Any] = [MISSING] * len(calls)
+        keys = [self.keys_for(args, {}) for args in calls]
+        pending = []
+        for i, (_, lkey, _) in enumerate(keys):
+            if lkey is not None and core.local is not None:
+                value, _, _ = self.local_lookup(lkey, self.backend is not None)
+                if value is not MISSING:
+                    results[i] = value
+                    continue
+            pending.append(i)
+        skeys: dict[int, str] = {}
+        if pending and self.backend is not None and self.guard.allow():
+            skeys = {i: core.shared_key(keys[i][0]) for i in pending}
+            datas = self.op("get_many", self.backend.get_many, list(skeys.values()))
+            if datas is not None:
+                for (i, skey), data in zip(skeys.items(), datas, strict=True):
+                    value, _, _, left = self.judge_shared(data, skey)
+                    if value is not MISSING:
+                        results[i] = value
+                        lkey = keys[i][1]
+                        if lkey is not None and left is not None:
+                            core.local_put(lkey, value, left, 0.0, skey)
+        for i in pending:
+            if results[i] is MISSING:
+                core.miss()
+                lkey, skey_or_none = keys[i][1], skeys.get(i)
+                args = calls[i]
+                fkey = skey_or_none if skey_or_none is not None else lkey
+                results[i] = (
+                    self.load(lkey, skey_or_none, args, {}, None, early=False)
+                    if fkey is None
+                    else self.flight.do(
+                        fkey,
+                        lambda lkey=lkey, skey=skey_or_none, args=args: self.load(  # type: ignore[misc]
+                            lkey, skey, args, {}, None, early=False
+                        ),
+                    )
+                )
+        return results
+
+
+class AsyncDriver(_Base):
+    """Runs an `async def` function through the cache; the backend may be sync or async."""
+
+    def __init__(self, core: Core, backend: Any, is_async: bool) -> None:
+        super().__init__(core, backend)
+        self.flight: AsyncSingleFlight[Any] = AsyncSingleFlight()
+        self.is_async = is_async
+        lockable = AsyncLockingBackend if is_async else LockingBackend
+        taggable = AsyncTaggingBackend if is_async else TaggingBackend
+        self.locking = backend is not None and core.options.lock and isinstance(backend, lockable)
+        self.tagging = backend is not None and isinstance(backend, taggable)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def op(
+        self, operation: str, method: Callable[..., Any], *args: Any, default: Any = None
+    ) -> Any:
+        if not self.guard.allow():
+            return default
+        try:
+            result = method(*args)
+            if self.is_async:
+                result = await result
+        except Exception as exc:  # noqa: BLE001 - any backend failure means: go on without it
+            self.core.backend_failed(operation, exc, self.name)
+            return default
+        self.guard.record_success()
+        return result
+
+    def drop_undecodable(self, skey: str) -> None:
+        task = asyncio.ensure_future(self.op("delete", self.backend.delete, skey))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        core = self.core
+        values, lkey, _ = self.keys_for(args, kwargs)
+        stale = None
+        if lkey is not None and core.local is not None:
+            value, stale, refresh = self.local_lookup(lkey, self.backend is not None)
+            if value is not MISSING:
+                if refresh:
+                    self.background(lkey, lkey, None, args, kwargs)
+                return value
+        if self.backend is None or not self.guard.allow():
+            core.miss()
+            if lkey is None:
+                return await self.load(None, None, args, kwargs, stale, early=False)
+            return await self.flight.do(
+                lkey, lambda: self.load(lkey, None, args, kwargs, stale, early=False)
+            )
+        skey = await core.cache.ashared_key(core, values)
+        data = await self.op("get", self.backend.get, skey)
+        value, stale, refresh, left = self.judge_shared(data, skey)
+        if value is not MISSING:
+            if lkey is not None and left is not None:
+                core.local_put(lkey, value, left, 0.0, skey)
+            if refresh:
+                self.background(skey, lkey, skey, args, kwargs)
+            return value
+        core.miss()
+        return await self.flight.do(skey, lambda: self.load_locked(lkey, skey, args, kwargs, stale))
+
+    async def fresh_shared(self, skey: str) -> Any:
+        data = await self.op("get", self.backend.get, skey)
+        value, _, _, _ = self.judge_shared(data, skey)
+        return value
+
+    async def load_locked(
+        self, lkey: Hashable, skey: str, args: tuple[Any, ...], kwargs: dict[str, Any], stale: Any
+    ) -> Any:
+        if not self.locking:
+            return await self.load(lkey, skey, args, kwargs, stale, early=False)
+        core, opts = self.core, self.options
+        token = core.lock_token()
+        lock_key = skey + "|lock"
+        got = await self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
+        if got:
+            try:
+                value = await self.fresh_shared(skey)
+                if value is not MISSING:
+                    return value
+                return await self.load(lkey, skey, args, kwargs, stale, early=False)
+            finally:
+                await self.op("unlock", self.backend.release_lock, lock_key, token)
+        if got is False:
+            deadline = core.monotonic() + opts.lock_wait
+            pause = 0.005
+            while core.monotonic() < deadline and self.guard.allow():
+                await core.clock.asleep(pause)
+                pause = min(pause * 2, 0.1)
+                value = await self.fresh_shared(skey)
+                if value is not MISSING:
+                    return value
+        return await self.load(lkey, skey, args, kwargs, stale, early=False)
+
+    async def load(
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        stale: Any,
+        *,
+        early: bool,
+    ) -> Any:
+        core = self.core
+        start = core.monotonic()
+        try:
+            value = await core.fn(*args, **kwargs)
+        except Exception as exc:
+            core.load_failed(exc)
+            if stale is not None:
+                core.stale("error")
+                return stale[0]
+            raise
+        delta = core.monotonic() - start
+        core.loaded(delta, early)
+        await self.store(lkey, skey, value, delta, args, kwargs)
+        return value
+
+    async def store(  # noqa: PLR0917 - internal, mirrors load()
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        value: Any,
+        delta: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        core = self.core
+        if not core.should_store(value):
+            return
+        ttl = core.ttl_for(value)
+        tags = self.tags_for(args, kwargs)
+        if skey is not None:
+            data = core.encode(value, ttl, delta)
+            await self.op("set", self.backend.set, skey, data, core.backend_ttl(ttl))
+            if tags and self.tagging:
+                await self.op("tag", self.backend.tag, skey, tags, core.backend_ttl(ttl))
+        if lkey is not None:
+            core.local_put(lkey, value, ttl, delta, skey)
+            if tags:
+                core.cache.tag_local(lkey, tags)
+
+    def background(
+        self,
+        fkey: Hashable,
+        lkey: Hashable,
+        skey: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        if self.flight.in_flight(fkey):
+            return
+        task = self.flight.start(
+            fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=True)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        core = self.core
+        if core.keys.skip_first:
+            args = (None, *args)
+        values, lkey, _ = self.keys_for(args, kwargs)
+        if core.local is not None and lkey is not None:
+            core.local.pop(lkey)
+        if self.backend is not None:
+            skey = await core.cache.ashared_key(core, values)
+            await self.op("delete", self.backend.delete, skey)
+            core.cache.publish_keys([skey])
+
+    async def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        core = self.core
+        values, lkey, _ = self.keys_for(args, kwargs)
+        skey = None
+        if self.backend is not None and self.guard.allow():
+            skey = await core.cache.ashared_key(core, values)
+        fkey = skey if skey is not None else lkey
+        if fkey is None:
+            return await self.load(None, None, args, kwargs, None, early=False)
+        return await self.flight.do(
+            fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=False)
+        )
+
+    async def get_many(self, items: Iterable[Any]) -> list[Any]:
+        core = self.core
+        calls = [_as_args(core, item) for item in items]
+        results: list[Any] = [MISSING] * len(calls)
+        keys = [self.keys_for(args, {}) for args in calls]
+        pending = []
+        for i, (_, lkey, _) in enumerate(keys):
+            if lkey is not None and core.local is not None:
+                value, _, _ = self.local_lookup(lkey, self.backend is not None)
+                if value is not MISSING:
+                    results[i] = value
+                    continue
+            pending.append(i)
+        skeys: dict[int, str] = {}
+        if pending and self.backend is not None and self.guard.allow():
+            skeys = {i: await core.cache.ashared_key(core, keys[i][0]) for i in pending}
+            datas = await self.op("get_many", self.backend.get_many, list(skeys.values()))
+            if datas is not None:
+                for (i, skey), data in zip(skeys.items(), datas, strict=True):
+                    value, _, _, left = self.judge_shared(data, skey)
+                    if value is not MISSING:
+                        results[i] = value
+                        lkey = keys[i][1]
+                        if lkey is not None and left is not None:
+                            core.local_put(lkey, value, left, 0.0, skey)
+        for i in pending:
+            if results[i] is MISSING:
+                core.miss()
+                lkey, skey_or_none = keys[i][1], skeys.get(i)
+                args = calls[i]
+                fkey = skey_or_none if skey_or_none is not None else lkey
+                if fkey is None:
+                    results[i] = await self.load(lkey, skey_or_none, args, {}, None, early=False)
+                else:
+                    results[i] = await self.flight.do(
+                        fkey,
+                        lambda lkey=lkey, skey=skey_or_none, args=args: self.load(  # type: ignore[misc]
+                            lkey, skey, args, {}, None, early=False
+                        ),
+                    )
+        return results
