@@ -33,15 +33,57 @@ from scalepatterns.serializers import (
 )
 
 if TYPE_CHECKING:  # the lazily loaded names, for type checkers and IDEs
-    pass
+    from scalepatterns.cache import (
+        AsyncCacheBackend,
+        AsyncCachedFunction,
+        Cache,
+        CacheBackend,
+        CacheBackendError,
+        CacheHit,
+        CacheInfo,
+        CacheLoad,
+        CacheLoadError,
+        CacheMiss,
+        CacheStale,
+        CachedFunction,
+        MemoryBackend,
+        ShardedBackend,
+    )
 
 __version__ = "0.1.0"
 
 # Public name -> the module that defines it, imported on first attribute access.
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "AsyncCacheBackend": "scalepatterns.cache",
+    "AsyncCachedFunction": "scalepatterns.cache",
+    "Cache": "scalepatterns.cache",
+    "CacheBackend": "scalepatterns.cache",
+    "CacheBackendError": "scalepatterns.cache",
+    "CacheHit": "scalepatterns.cache",
+    "CacheInfo": "scalepatterns.cache",
+    "CacheLoad": "scalepatterns.cache",
+    "CacheLoadError": "scalepatterns.cache",
+    "CacheMiss": "scalepatterns.cache",
+    "CacheStale": "scalepatterns.cache",
+    "CachedFunction": "scalepatterns.cache",
+    "MemoryBackend": "scalepatterns.cache",
+    "ShardedBackend": "scalepatterns.cache",
+}
 
 __all__ = [
+    "AsyncCacheBackend",
+    "AsyncCachedFunction",
     "BackendUnavailable",
+    "Cache",
+    "CacheBackend",
+    "CacheBackendError",
+    "CacheHit",
+    "CacheInfo",
+    "CacheLoad",
+    "CacheLoadError",
+    "CacheMiss",
+    "CacheStale",
+    "CachedFunction",
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
@@ -52,6 +94,7 @@ __all__ = [
     "JsonSerializer",
     "Listener",
     "Listeners",
+    "MemoryBackend",
     "MissingDependency",
     "MsgpackSerializer",
     "OutageGuard",
@@ -61,6 +104,7 @@ __all__ = [
     "ScalePatternsError",
     "SerializationError",
     "Serializer",
+    "ShardedBackend",
     "SignatureError",
     "SignedPickleSerializer",
     "SystemClock",

@@ -38,6 +38,11 @@ class _Base:
         self.options = core.options
         self.name = getattr(backend, "name", type(backend).__name__)
 
+    def down(self) -> bool:
+        """True while the breaker skips the backend (without taking the one probe)."""
+        guard = self.guard
+        return guard.is_open and guard.retry_after() > 0.0
+
     def local_lookup(self, lkey: Hashable, shared: bool) -> tuple[Any, Any, bool]:
         """(value or MISSING, stale entry or None, refresh wanted)."""
         core = self.core
@@ -152,7 +157,7 @@ class SyncDriver(_Base):
                 if refresh:
                     self.background(lkey, lkey, args, kwargs)
                 return value
-        if self.backend is None or not self.guard.allow():
+        if self.backend is None or self.down():
             core.miss()
             if lkey is None:
                 return self.load(None, None, args, kwargs, stale, early=False)
@@ -197,7 +202,7 @@ class SyncDriver(_Base):
         if got is False:  # another process loads: wait for its value, up to lock_wait
             deadline = core.monotonic() + opts.lock_wait
             pause = 0.005
-            while core.monotonic() < deadline and self.guard.allow():
+            while core.monotonic() < deadline and not self.down():
                 core.clock.sleep(pause)
                 pause = min(pause * 2, 0.1)
                 value = self.fresh_shared(skey)
@@ -291,7 +296,7 @@ class SyncDriver(_Base):
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core
         values, lkey, _ = self.keys_for(args, kwargs)
-        skey = core.shared_key(values) if self.backend is not None and self.guard.allow() else None
+        skey = core.shared_key(values) if self.backend is not None and not self.down() else None
         fkey = skey if skey is not None else lkey
         if fkey is None:
             return self.load(None, None, args, kwargs, None, early=False)
@@ -311,7 +316,7 @@ class SyncDriver(_Base):
                     continue
             pending.append(i)
         skeys: dict[int, str] = {}
-        if pending and self.backend is not None and self.guard.allow():
+        if pending and self.backend is not None and not self.down():
             skeys = {i: core.shared_key(keys[i][0]) for i in pending}
             datas = self.op("get_many", self.backend.get_many, list(skeys.values()))
             if datas is not None:
@@ -384,7 +389,7 @@ class AsyncDriver(_Base):
                 if refresh:
                     self.background(lkey, lkey, None, args, kwargs)
                 return value
-        if self.backend is None or not self.guard.allow():
+        if self.backend is None or self.down():
             core.miss()
             if lkey is None:
                 return await self.load(None, None, args, kwargs, stale, early=False)
@@ -428,7 +433,7 @@ class AsyncDriver(_Base):
         if got is False:
             deadline = core.monotonic() + opts.lock_wait
             pause = 0.005
-            while core.monotonic() < deadline and self.guard.allow():
+            while core.monotonic() < deadline and not self.down():
                 await core.clock.asleep(pause)
                 pause = min(pause * 2, 0.1)
                 value = await self.fresh_shared(skey)
@@ -517,7 +522,7 @@ class AsyncDriver(_Base):
         core = self.core
         values, lkey, _ = self.keys_for(args, kwargs)
         skey = None
-        if self.backend is not None and self.guard.allow():
+        if self.backend is not None and not self.down():
             skey = await core.cache.ashared_key(core, values)
         fkey = skey if skey is not None else lkey
         if fkey is None:
@@ -540,7 +545,7 @@ class AsyncDriver(_Base):
                     continue
             pending.append(i)
         skeys: dict[int, str] = {}
-        if pending and self.backend is not None and self.guard.allow():
+        if pending and self.backend is not None and not self.down():
             skeys = {i: await core.cache.ashared_key(core, keys[i][0]) for i in pending}
             datas = await self.op("get_many", self.backend.get_many, list(skeys.values()))
             if datas is not None:

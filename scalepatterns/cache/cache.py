@@ -428,7 +428,10 @@ class Cache:
     ) -> Any:
         if not callable(fn):
             raise TypeError(f"cached() decorates a callable, not {type(fn).__name__}")
-        qualname = name or getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        qualname = name or (
+            f"{getattr(fn, '__module__', None) or type(fn).__module__}."
+            f"{getattr(fn, '__qualname__', None) or type(fn).__qualname__}"
+        )
         keys = KeyBuilder(
             fn, qualname=qualname, version=version, template=template, include_self=include_self
         )
@@ -614,6 +617,7 @@ class Cache:
                 skeys = list(backend.pop_tagged(names))
                 if skeys:
                     backend.delete(*skeys)
+                self.guard.record_success()
             except Exception as exc:  # noqa: BLE001
                 self.backend_failed("tag", exc, getattr(backend, "name", "backend"), "")
             self._drop_local(skeys)
@@ -635,6 +639,7 @@ class Cache:
         if publisher is not None and self.guard.allow():
             try:
                 publisher(message)
+                self.guard.record_success()
             except Exception as exc:  # noqa: BLE001
                 self.backend_failed("publish", exc, "redis", "")
 

@@ -5,7 +5,7 @@ Two forms of the same key:
 - a *local* key, a tuple for the in-process tier: the arguments and their types, so
   `f(1)`, `f("1")`, `f(True)` and `f(1.0)` are four entries, built with no string work;
 - a *shared* key, a string for Redis and other shared backends:
-  ``{namespace}[@{version}]:{qualname}[|v{n}]:{arguments as JSON}``, or with a template
+  ``{namespace}[@{version}]:{module.qualname}[|v{n}]:{arguments as JSON}``, or with a template
   ``{namespace}[@{version}]:{template}``. JSON quoting makes argument text unable to forge
   another key; arguments longer than `MAX_ARGS_TEXT` are hashed (BLAKE2b).
 

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+
+from scalepatterns.cache import MemoryBackend, ShardedBackend
+from scalepatterns.cache.redis_backend import RedisBackend
+from scalepatterns.cache.testing import BackendContract
+from scalepatterns.clock import FakeClock
+from scalepatterns.errors import ConfigurationError
+
+
+class RingPlacement:
+    """uhashring's HashRing behind the `node_for` placement protocol."""
+
+    def __init__(self, nodes: list[str]) -> None:
+        from uhashring import HashRing
+
+        self.ring = HashRing(nodes=nodes)
+
+    def node_for(self, key: str) -> str:
+        node: str = self.ring.get_node(key)
+        return node
+
+
+class TestMemoryBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> MemoryBackend:
+        return MemoryBackend(100)
+
+
+class TestFakeRedisBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> RedisBackend:
+        return RedisBackend(fakeredis.FakeRedis())
+
+
+class TestShardedBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> ShardedBackend:
+        nodes = ["a", "b", "c"]
+        return ShardedBackend(
+            RingPlacement(nodes), {n: RedisBackend(fakeredis.FakeRedis()) for n in nodes}
+        )
+
+
+def test_memory_expiry_and_size_bound() -> None:
+    clock = FakeClock()
+    store = MemoryBackend(3, clock=clock)
+    store.set("short", b"1", 5)
+    clock.advance(5)
+    assert store.get("short") is None
+    for i in range(5):
+        store.set(f"k{i}", b"x", 60)
+    assert len(store) == 3
+    assert store.get("k0") is None and store.get("k4") == b"x"
+
+
+def test_memory_lock_expires() -> None:
+    clock = FakeClock()
+    store = MemoryBackend(clock=clock)
+    assert store.acquire_lock("l", "a", 1)
+    clock.advance(1)
+    assert store.acquire_lock("l", "b", 1)
+    assert not store.release_lock("l", "a")
+
+
+def test_sharded_get_many_is_one_batch_per_shard() -> None:
+    calls: list[int] = []
+
+    class Counting(MemoryBackend):
+        def get_many(self, keys: Any) -> list[bytes | None]:
+            calls.append(len(keys))
+            return super().get_many(keys)
+
+    nodes = ["a", "b"]
+    shards = {n: Counting() for n in nodes}
+    sharded = ShardedBackend(RingPlacement(nodes), shards)
+    keys = [f"k{i}" for i in range(40)]
+    for key in keys:
+        sharded.set(key, key.encode(), 60)
+    assert sharded.get_many(keys) == [k.encode() for k in keys]
+    assert sorted(calls) == sorted(len(s) for s in shards.values())
+    assert len(calls) == 2 and all(len(s) > 0 for s in shards.values())
+
+
+def test_sharded_rejects_bad_placements() -> None:
+    with pytest.raises(TypeError):
+        ShardedBackend(object(), {"a": MemoryBackend()})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        ShardedBackend(RingPlacement(["a"]), {})
