@@ -226,7 +226,6 @@ class Core:
 
     def backend_failed(self, operation: str, exc: BaseException, name: str) -> None:
         self.stats.backend_errors += 1
-        self.cache.backend_errors += 1
         self.cache.backend_failed(operation, exc, name, self.function)
 
     def info(self) -> CacheInfo:

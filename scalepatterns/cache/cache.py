@@ -520,6 +520,7 @@ class Cache:
         self, operation: str, exc: BaseException, backend: str, function: str
     ) -> None:
         """Count a backend failure, feed the breaker, emit `CacheBackendError`."""
+        self.backend_errors += 1
         opened = self.guard.record_failure() if operation != "decode" else False
         if opened:
             _log.warning(

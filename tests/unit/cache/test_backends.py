@@ -55,7 +55,8 @@ def test_memory_expiry_and_size_bound() -> None:
     for i in range(5):
         store.set(f"k{i}", b"x", 60)
     assert len(store) == 3
-    assert store.get("k0") is None and store.get("k4") == b"x"
+    assert store.get("k0") is None
+    assert store.get("k4") == b"x"
 
 
 def test_memory_lock_expires() -> None:
@@ -83,7 +84,8 @@ def test_sharded_get_many_is_one_batch_per_shard() -> None:
         sharded.set(key, key.encode(), 60)
     assert sharded.get_many(keys) == [k.encode() for k in keys]
     assert sorted(calls) == sorted(len(s) for s in shards.values())
-    assert len(calls) == 2 and all(len(s) > 0 for s in shards.values())
+    assert len(calls) == 2
+    assert all(len(s) > 0 for s in shards.values())
 
 
 def test_sharded_rejects_bad_placements() -> None:

@@ -192,7 +192,7 @@ def test_get_many_loads_only_the_misses(h: Harness) -> None:
 
 
 def test_unhashable_arguments_still_cache(h: Harness) -> None:
-    fn = h.decorate(lambda items: sum(items))
+    fn = h.decorate(sum)
     assert h.call(fn, [1, 2]) == 3
     assert h.call(fn, [1, 2]) == 3
     assert h.call(fn, [2, 1]) == 3
