@@ -149,6 +149,10 @@ class SyncDriver(_Base):
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core
+        if core.local is None and not self.down():
+            # Shared backend only, healthy: no local key needed.
+            values, lkey = core.keys.bind(args, kwargs), None
+            return self.call_shared(values, None, None, args, kwargs)
         values, lkey, _ = self.keys_for(args, kwargs)
         stale = None
         if lkey is not None and core.local is not None:
@@ -164,15 +168,27 @@ class SyncDriver(_Base):
             return self.flight.do(
                 lkey, lambda: self.load(lkey, None, args, kwargs, stale, early=False)
             )
+        return self.call_shared(values, lkey, stale, args, kwargs)
+
+    def call_shared(
+        self,
+        values: tuple[Any, ...],
+        lkey: Hashable,
+        stale: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        core = self.core
         skey = core.shared_key(values)
         data = self.op("get", self.backend.get, skey)
-        value, stale, refresh, left = self.judge_shared(data, skey)
+        value, stale_shared, refresh, left = self.judge_shared(data, skey)
         if value is not MISSING:
             if lkey is not None and left is not None:
                 core.local_put(lkey, value, left, 0.0, skey)
             if refresh:
                 self.background(skey, lkey, args, kwargs, skey)
             return value
+        stale = stale_shared if stale_shared is not None else stale
         core.miss()
         return self.flight.do(skey, lambda: self.load_locked(lkey, skey, args, kwargs, stale))
 
@@ -245,7 +261,7 @@ class SyncDriver(_Base):
         kwargs: dict[str, Any],
     ) -> None:
         core = self.core
-        if not core.should_store(value):
+        if (skey is None and core.local is None) or not core.should_store(value):
             return
         ttl = core.ttl_for(value)
         tags = self.tags_for(args, kwargs)

@@ -20,6 +20,7 @@ import inspect
 import json
 import string
 from collections.abc import Callable, Hashable
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from scalepatterns.errors import ConfigurationError
@@ -46,7 +47,18 @@ _encode = json.JSONEncoder(
 
 def encode_arguments(values: tuple[Any, ...]) -> str:
     """The arguments as compact, sorted JSON; values JSON cannot hold get a tagged form."""
-    return _encode(values)
+    # Ints and strings (most keys) are written directly: the same text the encoder
+    # would produce, at a fraction of the cost.
+    parts = []
+    for value in values:
+        kind = type(value)
+        if kind is int:
+            parts.append(str(value))
+        elif kind is str:
+            parts.append(_quote(value))
+        else:
+            return _encode(values)
+    return "[" + ",".join(parts) + "]"
 
 
 def _escape(value: Any) -> str:

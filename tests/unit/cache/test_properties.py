@@ -76,7 +76,7 @@ def test_xfetch_refreshes_more_as_expiry_nears(now, left, delta, beta, rand) -> 
         # later moments, a slower load or a larger beta refresh too
         assert should_refresh_early(now + 1, expires, delta, beta, rand)
         assert should_refresh_early(now, expires, delta * 2, beta, rand)
-    if delta == 0 and left > 0:
+    if delta == 0 and expires > now:
         assert not should_refresh_early(now, expires, delta, beta, rand)
 
 
