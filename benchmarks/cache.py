@@ -179,10 +179,10 @@ def stampede(bench: Bench, client: Any) -> None:
         ("scalepatterns Cache.memory", Cache.memory(ttl=60)),
         ("scalepatterns Cache.redis", Cache(RedisBackend(client), namespace=prefix, ttl=60)),
     ):
-        runs = []
+        runs: list[int] = []
 
         @cache.cached(name="load")
-        def load(user_id: int) -> dict[str, Any]:
+        def load(user_id: int, runs: list[int] = runs) -> dict[str, Any]:
             runs.append(1)
             time.sleep(0.05)
             return VALUE
@@ -217,7 +217,10 @@ def dead_redis(bench: Bench) -> None:
     assert cache.guard.is_open
     result = bench.compare(
         "call with Redis dead, breaker open",
-        {"scalepatterns Cache.redis (dead)": lambda: ours_fn(42), "bare function": lambda: bare(42)},
+        {
+            "scalepatterns Cache.redis (dead)": lambda: ours_fn(42),
+            "bare function": lambda: bare(42),
+        },
         baseline="bare function",
         number=100_000,
         target="overhead < 5 us per call",
