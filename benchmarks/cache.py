@@ -175,20 +175,22 @@ def stampede(bench: Bench, client: Any) -> None:
     run_threads(naive)
     counts["naive cache-aside (GET, load, SET)"] = len(naive_runs)
 
-    for label, cache in (
-        ("scalepatterns Cache.memory", Cache.memory(ttl=60)),
-        ("scalepatterns Cache.redis", Cache(RedisBackend(client), namespace=prefix, ttl=60)),
-    ):
+    def loader_runs(cache: Cache) -> int:
         runs: list[int] = []
 
         @cache.cached(name="load")
-        def load(user_id: int, runs: list[int] = runs) -> dict[str, Any]:
+        def load(user_id: int) -> dict[str, Any]:
             runs.append(1)
             time.sleep(0.05)
             return VALUE
 
-        run_threads(lambda load=load: load(1))
-        counts[label] = len(runs)
+        run_threads(lambda: load(1))
+        return len(runs)
+
+    counts["scalepatterns Cache.memory"] = loader_runs(Cache.memory(ttl=60))
+    counts["scalepatterns Cache.redis"] = loader_runs(
+        Cache(RedisBackend(client), namespace=prefix, ttl=60)
+    )
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
         client.delete(*keys)
