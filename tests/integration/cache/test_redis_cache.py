@@ -171,3 +171,56 @@ def test_killed_redis_keeps_answering_and_caching_resumes_after_restart(
     assert double(7) == 14
     assert len(loads) == before + 1  # cached again
     cache.close()
+
+
+def test_two_tier_invalidation_reaches_another_process_memory_tier(
+    redis_url: str, unique_name: str
+) -> None:
+    caches = [Cache.two_tier(redis_url, namespace=unique_name, local_ttl=300) for _ in range(2)]
+    state = {"email": "old@example.com"}
+    fns = []
+    for cache in caches:
+
+        @cache.cached(name="profile")
+        def profile(user_id: int) -> str:
+            return state["email"]
+
+        fns.append(profile)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            counts = dict(client.pubsub_numsub(caches[0].channel))
+            if counts.get(caches[0].channel.encode(), 0) >= 2:
+                break
+            time.sleep(0.02)
+        assert fns[0](1) == "old@example.com"
+        assert fns[1](1) == "old@example.com"  # now in process 2's memory tier
+        state["email"] = "new@example.com"
+        fns[0].invalidate(1)
+        deadline = time.monotonic() + 10
+        while fns[1](1) != "new@example.com" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fns[1](1) == "new@example.com"
+    finally:
+        for cache in caches:
+            cache.close()
+        keys = list(client.scan_iter(f"{unique_name}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def test_a_loader_that_outlived_its_lock_cannot_release_the_next_owners(
+    client: redis.Redis, unique_name: str
+) -> None:
+    backend = RedisBackend(client)
+    key = f"{unique_name}:lock"
+    assert backend.acquire_lock(key, "slow-loader", 0.05)
+    deadline = time.monotonic() + 5
+    while client.exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the slow loader's lock expires
+    assert backend.acquire_lock(key, "next-owner", 30)
+    assert not backend.release_lock(key, "slow-loader")
+    assert client.get(key) == b"next-owner"
+    assert backend.release_lock(key, "next-owner")
