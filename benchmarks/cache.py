@@ -31,6 +31,12 @@ def _redis_or_none() -> Any:
     return client
 
 
+def _delete_prefix(client: Any, prefix: str) -> None:
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
 def memory_hits(bench: Bench) -> None:
     from dogpile.cache import make_region
 
@@ -137,9 +143,7 @@ def redis_hits(bench: Bench, client: Any) -> None:
         )
     finally:
         two_tier.close()
-        keys = list(client.scan_iter(f"{prefix}*"))
-        if keys:
-            client.delete(*keys)
+        _delete_prefix(client, prefix)
 
 
 def stampede(bench: Bench, client: Any) -> None:
@@ -191,9 +195,7 @@ def stampede(bench: Bench, client: Any) -> None:
     counts["scalepatterns Cache.redis"] = loader_runs(
         Cache(RedisBackend(client), namespace=prefix, ttl=60)
     )
-    keys = list(client.scan_iter(f"{prefix}*"))
-    if keys:
-        client.delete(*keys)
+    _delete_prefix(client, prefix)
     bench.record(
         f"loader runs when {threads} threads hit one cold key",
         counts,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -28,6 +29,17 @@ def _as_args(core: Core, item: Any) -> tuple[Any, ...]:
     if core.keys.key_params == 1 and not core.keys.skip_first:
         return (item,)
     return tuple(item)
+
+
+class _Batch:
+    __slots__ = ("calls", "keys", "pending", "results", "skeys")
+
+    def __init__(self, calls: list[tuple[Any, ...]]) -> None:
+        self.calls = calls
+        self.results: list[Any] = [MISSING] * len(calls)
+        self.keys: list[tuple[Any, Hashable, str | None]] = []
+        self.pending: list[int] = []
+        self.skeys: dict[int, str] = {}
 
 
 class _Base:
@@ -112,6 +124,73 @@ class _Base:
         if self.backend is None:
             return values, (lkey if lkey is not None else core.shared_key(values)), None
         return values, lkey, None
+
+    def batch_begin(self, items: Iterable[Any]) -> _Batch:
+        """Bind every call and answer what the local tier can."""
+        core = self.core
+        batch = _Batch([_as_args(core, item) for item in items])
+        batch.keys = [self.keys_for(args, {}) for args in batch.calls]
+        for i, (_, lkey, _) in enumerate(batch.keys):
+            if lkey is not None and core.local is not None:
+                value, _, _ = self.local_lookup(lkey, self.backend is not None)
+                if value is not MISSING:
+                    batch.results[i] = value
+                    continue
+            batch.pending.append(i)
+        return batch
+
+    def batch_hits(self, batch: _Batch, datas: list[bytes | None] | None) -> None:
+        """Apply one batch read of the shared backend."""
+        if datas is None:
+            return
+        core = self.core
+        for (i, skey), data in zip(batch.skeys.items(), datas, strict=True):
+            value, _, _, left = self.judge_shared(data, skey)
+            if value is not MISSING:
+                batch.results[i] = value
+                lkey = batch.keys[i][1]
+                if lkey is not None and left is not None:
+                    core.local_put(lkey, value, left, 0.0, skey)
+
+    def batch_misses(self, batch: _Batch) -> list[tuple[int, Hashable, Callable[[], Any]]]:
+        """(index, flight key or None, the load) for every call still unanswered."""
+        misses: list[tuple[int, Hashable, Callable[[], Any]]] = []
+        for i in batch.pending:
+            if batch.results[i] is MISSING:
+                self.core.miss()
+                lkey, skey = batch.keys[i][1], batch.skeys.get(i)
+                load = functools.partial(
+                    self.load, lkey, skey, batch.calls[i], {}, None, early=False
+                )
+                misses.append((i, skey if skey is not None else lkey, load))
+        return misses
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def plan_store(  # noqa: PLR0917 - internal, mirrors store()
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        value: Any,
+        delta: float,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[bytes, float | None, list[str]] | None:
+        """Store `value` in the local tier; return what the shared backend should get
+        (encoded entry, backend TTL, tags), or None when nothing goes there."""
+        core = self.core
+        if (skey is None and core.local is None) or not core.should_store(value):
+            return None
+        ttl = core.ttl_for(value)
+        tags = self.tags_for(args, kwargs)
+        # Encode first: an unserializable result raises before anything is stored.
+        data = core.encode(value, ttl, delta) if skey is not None else b""
+        if lkey is not None:
+            core.local_put(lkey, value, ttl, delta, skey)
+            if tags:
+                core.cache.tag_local(lkey, tags)
+        return data, core.backend_ttl(ttl), tags
 
     def tags_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
         tags = self.options.tags
@@ -260,20 +339,12 @@ class SyncDriver(_Base):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        core = self.core
-        if (skey is None and core.local is None) or not core.should_store(value):
-            return
-        ttl = core.ttl_for(value)
-        tags = self.tags_for(args, kwargs)
-        if skey is not None:
-            data = core.encode(value, ttl, delta)
-            self.op("set", self.backend.set, skey, data, core.backend_ttl(ttl))
+        plan = self.plan_store(lkey, skey, value, delta, args, kwargs)
+        if plan is not None and skey is not None:
+            data, ttl, tags = plan
+            self.op("set", self.backend.set, skey, data, ttl)
             if tags and self.tagging:
-                self.op("tag", self.backend.tag, skey, tags, core.backend_ttl(ttl))
-        if lkey is not None:
-            core.local_put(lkey, value, ttl, delta, skey)
-            if tags:
-                core.cache.tag_local(lkey, tags)
+                self.op("tag", self.backend.tag, skey, tags, ttl)
 
     def background(
         self,
@@ -319,47 +390,14 @@ class SyncDriver(_Base):
         return self.flight.do(fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=False))
 
     def get_many(self, items: Iterable[Any]) -> list[Any]:
-        core = self.core
-        calls = [_as_args(core, item) for item in items]
-        results: list[Any] = [MISSING] * len(calls)
-        keys = [self.keys_for(args, {}) for args in calls]
-        pending = []
-        for i, (_, lkey, _) in enumerate(keys):
-            if lkey is not None and core.local is not None:
-                value, _, _ = self.local_lookup(lkey, self.backend is not None)
-                if value is not MISSING:
-                    results[i] = value
-                    continue
-            pending.append(i)
-        skeys: dict[int, str] = {}
-        if pending and self.backend is not None and not self.down():
-            skeys = {i: core.shared_key(keys[i][0]) for i in pending}
-            datas = self.op("get_many", self.backend.get_many, list(skeys.values()))
-            if datas is not None:
-                for (i, skey), data in zip(skeys.items(), datas, strict=True):
-                    value, _, _, left = self.judge_shared(data, skey)
-                    if value is not MISSING:
-                        results[i] = value
-                        lkey = keys[i][1]
-                        if lkey is not None and left is not None:
-                            core.local_put(lkey, value, left, 0.0, skey)
-        for i in pending:
-            if results[i] is MISSING:
-                core.miss()
-                lkey, skey_or_none = keys[i][1], skeys.get(i)
-                args = calls[i]
-                fkey = skey_or_none if skey_or_none is not None else lkey
-                results[i] = (
-                    self.load(lkey, skey_or_none, args, {}, None, early=False)
-                    if fkey is None
-                    else self.flight.do(
-                        fkey,
-                        lambda lkey=lkey, skey=skey_or_none, args=args: self.load(  # type: ignore[misc]
-                            lkey, skey, args, {}, None, early=False
-                        ),
-                    )
-                )
-        return results
+        batch = self.batch_begin(items)
+        if batch.pending and self.backend is not None and not self.down():
+            batch.skeys = {i: self.core.shared_key(batch.keys[i][0]) for i in batch.pending}
+            datas = self.op("get_many", self.backend.get_many, list(batch.skeys.values()))
+            self.batch_hits(batch, datas)
+        for i, fkey, load in self.batch_misses(batch):
+            batch.results[i] = load() if fkey is None else self.flight.do(fkey, load)
+        return batch.results
 
 
 class AsyncDriver(_Base):
@@ -491,20 +529,12 @@ class AsyncDriver(_Base):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        core = self.core
-        if not core.should_store(value):
-            return
-        ttl = core.ttl_for(value)
-        tags = self.tags_for(args, kwargs)
-        if skey is not None:
-            data = core.encode(value, ttl, delta)
-            await self.op("set", self.backend.set, skey, data, core.backend_ttl(ttl))
+        plan = self.plan_store(lkey, skey, value, delta, args, kwargs)
+        if plan is not None and skey is not None:
+            data, ttl, tags = plan
+            await self.op("set", self.backend.set, skey, data, ttl)
             if tags and self.tagging:
-                await self.op("tag", self.backend.tag, skey, tags, core.backend_ttl(ttl))
-        if lkey is not None:
-            core.local_put(lkey, value, ttl, delta, skey)
-            if tags:
-                core.cache.tag_local(lkey, tags)
+                await self.op("tag", self.backend.tag, skey, tags, ttl)
 
     def background(
         self,
@@ -548,43 +578,14 @@ class AsyncDriver(_Base):
         )
 
     async def get_many(self, items: Iterable[Any]) -> list[Any]:
-        core = self.core
-        calls = [_as_args(core, item) for item in items]
-        results: list[Any] = [MISSING] * len(calls)
-        keys = [self.keys_for(args, {}) for args in calls]
-        pending = []
-        for i, (_, lkey, _) in enumerate(keys):
-            if lkey is not None and core.local is not None:
-                value, _, _ = self.local_lookup(lkey, self.backend is not None)
-                if value is not MISSING:
-                    results[i] = value
-                    continue
-            pending.append(i)
-        skeys: dict[int, str] = {}
-        if pending and self.backend is not None and not self.down():
-            skeys = {i: await core.cache.ashared_key(core, keys[i][0]) for i in pending}
-            datas = await self.op("get_many", self.backend.get_many, list(skeys.values()))
-            if datas is not None:
-                for (i, skey), data in zip(skeys.items(), datas, strict=True):
-                    value, _, _, left = self.judge_shared(data, skey)
-                    if value is not MISSING:
-                        results[i] = value
-                        lkey = keys[i][1]
-                        if lkey is not None and left is not None:
-                            core.local_put(lkey, value, left, 0.0, skey)
-        for i in pending:
-            if results[i] is MISSING:
-                core.miss()
-                lkey, skey_or_none = keys[i][1], skeys.get(i)
-                args = calls[i]
-                fkey = skey_or_none if skey_or_none is not None else lkey
-                if fkey is None:
-                    results[i] = await self.load(lkey, skey_or_none, args, {}, None, early=False)
-                else:
-                    results[i] = await self.flight.do(
-                        fkey,
-                        lambda lkey=lkey, skey=skey_or_none, args=args: self.load(  # type: ignore[misc]
-                            lkey, skey, args, {}, None, early=False
-                        ),
-                    )
-        return results
+        batch = self.batch_begin(items)
+        if batch.pending and self.backend is not None and not self.down():
+            cache = self.core.cache
+            batch.skeys = {
+                i: await cache.ashared_key(self.core, batch.keys[i][0]) for i in batch.pending
+            }
+            datas = await self.op("get_many", self.backend.get_many, list(batch.skeys.values()))
+            self.batch_hits(batch, datas)
+        for i, fkey, load in self.batch_misses(batch):
+            batch.results[i] = await (load() if fkey is None else self.flight.do(fkey, load))
+        return batch.results
