@@ -257,9 +257,21 @@ class SyncDriver(_Base):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        core = self.core
-        skey = core.shared_key(values)
+        skey = self.core.shared_key(values)
         data = self.op("get", self.backend.get, skey)
+        return self.after_get(skey, data, lkey, stale, args, kwargs)
+
+    def after_get(  # noqa: PLR0917 - internal
+        self,
+        skey: str,
+        data: bytes | None,
+        lkey: Hashable,
+        stale: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Carry on from the shared backend's answer `data` for `skey`."""
+        core = self.core
         value, stale_shared, refresh, left = self.judge_shared(data, skey)
         if value is not MISSING:
             if lkey is not None and left is not None:

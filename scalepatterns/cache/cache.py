@@ -38,8 +38,9 @@ from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
 from scalepatterns.cache.events import CacheBackendError
 from scalepatterns.cache.keys import KeyBuilder
 from scalepatterns.cache.memory import MemoryBackend
+from scalepatterns.cache.policy import HEADER, MAGIC
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
-from scalepatterns.errors import ConfigurationError
+from scalepatterns.errors import ConfigurationError, SerializationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.outage import OutageGuard
 from scalepatterns.serializers import JsonSerializer, Serializer
@@ -758,6 +759,8 @@ def _sync_wrapper(core: Core, driver: SyncDriver, options: Options) -> Callable[
     call = driver.call
     fast_key = core.fast_key
     local = core.local
+    if local is None and driver.backend is not None and core.keys.arity >= 0:
+        return _sync_shared_wrapper(core, driver, options)
     if fast_key is None or local is None or options.early_refresh:
 
         def generic(*args: Any, **kwargs: Any) -> Any:
@@ -785,6 +788,53 @@ def _sync_wrapper(core: Core, driver: SyncDriver, options: Options) -> Callable[
                     core.hit_event()
                 return entry[0]
         return call(args, kwargs)
+
+    return wrapper
+
+
+def _sync_shared_wrapper(core: Core, driver: SyncDriver, options: Options) -> Callable[..., Any]:
+    # The shared-backend hit path, chosen once: one GET, the envelope's expiry checked
+    # inline; anything unusual (a miss, stale, early refresh, an outage) goes on through
+    # the driver with the bytes already read, so no call pays a second round trip.
+    call, after_get = driver.call, driver.after_get
+    keys, cache, guard, stats, listeners = (
+        core.keys,
+        core.cache,
+        driver.guard,
+        core.stats,
+        core.listeners,
+    )
+    get = driver.backend.get
+    arity, skip = keys.arity, keys.skip_first
+    shared, head, wall = keys.shared, cache.head, core.wall
+    loads = core.serializer.loads
+    plain = options.plain and not cache.plain_values
+    magic, header, offset = MAGIC, HEADER, len(MAGIC) + HEADER.size
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) != arity or guard.is_open:
+            return call(args, kwargs)
+        skey = shared(args[1:] if skip else args, head())
+        try:
+            data = get(skey)
+        except Exception as exc:  # noqa: BLE001 - a failing backend: fail open
+            driver.core.backend_failed("get", exc, driver.name)
+            data = None
+        else:
+            guard.record_success()
+            if plain and data is not None and data[:4] == magic and len(data) >= offset:
+                fresh_until = header.unpack_from(data, 4)[0]
+                if fresh_until > wall():
+                    try:
+                        value = loads(data[offset:])
+                    except SerializationError:
+                        pass
+                    else:
+                        stats.hits += 1
+                        if listeners.active:
+                            core.hit_event()
+                        return value
+        return after_get(skey, data, None, None, args, kwargs)
 
     return wrapper
 

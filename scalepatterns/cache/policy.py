@@ -77,13 +77,13 @@ def classify(  # noqa: PLR0917 - a pure function of six numbers
 # Bytes without the magic are a plain serialized value, fresh for as long as the
 # backend keeps them: what a service in another language writes.
 MAGIC = b"\xffSP1"
-_HEADER = struct.Struct(">dd")
-_OFFSET = len(MAGIC) + _HEADER.size
+HEADER = struct.Struct(">dd")
+_OFFSET = len(MAGIC) + HEADER.size
 
 
 def encode_entry(payload: bytes, fresh_until: float, delta: float) -> bytes:
     """Wrap a serialized value with its expiry time and load duration."""
-    return MAGIC + _HEADER.pack(fresh_until, delta) + payload
+    return MAGIC + HEADER.pack(fresh_until, delta) + payload
 
 
 def decode_entry(data: bytes) -> tuple[bytes, float, float]:
@@ -92,5 +92,5 @@ def decode_entry(data: bytes) -> tuple[bytes, float, float]:
         return data, math.inf, 0.0
     if len(data) < _OFFSET:
         raise SerializationError("stored cache entry is truncated")
-    fresh_until, delta = _HEADER.unpack_from(data, len(MAGIC))
+    fresh_until, delta = HEADER.unpack_from(data, len(MAGIC))
     return data[_OFFSET:], fresh_until, delta
