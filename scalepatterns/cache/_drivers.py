@@ -228,10 +228,10 @@ class SyncDriver(_Base):
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core
-        if core.local is None and not self.down():
+        skip_backend = self.backend is None or self.down()
+        if core.local is None and not skip_backend:
             # Shared backend only, healthy: no local key needed.
-            values, lkey = core.keys.bind(args, kwargs), None
-            return self.call_shared(values, None, None, args, kwargs)
+            return self.call_shared(core.keys.bind(args, kwargs), None, None, args, kwargs)
         values, lkey, _ = self.keys_for(args, kwargs)
         stale = None
         if lkey is not None and core.local is not None:
@@ -240,7 +240,7 @@ class SyncDriver(_Base):
                 if refresh:
                     self.background(lkey, lkey, args, kwargs)
                 return value
-        if self.backend is None or self.down():
+        if skip_backend:
             core.miss()
             if lkey is None:
                 return self.load(None, None, args, kwargs, stale, early=False)
