@@ -238,6 +238,7 @@ class Cache:
         self._lock = threading.Lock()
         self._publisher: Callable[[str], None] | None = None
         self._subscriber: _Subscriber | None = None
+        self._owns_clients = False
 
     # -- constructors ----------------------------------------------------------------------
 
@@ -282,6 +283,7 @@ class Cache:
             options["local"] = MemoryBackend(maxsize, clock=clock)
             options["local_ttl"] = local_ttl
         cache = cls(backend, **options)
+        cache._owns_clients = isinstance(client_or_url, str)
         if local_ttl is not None and isinstance(backend, rb.RedisBackend):
             cache.listen_for_invalidations(backend.client)
         return cache
@@ -690,11 +692,22 @@ class Cache:
             executor.shutdown(wait=True)
 
     def close(self) -> None:
-        """Stop the pub/sub listener and background refreshes; close owned clients."""
+        """Stop the pub/sub listener and background refreshes; close the sync client
+        `Cache.redis(url)` made (use `aclose()` to close its asyncio client too)."""
         if self._subscriber is not None:
             self._subscriber.stop()
             self._subscriber = None
         self.wait_background()
+        if self._owns_clients and self.backend is not None:
+            with contextlib.suppress(Exception):
+                self.backend.client.close()
+
+    async def aclose(self) -> None:
+        """`close()`, and close the asyncio client `Cache.redis(url)` made."""
+        self.close()
+        if self._owns_clients and self.async_backend is not None:
+            with contextlib.suppress(Exception):
+                await self.async_backend.client.aclose()
 
     def __repr__(self) -> str:
         kind = (

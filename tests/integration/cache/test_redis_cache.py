@@ -224,3 +224,37 @@ def test_a_loader_that_outlived_its_lock_cannot_release_the_next_owners(
     assert not backend.release_lock(key, "slow-loader")
     assert client.get(key) == b"next-owner"
     assert backend.release_lock(key, "next-owner")
+
+
+@pytest.mark.slow
+def test_async_function_survives_a_killed_redis_and_resumes(
+    throwaway_redis: RedisServer,
+) -> None:
+    async def scenario() -> tuple[list[int], int, bool]:
+        cache = Cache.redis(throwaway_redis.url, namespace="afault", ttl=60, socket_timeout=0.2)
+        cache.guard.cooldown = 0.2
+        loads: list[int] = []
+
+        @cache.cached()
+        async def triple(n: int) -> int:
+            loads.append(n)
+            return n * 3
+
+        answers = [await triple(n) for n in (1, 2, 1, 2)]
+        throwaway_redis.kill()
+        answers += [await triple(n) for n in (1, 2, 1, 2)]
+        opened = cache.guard.is_open
+        throwaway_redis.start()
+        deadline = time.monotonic() + 10
+        while cache.guard.is_open and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            await triple(99)
+        before = len(loads)
+        answers += [await triple(5) for _ in range(3)]
+        await cache.aclose()
+        return answers, len(loads) - before, opened
+
+    answers, new_loads, opened = asyncio.run(scenario())
+    assert answers == [3, 6, 3, 6, 3, 6, 3, 6, 15, 15, 15]
+    assert opened
+    assert new_loads == 1
