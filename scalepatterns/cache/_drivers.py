@@ -249,6 +249,21 @@ class SyncDriver(_Base):
             )
         return self.call_shared(values, lkey, stale, args, kwargs)
 
+    def call_skipped(self, args: tuple[Any, ...]) -> Any:
+        """A positional call while the breaker skips the shared backend (no local tier):
+        concurrent identical calls still share one run of the function."""
+        core = self.core
+        core.stats.misses += 1
+        fast_key = core.fast_key
+        try:
+            key = fast_key(core.token, args) if fast_key is not None else None
+            hash(key)
+        except TypeError:
+            key = None
+        if key is None:
+            return self.load(None, None, args, {}, None, early=False)
+        return self.flight.do(key, lambda: self.load(None, None, args, {}, None, early=False))
+
     def call_shared(
         self,
         values: tuple[Any, ...],

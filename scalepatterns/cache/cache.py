@@ -809,7 +809,7 @@ def _sync_shared_wrapper(core: Core, driver: SyncDriver, options: Options) -> Ca
     # The shared-backend hit path, chosen once: one GET, the envelope's expiry checked
     # inline; anything unusual (a miss, stale, early refresh, an outage) goes on through
     # the driver with the bytes already read, so no call pays a second round trip.
-    call, after_get = driver.call, driver.after_get
+    call, after_get, skipped = driver.call, driver.after_get, driver.call_skipped
     keys, cache, guard, stats, listeners = (
         core.keys,
         core.cache,
@@ -825,8 +825,10 @@ def _sync_shared_wrapper(core: Core, driver: SyncDriver, options: Options) -> Ca
     magic, header, offset = MAGIC, HEADER, len(MAGIC) + HEADER.size
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if kwargs or len(args) != arity or guard.is_open:
+        if kwargs or len(args) != arity:
             return call(args, kwargs)
+        if guard.is_open:
+            return skipped(args) if guard.retry_after() > 0.0 else call(args, kwargs)
         skey = shared(args[1:] if skip else args, head())
         try:
             data = get(skey)

@@ -22,10 +22,9 @@ class _Call(Generic[T]):
     __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
-        # A plain lock held by the leader until the outcome is set: cheaper to create
-        # than an Event, and each waiter passes it on to the next when it wakes.
-        self.done = threading.Lock()
-        self.done.acquire()
+        # Made by the first waiter only, so an uncontended load allocates no lock. The
+        # leader releases it once; each waiter that wakes releases it for the next.
+        self.done: threading.Lock | None = None
         self.value: T | None = None
         self.error: BaseException | None = None
 
@@ -47,8 +46,13 @@ class SingleFlight(Generic[T]):
             leader = call is None
             if call is None:
                 call = self._calls[key] = _Call()
+            elif call.done is None:
+                call.done = threading.Lock()
+                call.done.acquire()
+            done = call.done
         if not leader:
-            with call.done:
+            assert done is not None
+            with done:  # blocks until the leader (or the waiter before us) releases
                 pass
             if call.error is not None:
                 raise call.error
@@ -62,15 +66,9 @@ class SingleFlight(Generic[T]):
         finally:
             with self._lock:
                 del self._calls[key]
-            call.done.release()
-
-    def try_start(self, key: Hashable, start: Callable[[], None]) -> bool:
-        """Call `start()` (which launches a background load) unless `key` is in flight."""
-        with self._lock:
-            if key in self._calls:
-                return False
-        start()
-        return True
+                done = call.done
+            if done is not None:
+                done.release()
 
 
 class AsyncSingleFlight(Generic[T]):
