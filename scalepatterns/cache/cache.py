@@ -606,27 +606,55 @@ class Cache:
             self.local.clear()
         return version
 
-    def invalidate_tags(self, *tags: str) -> int:
-        """Drop every entry stored with any of `tags`. Returns how many keys were named."""
+    def _pop_local_tags(self, tags: tuple[str, ...]) -> tuple[list[str], int]:
         names = [self.tag_key(t) for t in tags]
         with self._lock:
             lkeys = set().union(*(self._tag_index.pop(n, set()) for n in names))
         if self.local is not None:
             for lkey in lkeys:
                 self.local.pop(lkey)
-        skeys: list[str] = []
+        return names, len(lkeys)
+
+    def invalidate_tags(self, *tags: str) -> int:
+        """Drop every entry stored with any of `tags`.
+
+        Returns how many shared keys were deleted (local entries when there is no
+        shared backend).
+        """
+        names, local_count = self._pop_local_tags(tags)
         backend = self.backend
-        if backend is not None and hasattr(backend, "pop_tagged") and self.guard.allow():
-            try:
-                skeys = list(backend.pop_tagged(names))
-                if skeys:
-                    backend.delete(*skeys)
-                self.guard.record_success()
-            except Exception as exc:  # noqa: BLE001
-                self.backend_failed("tag", exc, getattr(backend, "name", "backend"), "")
-            self._drop_local(skeys)
-            self.publish_keys(skeys)
-        return len(lkeys) + len(skeys) if not skeys else len(skeys)
+        if backend is None or not hasattr(backend, "pop_tagged") or not self.guard.allow():
+            return local_count
+        skeys: list[str] = []
+        try:
+            skeys = list(backend.pop_tagged(names))
+            if skeys:
+                backend.delete(*skeys)
+            self.guard.record_success()
+        except Exception as exc:  # noqa: BLE001
+            self.backend_failed("tag", exc, getattr(backend, "name", "backend"), "")
+        self._drop_local(skeys)
+        self.publish_keys(skeys)
+        return len(skeys)
+
+    async def ainvalidate_tags(self, *tags: str) -> int:
+        """`invalidate_tags()` for a cache with an asyncio backend."""
+        backend = self.async_backend
+        if backend is None or self.backend is not None:
+            return self.invalidate_tags(*tags)
+        names, local_count = self._pop_local_tags(tags)
+        if not hasattr(backend, "pop_tagged") or not self.guard.allow():
+            return local_count
+        skeys: list[str] = []
+        try:
+            skeys = list(await backend.pop_tagged(names))
+            if skeys:
+                await backend.delete(*skeys)
+            self.guard.record_success()
+        except Exception as exc:  # noqa: BLE001
+            self.backend_failed("tag", exc, getattr(backend, "name", "backend"), "")
+        self._drop_local(skeys)
+        return len(skeys)
 
     # -- two-tier invalidation messages ----------------------------------------------------
 

@@ -10,7 +10,7 @@ import fakeredis
 import pytest
 
 from scalepatterns.cache import Cache, CacheBackendError, MemoryBackend
-from scalepatterns.cache.redis_backend import RedisBackend
+from scalepatterns.cache.redis_backend import AsyncRedisBackend, RedisBackend
 from scalepatterns.errors import ConfigurationError
 
 
@@ -281,3 +281,28 @@ def test_memory_backend_passed_in_is_used() -> None:
         f(i)
     assert len(store) == 5
     assert f.cache_info().currsize == 5
+
+
+def test_asyncio_only_cache_invalidates_tags_and_namespace() -> None:
+    async def scenario() -> list[int]:
+        server = fakeredis.FakeServer()
+        cache = Cache(AsyncRedisBackend(fakeredis.FakeAsyncRedis(server=server)), namespace="a")
+        loads: list[int] = []
+
+        @cache.cached(tags=lambda n: [f"n:{n}"])
+        async def f(n: int) -> int:
+            loads.append(n)
+            return n
+
+        await f(1)
+        await f(2)
+        assert await cache.ainvalidate_tags("n:1") == 1
+        await f(1)
+        await f(2)
+        await cache.ainvalidate_namespace()
+        await f(2)
+        return loads
+
+    assert asyncio.run(scenario()) == [1, 2, 1, 2]
+    with pytest.raises(ConfigurationError):
+        Cache(AsyncRedisBackend(fakeredis.FakeAsyncRedis())).cached(lambda: 1)
