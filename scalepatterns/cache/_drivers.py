@@ -253,7 +253,7 @@ class SyncDriver(_Base):
         """A positional call while the breaker skips the shared backend (no local tier):
         concurrent identical calls still share one run of the function."""
         core = self.core
-        core.stats.misses += 1
+        core.miss()
         fast_key = core.fast_key
         try:
             key = fast_key(core.token, args) if fast_key is not None else None
