@@ -431,9 +431,12 @@ class Cache:
     ) -> Any:
         if not callable(fn):
             raise TypeError(f"cached() decorates a callable, not {type(fn).__name__}")
+        named = fn
+        while isinstance(named, functools.partial):
+            named = named.func
         qualname = name or (
-            f"{getattr(fn, '__module__', None) or type(fn).__module__}."
-            f"{getattr(fn, '__qualname__', None) or type(fn).__qualname__}"
+            f"{getattr(named, '__module__', None) or type(named).__module__}."
+            f"{getattr(named, '__qualname__', None) or type(named).__qualname__}"
         )
         keys = KeyBuilder(
             fn, qualname=qualname, version=version, template=template, include_self=include_self
