@@ -25,7 +25,7 @@ from scalepatterns.cache.events import (
     CacheStale,
 )
 from scalepatterns.cache.memory import MemoryBackend
-from scalepatterns.cache.sharded import Placement, ShardedBackend
+from scalepatterns.cache.sharded import Placement, ShardedBackend, ShardUnavailable
 
 __all__ = [
     "AsyncCacheBackend",
@@ -46,6 +46,7 @@ __all__ = [
     "LockingBackend",
     "MemoryBackend",
     "Placement",
+    "ShardUnavailable",
     "ShardedBackend",
     "TaggingBackend",
 ]

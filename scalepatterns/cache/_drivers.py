@@ -311,26 +311,29 @@ class SyncDriver(_Base):
         core, opts = self.core, self.options
         token = core.lock_token()
         lock_key = skey + "|lock"
-        got = self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
-        if got:
-            try:
-                # Another process may have stored the value between our miss and the lock.
-                value = self.fresh_shared(skey)
-                if value is not MISSING:
-                    return value
+        deadline = core.monotonic() + opts.lock_wait
+        pause = 0.005
+        while True:
+            got = self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
+            if got:
+                try:
+                    # Another process may have stored the value before we got the lock.
+                    value = self.fresh_shared(skey)
+                    if value is not MISSING:
+                        return value
+                    return self.load(lkey, skey, args, kwargs, stale, early=False)
+                finally:
+                    self.op("unlock", self.backend.release_lock, lock_key, token)
+            if got is not False or core.monotonic() >= deadline or self.down():
+                # No lock to be had (backend failing), or waited long enough: load.
                 return self.load(lkey, skey, args, kwargs, stale, early=False)
-            finally:
-                self.op("unlock", self.backend.release_lock, lock_key, token)
-        if got is False:  # another process loads: wait for its value, up to lock_wait
-            deadline = core.monotonic() + opts.lock_wait
-            pause = 0.005
-            while core.monotonic() < deadline and not self.down():
-                core.clock.sleep(pause)
-                pause = min(pause * 2, 0.1)
-                value = self.fresh_shared(skey)
-                if value is not MISSING:
-                    return value
-        return self.load(lkey, skey, args, kwargs, stale, early=False)
+            # Another process loads: wait for its value, or for its lock to go (it
+            # failed or stored nothing) and take over.
+            core.clock.sleep(pause)
+            pause = min(pause * 2, 0.1)
+            value = self.fresh_shared(skey)
+            if value is not MISSING:
+                return value
 
     def load(
         self,
@@ -502,25 +505,25 @@ class AsyncDriver(_Base):
         core, opts = self.core, self.options
         token = core.lock_token()
         lock_key = skey + "|lock"
-        got = await self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
-        if got:
-            try:
-                value = await self.fresh_shared(skey)
-                if value is not MISSING:
-                    return value
+        deadline = core.monotonic() + opts.lock_wait
+        pause = 0.005
+        while True:
+            got = await self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
+            if got:
+                try:
+                    value = await self.fresh_shared(skey)
+                    if value is not MISSING:
+                        return value
+                    return await self.load(lkey, skey, args, kwargs, stale, early=False)
+                finally:
+                    await self.op("unlock", self.backend.release_lock, lock_key, token)
+            if got is not False or core.monotonic() >= deadline or self.down():
                 return await self.load(lkey, skey, args, kwargs, stale, early=False)
-            finally:
-                await self.op("unlock", self.backend.release_lock, lock_key, token)
-        if got is False:
-            deadline = core.monotonic() + opts.lock_wait
-            pause = 0.005
-            while core.monotonic() < deadline and not self.down():
-                await core.clock.asleep(pause)
-                pause = min(pause * 2, 0.1)
-                value = await self.fresh_shared(skey)
-                if value is not MISSING:
-                    return value
-        return await self.load(lkey, skey, args, kwargs, stale, early=False)
+            await core.clock.asleep(pause)
+            pause = min(pause * 2, 0.1)
+            value = await self.fresh_shared(skey)
+            if value is not MISSING:
+                return value
 
     async def load(
         self,

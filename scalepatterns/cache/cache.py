@@ -527,7 +527,10 @@ class Cache:
     ) -> None:
         """Count a backend failure, feed the breaker, emit `CacheBackendError`."""
         self.backend_errors += 1
-        opened = self.guard.record_failure() if operation != "decode" else False
+        # A decode error is the entry's fault, and a shard with its own guard
+        # (`ShardUnavailable`) cools down alone: neither opens the cache-wide guard.
+        feeds_guard = operation != "decode" and not getattr(exc, "guarded", False)
+        opened = self.guard.record_failure() if feeds_guard else False
         if opened:
             _log.warning(
                 "cache %r: %s backend failing (%s); skipping it for %.1fs",

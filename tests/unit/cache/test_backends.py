@@ -93,3 +93,34 @@ def test_sharded_rejects_bad_placements() -> None:
         ShardedBackend(object(), {"a": MemoryBackend()})  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         ShardedBackend(RingPlacement(["a"]), {})
+
+
+def test_one_dead_shard_leaves_the_others_caching() -> None:
+    from scalepatterns.cache import Cache
+
+    nodes = ["a", "b", "c"]
+    servers = {n: fakeredis.FakeServer() for n in nodes}
+    placement = RingPlacement(nodes)
+    sharded = ShardedBackend(
+        placement, {n: RedisBackend(fakeredis.FakeRedis(server=servers[n])) for n in nodes}
+    )
+    cache = Cache(sharded, namespace="sh", jitter=0)
+    loads: list[int] = []
+
+    @cache.cached(name="f")
+    def f(x: int) -> int:
+        loads.append(x)
+        return x * 2
+
+    servers["b"].connected = False
+    keys = range(60)
+    for _ in range(3):
+        assert [f(x) for x in keys] == [x * 2 for x in keys]
+    on_b = {x for x in keys if placement.node_for(f"sh:f:[{x}]") == "b"}
+    assert on_b
+    assert set(keys) - on_b
+    # Keys on live shards loaded once; keys on the dead shard every time; no outage overall.
+    assert sorted(loads) == sorted([*keys, *on_b, *on_b])
+    assert sharded.guards["b"].is_open
+    assert not cache.guard.is_open
+    assert cache.backend_errors <= 3  # only until shard b's guard opened

@@ -306,3 +306,28 @@ def test_asyncio_only_cache_invalidates_tags_and_namespace() -> None:
     assert asyncio.run(scenario()) == [1, 2, 1, 2]
     with pytest.raises(ConfigurationError):
         Cache(AsyncRedisBackend(fakeredis.FakeAsyncRedis())).cached(lambda: 1)
+
+
+def test_a_waiter_takes_over_when_the_lock_holder_stored_nothing() -> None:
+    from scalepatterns.clock import FakeClock
+
+    class HeldOnce(RedisBackend):
+        attempts = 0
+
+        def acquire_lock(self, key: str, token: str, ttl: float) -> bool:
+            self.attempts += 1
+            if self.attempts == 1:
+                return False  # another process holds it... and then fails without storing
+            return super().acquire_lock(key, token, ttl)
+
+    clock = FakeClock()
+    backend = HeldOnce(fakeredis.FakeRedis())
+    cache = Cache(backend, namespace="takeover", clock=clock, lock_wait=10)
+
+    @cache.cached()
+    def f(x: int) -> int:
+        return x
+
+    assert f(1) == 1
+    assert backend.attempts == 2
+    assert clock.monotonic() < 1.0  # took over after one short pause, not after lock_wait
