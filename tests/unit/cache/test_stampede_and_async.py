@@ -331,3 +331,71 @@ def test_a_waiter_takes_over_when_the_lock_holder_stored_nothing() -> None:
     assert f(1) == 1
     assert backend.attempts == 2
     assert clock.monotonic() < 1.0  # took over after one short pause, not after lock_wait
+
+
+def test_signed_pickle_is_opt_in_and_planted_pickle_is_refused() -> None:
+    import pickle
+
+    from scalepatterns.serializers import SignedPickleSerializer
+
+    redis = fakeredis.FakeRedis()
+    signed = Cache(
+        RedisBackend(redis),
+        namespace="pk",
+        serializer=SignedPickleSerializer(b"a-secret-of-16-bytes+"),
+    )
+
+    @signed.cached(name="tags")
+    def tags(x: int) -> set[int]:
+        return {x, x + 1}
+
+    assert tags(1) == {1, 2}
+    assert tags(1) == {1, 2}
+    assert tags.cache_info().hits == 1
+
+    loads: list[int] = []
+    plain = Cache(RedisBackend(redis), namespace="pk2")
+
+    @plain.cached(name="user")
+    def user(x: int) -> int:
+        loads.append(x)
+        return x
+
+    redis.set("pk2:user:[1]", pickle.dumps({"evil": True}))
+    assert user(1) == 1  # planted bytes are not JSON: a miss, never unpickled
+    assert loads == [1]
+
+
+def test_a_namespace_bump_reaches_other_processes_within_version_ttl() -> None:
+    from scalepatterns.clock import FakeClock
+
+    server = fakeredis.FakeServer()
+    clock = FakeClock()
+    caches = [
+        Cache(
+            RedisBackend(fakeredis.FakeRedis(server=server)),
+            namespace="v",
+            clock=clock,
+            version_ttl=1.0,
+        )
+        for _ in range(2)
+    ]
+    loads: list[int] = []
+    fns = []
+    for cache in caches:
+
+        @cache.cached(name="f")
+        def f(x: int) -> int:
+            loads.append(x)
+            return x
+
+        fns.append(f)
+    fns[0](1)
+    fns[1](1)
+    assert loads == [1]
+    caches[0].invalidate_namespace()
+    fns[1](1)  # process 2 still trusts version 0 for up to version_ttl
+    assert loads == [1]
+    clock.advance(1.0)
+    fns[1](1)
+    assert loads == [1, 1]
