@@ -258,3 +258,35 @@ def test_async_function_survives_a_killed_redis_and_resumes(
     assert answers == [3, 6, 3, 6, 3, 6, 3, 6, 15, 15, 15]
     assert opened
     assert new_loads == 1
+
+
+@pytest.mark.slow
+def test_a_frozen_redis_costs_a_few_timeouts_then_nothing(throwaway_redis: RedisServer) -> None:
+    import signal
+
+    cache = Cache.redis(throwaway_redis.url, namespace="slow", ttl=60, socket_timeout=0.2)
+    loads: list[int] = []
+
+    @cache.cached()
+    def inc(n: int) -> int:
+        loads.append(n)
+        return n + 1
+
+    assert inc(1) == 2
+    cache.guard.cooldown = 1.0
+    proc = throwaway_redis._proc  # our own throw-away server: freeze it (SIGSTOP)
+    assert proc is not None
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        answers = [inc(n) for n in range(20)]
+        assert answers == [n + 1 for n in range(20)]
+        assert cache.guard.is_open
+        assert cache.backend_errors <= 4  # timeouts until the guard opened, then no I/O
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while cache.guard.is_open and time.monotonic() < deadline:
+        time.sleep(0.02)
+        inc(100)
+    assert not cache.guard.is_open
+    cache.close()
