@@ -159,10 +159,12 @@ class Core:
         if local is None:
             return
         now = self.monotonic()
-        if skey is not None:
-            self.cache.remember(skey, key)
-            # The local tier of a two-tier cache holds a short-lived copy; Redis keeps
-            # the stale window.
+        if skey is not None or self.cache.shared:
+            if skey is not None:
+                self.cache.remember(skey, key)
+            # The local tier of a two-tier cache holds a short-lived copy (also while
+            # Redis is down, when invalidations cannot reach it); Redis keeps the stale
+            # window.
             life = self.local_ttl if ttl is None else min(ttl, self.local_ttl)
             fresh = keep = now + life
         else:

@@ -399,3 +399,32 @@ def test_a_namespace_bump_reaches_other_processes_within_version_ttl() -> None:
     clock.advance(1.0)
     fns[1](1)
     assert loads == [1, 1]
+
+
+def test_two_tier_copies_made_while_redis_is_down_live_only_local_ttl() -> None:
+    from scalepatterns.clock import FakeClock
+
+    server = fakeredis.FakeServer()
+    clock = FakeClock()
+    cache = Cache(
+        RedisBackend(fakeredis.FakeRedis(server=server)),
+        namespace="tt-down",
+        local=MemoryBackend(100, clock=clock),
+        local_ttl=5,
+        ttl=3600,
+        clock=clock,
+    )
+    loads: list[int] = []
+
+    @cache.cached()
+    def f(x: int) -> int:
+        loads.append(x)
+        return x
+
+    server.connected = False
+    for _ in range(5):
+        f(1)  # Redis down: the memory tier still absorbs repeats
+    assert loads == [1]
+    clock.advance(6)  # past local_ttl: the copy is gone even though ttl is an hour
+    f(1)
+    assert loads == [1, 1]
