@@ -116,7 +116,21 @@ def _queue(_: None) -> dict[type[Event], Level]:
     }
 
 
+def _cache(_: None) -> dict[type[Event], Level]:
+    from scalepatterns.cache import events as cache
+
+    return {
+        cache.CacheHit: DEBUG,
+        cache.CacheMiss: DEBUG,
+        cache.CacheStale: lambda e: INFO if e.reason == "error" else DEBUG,
+        cache.CacheLoad: DEBUG,
+        cache.CacheLoadError: WARNING,
+        cache.CacheBackendError: WARNING,
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[None], dict[type[Event], Level]]], ...] = (
+    ("cache", _cache),
     ("routing", _routing),
     ("sharding", _sharding),
     ("queue", _queue),

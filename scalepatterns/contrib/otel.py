@@ -271,7 +271,20 @@ def _queue(tools: _Tools) -> dict[type[Event], Handler]:
     }
 
 
+# ------------------------------------------------------------------------- cache
+
+
+def _cache(tools: _Tools) -> dict[type[Event], Handler]:
+    from scalepatterns.cache import events as cache
+
+    return {
+        cache.CacheLoad: tools.timed_span(lambda e: f"cache load {e.source}", lambda e: e.duration),
+        **tools.events((cache.CacheStale, cache.CacheLoadError, cache.CacheBackendError)),
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[_Tools], dict[type[Event], Handler]]], ...] = (
+    ("cache", _cache),
     ("routing", _routing),
     ("sharding", _sharding),
     ("queue", _queue),

@@ -428,7 +428,41 @@ def _queue(m: _Metrics) -> dict[type[Event], Handler]:
     }
 
 
+# ------------------------------------------------------------------------- cache
+
+
+def _cache(m: _Metrics) -> dict[type[Event], Handler]:
+    from scalepatterns.cache import events as cache
+
+    hits = m.counter("cache_hits_total", "Calls answered by a fresh cache entry.", "cache")
+    misses = m.counter("cache_misses_total", "Calls that found no usable entry.", "cache")
+    stale = m.counter(
+        "cache_stale_total", "Calls answered by a stale entry (revalidate or error).",
+        "cache", "reason",
+    )  # fmt: skip
+    loads = m.histogram(
+        "cache_load_duration_seconds", "Time the cached function took to load a value.",
+        "cache", "early",
+    )  # fmt: skip
+    load_errors = m.counter("cache_load_errors_total", "Loads whose function raised.", "cache")
+    backend_errors = m.counter(
+        "cache_backend_errors_total", "Cache backend failures the call went on without.",
+        "cache", "backend", "operation",
+    )  # fmt: skip
+    return {
+        cache.CacheHit: hits.counting("source"),
+        cache.CacheMiss: misses.counting("source"),
+        cache.CacheStale: stale.counting("source", "reason"),
+        cache.CacheLoad: lambda e: loads(e.source, "true" if e.early else "false").observe(
+            e.duration
+        ),
+        cache.CacheLoadError: load_errors.counting("source"),
+        cache.CacheBackendError: lambda e: backend_errors(e.source, e.backend, e.operation).inc(),
+    }
+
+
 _BLOCKS: tuple[tuple[str, Callable[[_Metrics], dict[type[Event], Handler]]], ...] = (
+    ("cache", _cache),
     ("routing", _routing),
     ("sharding", _sharding),
     ("queue", _queue),
