@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -76,11 +77,19 @@ def test_dead_letters_are_warnings(broker, listeners, caplog) -> None:
     assert ours[-1].sp_attempt == 2
 
 
-def round_trip(broker, provider, listeners, *, wrap: bool) -> None:
+def round_trip(broker, provider, listeners, *, wrap: bool, kind: str = "sync") -> None:
     done = threading.Event()
 
-    def handle(message: Message) -> None:
-        done.set()
+    if kind == "sync":
+
+        def handle(message: Message) -> None:
+            done.set()
+
+    else:
+
+        async def handle(message: Message) -> None:
+            await asyncio.sleep(0)
+            done.set()
 
     handler = (
         otel.traced_handler(handle, queue="signups", tracer_provider=provider) if wrap else handle
@@ -95,9 +104,10 @@ def round_trip(broker, provider, listeners, *, wrap: bool) -> None:
     # `with worker` waited for the handler and its completion event
 
 
-def test_publish_and_handle_share_one_trace(broker, provider, exporter, listeners) -> None:
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_publish_and_handle_share_one_trace(broker, provider, exporter, listeners, kind) -> None:
     with otel.instrument(provider, listeners=listeners):
-        round_trip(broker, provider, listeners, wrap=True)
+        round_trip(broker, provider, listeners, wrap=True, kind=kind)
     spans = {s.name: s for s in exporter.get_finished_spans()}
     assert sorted(spans) == ["POST /signup", "signups process", "signups publish"]
     request, publish, process = (
