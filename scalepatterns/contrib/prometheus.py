@@ -412,7 +412,9 @@ def _queue(m: _Metrics) -> dict[type[Event], Handler]:
     duplicates = m.counter(
         "queue_duplicate_messages_total", "Redeliveries already handled, acked unseen.", "queue"
     )
-    reconnects = m.counter("queue_reconnects_total", "Broker connections re-established.", "queue")
+    reconnects = m.counter(
+        "queue_broker_reconnects_total", "Broker connections re-established.", "broker"
+    )
 
     def handled(e: queue.MessageHandled) -> None:
         acked(e.source).inc()
