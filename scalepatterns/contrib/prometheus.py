@@ -36,7 +36,7 @@ from scalepatterns.events import Event, Listeners
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-__all__ = ["BREAKER_STATES", "PREFIX", "instrument", "metric_names"]
+__all__ = ["BREAKER_STATES", "PREFIX", "instrument", "metric_names", "watch_balancer"]
 
 PREFIX = "scalepatterns"
 """Every metric name starts with this prefix."""
@@ -97,6 +97,7 @@ class _Metrics:
         self.core = require("prometheus_client.core", extra="prometheus", feature=_FEATURE)
         self.registry = registry
         self.names: list[str] = []
+        self.balancers: weakref.WeakSet[Any] = weakref.WeakSet()
         self.table: dict[type[Event], Handler] = gather(_BLOCKS, self)
 
     def _make(self, kind: str, name: str, doc: str, labels: tuple[str, ...], **kw: Any) -> _Family:
@@ -117,8 +118,9 @@ class _Metrics:
         kw: dict[str, Any] = {"buckets": buckets} if buckets else {}
         return self._make("Histogram", name, doc, labels, **kw)
 
-    def collector(self, collect: Callable[[], Iterator[Any]]) -> None:
+    def collector(self, collect: Callable[[], Iterator[Any]], *names: str) -> None:
         """Register a custom collector whose values are computed at scrape time."""
+        self.names.extend(f"{PREFIX}_{name}" for name in names)
 
         class _Collector:
             def collect(self) -> Iterator[Any]:
@@ -171,6 +173,39 @@ def _resilience(m: _Metrics) -> dict[type[Event], Handler]:
         "fallbacks_total", "Calls answered by a fallback, by the error handled.",
         "function", "error",
     )  # fmt: skip
+
+    def balancer_stats() -> Iterator[Any]:
+        core, labels = m.core, ["balancer", "endpoint"]
+        picks = core.CounterMetricFamily(
+            f"{PREFIX}_balancer_picks", "Calls sent to each endpoint.", labels=labels
+        )
+        failures = core.CounterMetricFamily(
+            f"{PREFIX}_balancer_failures", "Calls to each endpoint that failed.", labels=labels
+        )
+        in_flight = core.GaugeMetricFamily(
+            f"{PREFIX}_balancer_in_flight_calls", "Calls running on each endpoint.", labels=labels
+        )
+        latency = core.GaugeMetricFamily(
+            f"{PREFIX}_balancer_latency_ewma_seconds",
+            "Each endpoint's moving average latency.",
+            labels=labels,
+        )
+        for balancer in sorted(m.balancers, key=lambda b: str(b.name)):
+            for name, stats in sorted(balancer.stats().items()):
+                values = [str(balancer.name), name]
+                picks.add_metric(values, stats.calls)
+                failures.add_metric(values, stats.failures)
+                in_flight.add_metric(values, stats.active)
+                latency.add_metric(values, stats.ewma_latency)
+        yield from (picks, failures, in_flight, latency)
+
+    m.collector(
+        balancer_stats,
+        "balancer_picks_total",
+        "balancer_failures_total",
+        "balancer_in_flight_calls",
+        "balancer_latency_ewma_seconds",
+    )
 
     def breaker(to: str) -> Handler:
         value = BREAKER_STATES[to]
@@ -246,7 +281,7 @@ def _sharding(m: _Metrics) -> dict[type[Event], Handler]:
                 family.add_metric([router], max(counts) / mean)
         yield family
 
-    m.collector(skew)
+    m.collector(skew, "shard_lookup_skew_ratio")
 
     def node(change: str) -> Handler:
         def update(e: sharding.NodeAdded | sharding.NodeRemoved) -> None:
@@ -515,3 +550,19 @@ def metric_names(registry: CollectorRegistry | None = None) -> list[str]:
         prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
         registry = prom.REGISTRY
     return list(_metrics_for(registry).names)
+
+
+def watch_balancer(balancer: Any, registry: CollectorRegistry | None = None) -> None:
+    """Expose a `LoadBalancer`'s per-endpoint picks, failures, in-flight calls and latency.
+
+    The load balancer emits no event per pick (that would cost every call); its own
+    counters are read at scrape time instead, into ``scalepatterns_balancer_picks_total``,
+    ``..._failures_total``, ``..._in_flight_calls`` and ``..._latency_ewma_seconds``. The
+    balancer is held weakly: a discarded balancer drops out of the scrape.
+    """
+    if not callable(getattr(balancer, "stats", None)):
+        raise TypeError(f"watch_balancer() takes a LoadBalancer, not {type(balancer).__name__}")
+    if registry is None:
+        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
+        registry = prom.REGISTRY
+    _metrics_for(registry).balancers.add(balancer)

@@ -334,3 +334,26 @@ def test_a_failing_update_never_reaches_the_caller(registry, listeners, caplog) 
         "failed" in r.getMessage() for r in caplog.records if r.name == "scalepatterns.events"
     )
     assert value(registry, "scalepatterns_breaker_rejected_calls_total", breaker="b") == 1
+
+
+def test_watched_balancer_picks_and_failures_at_scrape(registry, listeners) -> None:
+    import gc
+
+    lb = LoadBalancer(["a", "b"], "round_robin", name="api", listeners=listeners)
+    prometheus.watch_balancer(lb, registry)
+    for index in range(6):
+        with contextlib.suppress(ConnectionError), lb.pick() as host:
+            if host == "b" and index < 2:
+                raise ConnectionError("b hiccup")
+    for endpoint, failures in (("a", 0), ("b", 1)):
+        labels = {"balancer": "api", "endpoint": endpoint}
+        assert value(registry, "scalepatterns_balancer_picks_total", **labels) == 3
+        assert value(registry, "scalepatterns_balancer_failures_total", **labels) == failures
+        assert value(registry, "scalepatterns_balancer_in_flight_calls", **labels) == 0
+    del lb
+    gc.collect()
+    assert (
+        value(registry, "scalepatterns_balancer_picks_total", balancer="api", endpoint="a") is None
+    )
+    with pytest.raises(TypeError, match="LoadBalancer"):
+        prometheus.watch_balancer(object(), registry)
