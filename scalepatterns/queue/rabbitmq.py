@@ -345,6 +345,7 @@ class RabbitMQBroker:
         self._settles: list[tuple[Any, int, bool | None]] = []
         self._settle_scheduled = False
         self._get_channel: Any = None
+        self._get_waiter: tuple[Callable[[BaseException], None], str] = (lambda _exc: None, "")
         self._known_queues: set[str] = set()
         self._delays: set[str] = set()
         self.connections = 0
@@ -839,6 +840,8 @@ class RabbitMQBroker:
                         )
                     )
 
+                # The channel is reused: its close callback fails whichever get is current.
+                self._get_waiter = (fail, queue)
                 channel.add_callback(
                     lambda _frame: ok(None), [self._pika.spec.Basic.GetEmpty], one_shot=True
                 )
@@ -855,7 +858,8 @@ class RabbitMQBroker:
                 def on_close(_ch: Any, reason: Exception) -> None:
                     if self._get_channel is _ch:
                         self._get_channel = None
-                    fail(_translate(reason, queue))
+                    current_fail, current_queue = self._get_waiter
+                    current_fail(_translate(reason, current_queue))
 
                 channel.add_on_close_callback(on_close)
                 with_channel(channel)
