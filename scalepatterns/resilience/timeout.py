@@ -72,7 +72,11 @@ class _DaemonPool(concurrent.futures.Executor):
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
         self._queue.put((future, functools.partial(fn, *args, **kwargs)))
         with self._lock:
-            if self._idle == 0 and self._threads < self._max:
+            # Claim an idle worker for this call, so that a second call submitted before
+            # that worker woke up starts its own instead of queueing behind the first.
+            if self._idle > 0:
+                self._idle -= 1
+            elif self._threads < self._max:
                 self._threads += 1
                 threading.Thread(
                     target=self._work, name="scalepatterns-timeout", daemon=True
@@ -81,19 +85,16 @@ class _DaemonPool(concurrent.futures.Executor):
 
     def _work(self) -> None:
         while True:
+            future, call = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = call()
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
             with self._lock:
                 self._idle += 1
-            future, call = self._queue.get()
-            with self._lock:
-                self._idle -= 1
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
 
 
 _shared_pool = _DaemonPool(max_workers=32)
