@@ -678,6 +678,9 @@ class RabbitMQBroker:
             failed.update(batch.failed)
             lost.extend(batch.lost)
         if lost:
+            # Refused ones are unconfirmed too: naming only the lost would let a caller
+            # that publishes `unconfirmed` again report the refused ones as sent.
+            lost.extend(failed)
             raise ConnectionLost(
                 f"connection to {self.url} lost before the broker confirmed {len(lost)} message(s)",
                 lost,

@@ -181,3 +181,31 @@ def test_memory_delay_queues_follow_the_injected_clock() -> None:
         _time.sleep(0.01)
     assert broker.depth("later") == 1
     broker.close()
+
+
+def test_a_nack_in_a_batch_that_also_lost_messages_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One publish call: message "a" is nacked, then the connection drops before "b" is
+    confirmed. Both are unconfirmed; the error must name both, or the Producer publishes
+    only "b" again and reports "a" as sent."""
+    from scalepatterns.queue import ConnectionLost
+    from scalepatterns.queue.broker import Outgoing, Properties
+    from scalepatterns.queue.rabbitmq import RabbitMQBroker, _Batch
+
+    broker = RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
+    monkeypatch.setattr(broker, "_wait_ready", lambda timeout: None)
+    broker._ready.set()
+
+    def deliver(fn: Callable[[], None]) -> bool:
+        batch: _Batch = fn.args[1]  # type: ignore[attr-defined]
+        batch.settle("a", "nacked by the broker")
+        batch.lose_rest()
+        return True
+
+    monkeypatch.setattr(broker, "_threadsafe", deliver)
+    messages = [Outgoing("", "q", b"{}", Properties(message_id=message_id)) for message_id in "ab"]
+    with pytest.raises(ConnectionLost) as caught:
+        broker.publish(messages, timeout=5)
+    assert sorted(caught.value.unconfirmed) == ["a", "b"]
+    broker.close()
