@@ -209,3 +209,29 @@ def test_a_nack_in_a_batch_that_also_lost_messages_is_not_dropped(
         broker.publish(messages, timeout=5)
     assert sorted(caught.value.unconfirmed) == ["a", "b"]
     broker.close()
+
+
+def test_redrive_that_fails_to_publish_keeps_the_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dead letter being moved when publishing fails goes back to the dead-letter
+    queue; before, it was neither acked nor requeued (lost on the memory broker, held
+    unacked on RabbitMQ until the connection closed)."""
+    from scalepatterns.queue import ConnectionLost, DeadLetters, QueueSpec
+    from scalepatterns.queue.broker import Outgoing, Properties
+
+    broker = MemoryBroker()
+    broker.declare_queue(QueueSpec("jobs"))
+    dead = DeadLetters(broker, "jobs")
+    broker.publish([Outgoing("", dead.name, b'{"n": 1}', Properties(message_id="m1"))])
+    assert dead.count() == 1
+
+    def refuse(messages: object, *, timeout: float = 30.0) -> None:
+        raise ConnectionLost("connection lost")
+
+    monkeypatch.setattr(broker, "publish", refuse)
+    with pytest.raises(ConnectionLost):
+        dead.redrive()
+    assert dead.count() == 1
+    assert broker.depth("jobs") == 0
+    broker.close()
