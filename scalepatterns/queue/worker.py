@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import inspect
 import logging
 import signal
 import threading
@@ -14,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, SerializationError
 from scalepatterns.events import Listeners, default_listeners
@@ -54,16 +53,6 @@ ERROR_TYPE_HEADER = "x-sp-error-type"
 ERROR_MESSAGE_HEADER = "x-sp-error-message"
 FAILED_AT_HEADER = "x-sp-failed-at"
 ORIGINAL_QUEUE_HEADER = "x-sp-original-queue"
-
-
-def is_coroutine_callable(fn: object) -> bool:
-    """True for ``async def`` functions, partials of them and objects with ``async __call__``."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__
-    return inspect.iscoroutinefunction(call)
 
 
 async def _await(awaitable: Any) -> Any:
