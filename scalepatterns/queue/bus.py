@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 import threading
 from collections.abc import Mapping
@@ -15,7 +17,7 @@ from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.message import Message, encode
 from scalepatterns.queue.producer import Producer
 from scalepatterns.queue.topics import topic_matches
-from scalepatterns.queue.worker import Handler, Worker
+from scalepatterns.queue.worker import Handler, Worker, _await
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["EventBus"]
@@ -36,7 +38,9 @@ class _Group:
         if not handlers:
             raise Reject(f"no handler of this group subscribes to {event!r}")
         for handler in handlers:
-            handler(message)
+            result = handler(message)
+            if inspect.isawaitable(result):  # an async def subscriber (on a worker thread)
+                asyncio.run(_await(result))
 
 
 class EventBus:

@@ -235,3 +235,28 @@ def test_redrive_that_fails_to_publish_keeps_the_dead_letter(
     assert dead.count() == 1
     assert broker.depth("jobs") == 0
     broker.close()
+
+
+def test_event_bus_runs_an_async_subscriber() -> None:
+    """A handler may be an `async def` (as for `Worker`); the bus's group dispatcher
+    called it without awaiting, so the event was acked and never handled."""
+    import threading
+
+    from scalepatterns.queue import EventBus
+
+    broker = MemoryBroker()
+    bus = EventBus(broker)
+    seen: list[object] = []
+    done = threading.Event()
+
+    async def on_signup(message: object) -> None:
+        seen.append(message.body)  # type: ignore[attr-defined]
+        done.set()
+
+    bus.subscribe("user.*", on_signup, group="mailer")
+    with bus:
+        bus.publish("user.signed_up", {"id": 7})
+        assert done.wait(10)
+    assert seen == [{"id": 7}]
+    assert bus.workers()["mailer"].handled == 1
+    broker.close()
