@@ -155,9 +155,15 @@ class Worker:
         self._stopping.clear()
         self.broker.declare_queue(self.spec)
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sp-worker")
-        self._subscription = self.broker.consume(
-            self.queue, prefetch=self.prefetch, on_delivery=self._on_delivery
-        )
+        try:
+            self._subscription = self.broker.consume(
+                self.queue, prefetch=self.prefetch, on_delivery=self._on_delivery
+            )
+        except BaseException:
+            # Not started: free the pool, and let a later start() try again.
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
         return self
 
     def stop(self, timeout: float | None = None) -> bool:

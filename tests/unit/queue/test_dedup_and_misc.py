@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import fakeredis
 import pytest
@@ -259,4 +260,37 @@ def test_event_bus_runs_an_async_subscriber() -> None:
         assert done.wait(10)
     assert seen == [{"id": 7}]
     assert bus.workers()["mailer"].handled == 1
+    broker.close()
+
+
+def test_worker_start_can_be_retried_after_consume_failed() -> None:
+    """`start()` whose `consume` raised (broker down) must leave the worker stopped: a
+    second `start()` consumed nothing before (it saw the executor and returned), and the
+    first one's thread pool was never shut down."""
+    import threading
+
+    from scalepatterns.queue import ConnectionLost
+
+    class FlakyBroker(MemoryBroker):
+        failures = 1
+
+        def consume(self, queue: str, **kwargs: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionLost("connection to the broker lost")
+            return super().consume(queue, **kwargs)
+
+    broker = FlakyBroker()
+    done = threading.Event()
+    worker = Worker(broker, "jobs", lambda message: done.set())
+    with pytest.raises(ConnectionLost):
+        worker.start()
+    assert worker._executor is None
+    worker.start()
+    try:
+        Producer(broker).publish("jobs", {"n": 1})
+        assert done.wait(10)
+    finally:
+        assert worker.stop()
+    assert worker.handled == 1
     broker.close()
