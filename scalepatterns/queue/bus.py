@@ -140,8 +140,9 @@ class EventBus:
         with self._lock:
             entry = self._groups.get(group)
             if entry is None:
-                entry = self._groups[group] = _Group()
+                # Registered only once declared: a failed declaration is retried whole.
                 self.broker.declare_queue(QueueSpec(queue))
+                entry = _Group()
                 entry.worker = Worker(
                     self.broker,
                     queue,
@@ -151,8 +152,9 @@ class EventBus:
                     listeners=self._listeners,
                     **{**self._worker_options, **options},
                 )
-            entry.handlers.append((pattern, handler))
+                self._groups[group] = entry
             self.broker.bind(self.exchange, queue, pattern)
+            entry.handlers.append((pattern, handler))
             if self._started and entry.worker is not None:
                 entry.worker.start()
 

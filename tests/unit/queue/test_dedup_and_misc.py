@@ -294,3 +294,32 @@ def test_worker_start_can_be_retried_after_consume_failed() -> None:
         assert worker.stop()
     assert worker.handled == 1
     broker.close()
+
+
+def test_event_bus_subscribe_can_be_retried_after_declaring_failed() -> None:
+    """A subscribe whose queue declaration failed must not leave a group without a worker
+    (a retried subscribe then registered handlers that never ran)."""
+    import threading
+
+    from scalepatterns.queue import ConnectionLost, EventBus, QueueSpec
+
+    class FlakyBroker(MemoryBroker):
+        failures = 1
+
+        def declare_queue(self, spec: QueueSpec) -> None:
+            if self.failures and spec.name.endswith(".mailer"):
+                self.failures -= 1
+                raise ConnectionLost("connection to the broker lost")
+            super().declare_queue(spec)
+
+    broker = FlakyBroker()
+    bus = EventBus(broker)
+    done = threading.Event()
+    with pytest.raises(ConnectionLost):
+        bus.subscribe("user.*", lambda message: done.set(), group="mailer")
+    bus.subscribe("user.*", lambda message: done.set(), group="mailer")
+    with bus:
+        bus.publish("user.signed_up", {"id": 7})
+        assert done.wait(10)
+    assert "mailer" in bus.workers()
+    broker.close()
