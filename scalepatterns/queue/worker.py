@@ -39,8 +39,8 @@ __all__ = [
     "ERROR_MESSAGE_HEADER",
     "ERROR_TYPE_HEADER",
     "FAILED_AT_HEADER",
-    "ORIGINAL_QUEUE_HEADER",
     "Handler",
+    "ORIGINAL_QUEUE_HEADER",
     "Worker",
 ]
 
