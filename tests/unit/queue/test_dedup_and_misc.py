@@ -32,7 +32,16 @@ def redis_store(clock: FakeClock) -> RedisDedupStore:
     return RedisDedupStore(fakeredis.FakeRedis(), prefix="t:")
 
 
-@pytest.mark.parametrize("make", [memory_store, redis_store], ids=["memory", "redis"])
+def decoding_redis_store(clock: FakeClock) -> RedisDedupStore:
+    """A client with decode_responses=True answers str, not bytes."""
+    return RedisDedupStore(fakeredis.FakeRedis(decode_responses=True), prefix="t:")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [memory_store, redis_store, decoding_redis_store],
+    ids=["memory", "redis", "redis-decode-responses"],
+)
 def test_dedup_claim_complete_release(make: Callable[[FakeClock], object]) -> None:
     clock = FakeClock()
     store = make(clock)
