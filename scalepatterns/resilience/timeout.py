@@ -86,15 +86,22 @@ class _DaemonPool(concurrent.futures.Executor):
     def _work(self) -> None:
         while True:
             future, call = self._queue.get()
-            if future.set_running_or_notify_cancel():
+            error: BaseException | None = None
+            result: Any = None
+            running = future.set_running_or_notify_cancel()
+            if running:
                 try:
                     result = call()
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+                    error = exc
+            # Idle before the caller hears back, so its next call finds this worker.
             with self._lock:
                 self._idle += 1
+            if error is not None:
+                future.set_exception(error)
+                error = None
+            elif running:
+                future.set_result(result)
 
 
 _shared_pool = _DaemonPool(max_workers=32)
