@@ -347,7 +347,7 @@ class RabbitMQBroker:
         self._get_channel: Any = None
         self._get_waiter: tuple[Callable[[BaseException], None], str] = (lambda _exc: None, "")
         self._known_queues: set[str] = set()
-        self._delays: set[str] = set()
+        self._delays: dict[str, float] = {}  # delay queue -> when it was last declared
         self.connections = 0
 
     # -- the I/O thread -----------------------------------------------------------------
@@ -593,19 +593,21 @@ class RabbitMQBroker:
 
     def declare_delay(self, queue: str, delay_ms: int) -> str:
         name = delay_queue(queue, delay_ms)
-        if name in self._delays:
+        arguments = delay_queue_arguments(queue, delay_ms)
+        # RabbitMQ deletes a queue unused for `x-expires`, messages and all; publishing to
+        # it does not count, redeclaring does: renew the lease at half its length.
+        renew_after = arguments["x-expires"] / 2000
+        declared = self._delays.get(name)
+        if declared is not None and time.monotonic() - declared < renew_after:
             return name
         self._on_temp_channel(
             name,
             lambda ch, fin: ch.queue_declare(
-                name,
-                durable=True,
-                arguments=delay_queue_arguments(queue, delay_ms),
-                callback=lambda _f: fin(None),
+                name, durable=True, arguments=arguments, callback=lambda _f: fin(None)
             ),
         )
         with self._lock:
-            self._delays.add(name)
+            self._delays[name] = time.monotonic()
         return name
 
     def declare_exchange(self, name: str) -> None:
@@ -628,7 +630,7 @@ class RabbitMQBroker:
     def delete_queue(self, name: str) -> None:
         with self._lock:
             self._known_queues.discard(name)
-            self._delays.discard(name)
+            self._delays.pop(name, None)
         self._on_temp_channel(
             name, lambda ch, fin: ch.queue_delete(name, callback=lambda _f: fin(None))
         )

@@ -332,3 +332,30 @@ def test_event_bus_subscribe_can_be_retried_after_declaring_failed() -> None:
         assert done.wait(10)
     assert "mailer" in bus.workers()
     broker.close()
+
+
+def test_rabbitmq_delay_queue_is_redeclared_before_its_lease_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delay queue has `x-expires`: RabbitMQ deletes it once it went unused (publishing
+    does not count, only a redeclaration renews the lease) for that long, messages and all.
+    The broker declared each delay queue once per process, so retries and delayed
+    publishes of a long-running worker went to a deleted queue (unroutable)."""
+    from types import SimpleNamespace
+
+    from scalepatterns.queue import rabbitmq
+    from scalepatterns.queue.broker import delay_queue_arguments
+
+    now = [1000.0]
+    monkeypatch.setattr(rabbitmq, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    broker = rabbitmq.RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
+    declared: list[str] = []
+    monkeypatch.setattr(broker, "_on_temp_channel", lambda name, steps: declared.append(name))
+    lease = delay_queue_arguments("jobs", 1000)["x-expires"] / 1000
+    name = broker.declare_delay("jobs", 1000)
+    broker.declare_delay("jobs", 1000)
+    assert declared == [name]  # cached while the lease is fresh
+    now[0] += lease / 2 + 1
+    broker.declare_delay("jobs", 1000)
+    assert declared == [name, name]  # renewed before RabbitMQ would delete it
+    broker.close()
