@@ -208,3 +208,23 @@ def test_daemon_pool_starts_a_worker_rather_than_queue_behind_a_hung_call() -> N
         release.set()
     assert hung.result(timeout=10) is True
     assert pool._threads == 2
+
+
+def test_sync_call_with_an_async_fallback_function_says_so_and_leaks_no_coroutine() -> None:
+    """The async fallback's coroutine is closed, not left to warn "never awaited"."""
+    import gc
+    import warnings
+
+    async def cached(exc: BaseException) -> str:
+        return "cached"
+
+    @fallback(cached, on=ConnectionError)
+    def quote() -> str:
+        raise ConnectionError("down")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError, match="async def"):
+            quote()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
