@@ -123,6 +123,8 @@ class Worker:
         for name, value in (("dedup_ttl", dedup_ttl), ("in_progress_ttl", in_progress_ttl)):
             if value <= 0:
                 raise ConfigurationError(name, value, "seconds > 0")
+        if shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout", shutdown_timeout, "seconds >= 0")
         self.broker = broker
         self.spec = queue if isinstance(queue, QueueSpec) else QueueSpec(queue)
         self.queue = self.spec.name

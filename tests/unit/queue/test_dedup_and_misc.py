@@ -90,6 +90,8 @@ def test_worker_configuration_errors() -> None:
     with pytest.raises(TypeError):
         Worker(broker, "q", "not callable")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
+        Worker(broker, "q", print, shutdown_timeout=-1)
+    with pytest.raises(ConfigurationError):
         Producer(broker, confirm_timeout=0)
     broker.close()
 
