@@ -11,7 +11,12 @@ import threading
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "FakeClock", "SystemClock"]
+__all__ = [
+    "Clock",
+    "FakeClock",
+    "SYSTEM_CLOCK",
+    "SystemClock",
+]
 
 
 @runtime_checkable

@@ -101,6 +101,16 @@ class OutageGuard:
                 return True
             return False
 
+    def release_probe(self) -> None:
+        """A call ended without a verdict on the backend (it was cancelled).
+
+        If it was the probe, the next caller may probe instead; otherwise the guard would
+        wait forever for a verdict that never comes and skip the backend for good.
+        """
+        if self._probing:
+            with self._lock:
+                self._probing = False
+
     def retry_after(self) -> float:
         """Seconds until the next probe is allowed (0.0 when closed)."""
         if self._open_until == 0.0:

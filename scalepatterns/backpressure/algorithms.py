@@ -25,7 +25,13 @@ from typing import Any, NamedTuple, Protocol
 from scalepatterns.backpressure.rates import Rate
 from scalepatterns.errors import ConfigurationError
 
-__all__ = ["GCRA", "Algorithm", "Decision", "FixedWindow", "SlidingWindow"]
+__all__ = [
+    "Algorithm",
+    "Decision",
+    "FixedWindow",
+    "GCRA",
+    "SlidingWindow",
+]
 
 # Rounding slack of the float arithmetic, in units: a count within a millionth of a unit of
 # the limit is at the limit.

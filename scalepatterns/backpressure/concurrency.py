@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
-from scalepatterns.backpressure._util import is_coroutine_callable
+from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.backpressure.errors import BulkheadFull
 from scalepatterns.backpressure.events import BulkheadRejected
 from scalepatterns.errors import ConfigurationError

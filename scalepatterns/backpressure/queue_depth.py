@@ -279,9 +279,15 @@ class RabbitMQQueueDepth:
         self.queue = queue
         self._connection: Any = None
         self._channel: Any = None
+        # Producer threads read the depth concurrently; a pika connection is not thread-safe.
+        self._lock = threading.RLock()
 
     def __call__(self) -> int:
         pika = require("pika", extra="rabbitmq", feature="RabbitMQQueueDepth")
+        with self._lock:
+            return self._read(pika)
+
+    def _read(self, pika: Any) -> int:
         try:
             if self._channel is None or not self._channel.is_open:
                 self.close()
@@ -297,12 +303,13 @@ class RabbitMQQueueDepth:
 
     def close(self) -> None:
         """Close the connection (it reopens on the next reading)."""
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone
-                return
+        with self._lock:
+            connection, self._connection, self._channel = self._connection, None, None
+            if connection is not None and connection.is_open:
+                try:
+                    connection.close()
+                except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone
+                    return
 
     def __repr__(self) -> str:
         return f"RabbitMQQueueDepth(queue={self.queue!r})"

@@ -9,8 +9,8 @@ from typing import Any, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns._deps import require
-from scalepatterns.backpressure._util import is_coroutine_callable
 from scalepatterns.backpressure.algorithms import (
     GCRA,
     Algorithm,

@@ -9,6 +9,7 @@ cool-down ends.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -177,6 +178,9 @@ class AsyncRedisStore(_RedisBase):
                 reply = await self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
         except self._outage as exc:
             return self._failed(exc)
+        except asyncio.CancelledError:
+            self.guard.release_probe()
+            raise
         except Exception as exc:
             self.guard.record_success()
             raise BackendUnavailable("redis", f"rate limit script failed: {exc}") from exc

@@ -23,7 +23,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
-import inspect
 import logging
 import random
 import threading
@@ -33,6 +32,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
 from scalepatterns.cache.events import CacheBackendError
@@ -113,16 +113,6 @@ class _Decorator(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R]) -> CachedFunction[P, R]: ...
-
-
-def is_coroutine_callable(fn: object) -> bool:
-    """True for `async def` functions, partials of them and objects with `async __call__`."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the method itself
-    return inspect.iscoroutinefunction(call)
 
 
 def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> None:

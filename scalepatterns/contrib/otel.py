@@ -412,7 +412,7 @@ def traced_handler(
         queue: the span's destination name (default: the message's routing key).
         tracer_provider: where spans go (the global tracer provider by default).
     """
-    from scalepatterns.resilience._callables import is_coroutine_callable
+    from scalepatterns._coroutines import is_coroutine_callable
 
     tracer = _tracer(tracer_provider)
     kind = _trace().SpanKind.CONSUMER

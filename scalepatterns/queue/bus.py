@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 import threading
 from collections.abc import Mapping
@@ -15,7 +17,7 @@ from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.message import Message, encode
 from scalepatterns.queue.producer import Producer
 from scalepatterns.queue.topics import topic_matches
-from scalepatterns.queue.worker import Handler, Worker
+from scalepatterns.queue.worker import Handler, Worker, _await
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["EventBus"]
@@ -36,7 +38,9 @@ class _Group:
         if not handlers:
             raise Reject(f"no handler of this group subscribes to {event!r}")
         for handler in handlers:
-            handler(message)
+            result = handler(message)
+            if inspect.isawaitable(result):  # an async def subscriber (on a worker thread)
+                asyncio.run(_await(result))
 
 
 class EventBus:
@@ -136,8 +140,9 @@ class EventBus:
         with self._lock:
             entry = self._groups.get(group)
             if entry is None:
-                entry = self._groups[group] = _Group()
+                # Registered only once declared: a failed declaration is retried whole.
                 self.broker.declare_queue(QueueSpec(queue))
+                entry = _Group()
                 entry.worker = Worker(
                     self.broker,
                     queue,
@@ -147,8 +152,9 @@ class EventBus:
                     listeners=self._listeners,
                     **{**self._worker_options, **options},
                 )
-            entry.handlers.append((pattern, handler))
+                self._groups[group] = entry
             self.broker.bind(self.exchange, queue, pattern)
+            entry.handlers.append((pattern, handler))
             if self._started and entry.worker is not None:
                 entry.worker.start()
 

@@ -110,8 +110,9 @@ class DeadLetters:
                 delivery = self.broker.get(self.name)
                 if delivery is None:
                     break
+                # Kept (given back) unless moved: also when `where` or publishing fails.
+                keep.append(delivery)
                 if where is not None and not where(self._describe(delivery)):
-                    keep.append(delivery)
                     continue
                 headers = {
                     k: v
@@ -121,6 +122,7 @@ class DeadLetters:
                 headers[ATTEMPT_HEADER] = 1
                 props = dataclasses.replace(delivery.properties, headers=headers)
                 self.broker.publish([Outgoing("", self.queue, delivery.body, props)], timeout=30.0)
+                keep.pop()
                 delivery.ack()
                 moved += 1
         finally:

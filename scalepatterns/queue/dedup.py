@@ -50,6 +50,11 @@ class DedupStore(Protocol):
         ...
 
 
+# bytes, or str from a client created with decode_responses=True
+_DONE = (b"done", "done")
+_BUSY = (b"busy", "busy")
+
+
 class MemoryDedupStore:
     """An in-process dedup store (one worker process only)."""
 
@@ -117,7 +122,7 @@ class RedisDedupStore:
             raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
         if value is None:  # expired between SET and GET: try once more
             return self.claim(message_id, ttl)
-        return Claim.DONE if value == b"done" else Claim.BUSY
+        return Claim.DONE if value in _DONE else Claim.BUSY
 
     def complete(self, message_id: str, ttl: float) -> None:
         try:
@@ -132,7 +137,7 @@ class RedisDedupStore:
             # check and the delete one step: a concurrent "done" aborts the delete).
             with self._client.pipeline() as pipe:
                 pipe.watch(key)
-                if pipe.get(key) == b"busy":
+                if pipe.get(key) in _BUSY:
                     pipe.multi()
                     pipe.delete(key)
                     pipe.execute()

@@ -24,8 +24,9 @@ class ConnectionLost(BackendUnavailable):
     """The broker connection dropped; messages in flight were not confirmed.
 
     Attributes:
-        unconfirmed: ids of the messages whose fate is unknown (publish them again:
-            consumers with a dedup store absorb the copies).
+        unconfirmed: ids of the messages whose fate is unknown, and of any the broker
+            refused in the same call (publish them again: consumers with a dedup store
+            absorb the copies).
     """
 
     def __init__(self, message: str, unconfirmed: Sequence[str] = ()) -> None:

@@ -345,8 +345,9 @@ class RabbitMQBroker:
         self._settles: list[tuple[Any, int, bool | None]] = []
         self._settle_scheduled = False
         self._get_channel: Any = None
+        self._get_waiter: tuple[Callable[[BaseException], None], str] = (lambda _exc: None, "")
         self._known_queues: set[str] = set()
-        self._delays: set[str] = set()
+        self._delays: dict[str, float] = {}  # delay queue -> when it was last declared
         self.connections = 0
 
     # -- the I/O thread -----------------------------------------------------------------
@@ -592,19 +593,21 @@ class RabbitMQBroker:
 
     def declare_delay(self, queue: str, delay_ms: int) -> str:
         name = delay_queue(queue, delay_ms)
-        if name in self._delays:
+        arguments = delay_queue_arguments(queue, delay_ms)
+        # RabbitMQ deletes a queue unused for `x-expires`, messages and all; publishing to
+        # it does not count, redeclaring does: renew the lease at half its length.
+        renew_after = arguments["x-expires"] / 2000
+        declared = self._delays.get(name)
+        if declared is not None and time.monotonic() - declared < renew_after:
             return name
         self._on_temp_channel(
             name,
             lambda ch, fin: ch.queue_declare(
-                name,
-                durable=True,
-                arguments=delay_queue_arguments(queue, delay_ms),
-                callback=lambda _f: fin(None),
+                name, durable=True, arguments=arguments, callback=lambda _f: fin(None)
             ),
         )
         with self._lock:
-            self._delays.add(name)
+            self._delays[name] = time.monotonic()
         return name
 
     def declare_exchange(self, name: str) -> None:
@@ -627,7 +630,7 @@ class RabbitMQBroker:
     def delete_queue(self, name: str) -> None:
         with self._lock:
             self._known_queues.discard(name)
-            self._delays.discard(name)
+            self._delays.pop(name, None)
         self._on_temp_channel(
             name, lambda ch, fin: ch.queue_delete(name, callback=lambda _f: fin(None))
         )
@@ -677,6 +680,9 @@ class RabbitMQBroker:
             failed.update(batch.failed)
             lost.extend(batch.lost)
         if lost:
+            # Refused ones are unconfirmed too: naming only the lost would let a caller
+            # that publishes `unconfirmed` again report the refused ones as sent.
+            lost.extend(failed)
             raise ConnectionLost(
                 f"connection to {self.url} lost before the broker confirmed {len(lost)} message(s)",
                 lost,
@@ -839,6 +845,8 @@ class RabbitMQBroker:
                         )
                     )
 
+                # The channel is reused: its close callback fails whichever get is current.
+                self._get_waiter = (fail, queue)
                 channel.add_callback(
                     lambda _frame: ok(None), [self._pika.spec.Basic.GetEmpty], one_shot=True
                 )
@@ -855,7 +863,8 @@ class RabbitMQBroker:
                 def on_close(_ch: Any, reason: Exception) -> None:
                     if self._get_channel is _ch:
                         self._get_channel = None
-                    fail(_translate(reason, queue))
+                    current_fail, current_queue = self._get_waiter
+                    current_fail(_translate(reason, current_queue))
 
                 channel.add_on_close_callback(on_close)
                 with_channel(channel)

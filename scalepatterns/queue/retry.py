@@ -15,7 +15,12 @@ from typing import Any
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.queue.errors import Reject
 
-__all__ = ["DeadLetter", "RetryPolicy", "Retry", "exponential_backoff"]
+__all__ = [
+    "DeadLetter",
+    "Retry",
+    "RetryPolicy",
+    "exponential_backoff",
+]
 
 WaitStrategy = Callable[[int], float]
 """attempt number that failed (1, 2, ...) -> seconds to wait before the next try."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import inspect
 import logging
 import signal
 import threading
@@ -14,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, SerializationError
 from scalepatterns.events import Listeners, default_listeners
@@ -40,8 +39,8 @@ __all__ = [
     "ERROR_MESSAGE_HEADER",
     "ERROR_TYPE_HEADER",
     "FAILED_AT_HEADER",
-    "ORIGINAL_QUEUE_HEADER",
     "Handler",
+    "ORIGINAL_QUEUE_HEADER",
     "Worker",
 ]
 
@@ -54,16 +53,6 @@ ERROR_TYPE_HEADER = "x-sp-error-type"
 ERROR_MESSAGE_HEADER = "x-sp-error-message"
 FAILED_AT_HEADER = "x-sp-failed-at"
 ORIGINAL_QUEUE_HEADER = "x-sp-original-queue"
-
-
-def is_coroutine_callable(fn: object) -> bool:
-    """True for ``async def`` functions, partials of them and objects with ``async __call__``."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__
-    return inspect.iscoroutinefunction(call)
 
 
 async def _await(awaitable: Any) -> Any:
@@ -134,6 +123,8 @@ class Worker:
         for name, value in (("dedup_ttl", dedup_ttl), ("in_progress_ttl", in_progress_ttl)):
             if value <= 0:
                 raise ConfigurationError(name, value, "seconds > 0")
+        if shutdown_timeout < 0:
+            raise ConfigurationError("shutdown_timeout", shutdown_timeout, "seconds >= 0")
         self.broker = broker
         self.spec = queue if isinstance(queue, QueueSpec) else QueueSpec(queue)
         self.queue = self.spec.name
@@ -166,9 +157,15 @@ class Worker:
         self._stopping.clear()
         self.broker.declare_queue(self.spec)
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sp-worker")
-        self._subscription = self.broker.consume(
-            self.queue, prefetch=self.prefetch, on_delivery=self._on_delivery
-        )
+        try:
+            self._subscription = self.broker.consume(
+                self.queue, prefetch=self.prefetch, on_delivery=self._on_delivery
+            )
+        except BaseException:
+            # Not started: free the pool, and let a later start() try again.
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
         return self
 
     def stop(self, timeout: float | None = None) -> bool:

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
+from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.errors import ConfigurationError
 
 __all__ = ["decorate", "exception_types", "is_coroutine_callable", "name_of"]
-
-
-def is_coroutine_callable(fn: Callable[..., Any]) -> bool:
-    """True for `async def` functions, `functools.partial`s of them, and objects with an
-    `async def __call__` (what `inspect.iscoroutinefunction` alone misses)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isclass(fn):
-        return False
-    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the method itself
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def name_of(fn: Callable[..., Any]) -> str:

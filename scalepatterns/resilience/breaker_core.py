@@ -24,13 +24,13 @@ from scalepatterns.clock import Clock
 from scalepatterns.errors import ConfigurationError
 
 __all__ = [
-    "CLOSED",
-    "HALF_OPEN",
-    "OPEN",
     "BreakerCore",
     "BreakerPolicy",
     "BreakerStateName",
+    "CLOSED",
     "CountWindow",
+    "HALF_OPEN",
+    "OPEN",
     "TimeWindow",
 ]
 

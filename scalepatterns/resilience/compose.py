@@ -180,9 +180,14 @@ def _limiter_sync(
 def _limiter_async(
     fn: Callable[..., Any], limiter: RateLimiter, key: str, inner: Callable[..., Any]
 ) -> Any:
+    # A limiter with `aacquire` (scalepatterns' RateLimiter) may answer only there: on a
+    # redis.asyncio client its `acquire` raises TypeError.
+    aacquire = getattr(limiter, "aacquire", None)
+    acquire = aacquire if callable(aacquire) else limiter.acquire
+
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> Any:
-        decision = limiter.acquire(key, 1)
+        decision = acquire(key, 1)
         if inspect.isawaitable(decision):
             decision = await decision
         _check(key, decision)

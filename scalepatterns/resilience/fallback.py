@@ -53,6 +53,8 @@ class Fallback(Generic[T]):
             self._used(fn, exc)
             answer = self._answer(exc)
             if inspect.isawaitable(answer):
+                if inspect.iscoroutine(answer):
+                    answer.close()  # never awaited: do not leave it to warn
                 raise TypeError("an async fallback function needs an async def call") from exc
             return answer  # type: ignore[no-any-return]
 

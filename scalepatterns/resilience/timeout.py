@@ -72,7 +72,11 @@ class _DaemonPool(concurrent.futures.Executor):
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
         self._queue.put((future, functools.partial(fn, *args, **kwargs)))
         with self._lock:
-            if self._idle == 0 and self._threads < self._max:
+            # Claim an idle worker for this call, so that a second call submitted before
+            # that worker woke up starts its own instead of queueing behind the first.
+            if self._idle > 0:
+                self._idle -= 1
+            elif self._threads < self._max:
                 self._threads += 1
                 threading.Thread(
                     target=self._work, name="scalepatterns-timeout", daemon=True
@@ -81,18 +85,22 @@ class _DaemonPool(concurrent.futures.Executor):
 
     def _work(self) -> None:
         while True:
+            future, call = self._queue.get()
+            error: BaseException | None = None
+            result: Any = None
+            running = future.set_running_or_notify_cancel()
+            if running:
+                try:
+                    result = call()
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    error = exc
+            # Idle before the caller hears back, so its next call finds this worker.
             with self._lock:
                 self._idle += 1
-            future, call = self._queue.get()
-            with self._lock:
-                self._idle -= 1
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                future.set_exception(exc)
-            else:
+            if error is not None:
+                future.set_exception(error)
+                error = None
+            elif running:
                 future.set_result(result)
 
 

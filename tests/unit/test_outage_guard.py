@@ -92,3 +92,18 @@ def test_bad_configuration_names_the_parameter(kwargs: dict[str, float], paramet
     with pytest.raises(ConfigurationError) as info:
         OutageGuard(**kwargs)  # type: ignore[arg-type]
     assert info.value.parameter == parameter
+
+
+def test_a_released_probe_lets_another_probe_go() -> None:
+    clock = FakeClock()
+    guard = OutageGuard(failure_threshold=1, cooldown=5.0, clock=clock)
+    guard.record_failure()
+    clock.advance(5.0)
+    assert guard.allow()  # the probe
+    assert not guard.allow()
+    guard.release_probe()  # it was cancelled: no verdict
+    assert guard.allow()  # another caller probes
+    guard.record_success()
+    guard.release_probe()  # no effect on a closed guard
+    assert guard.allow()
+    assert not guard.is_open

@@ -85,3 +85,39 @@ def test_producer_held_between_the_watermarks_and_nothing_lost(amqp_url, unique_
     assert all(e.depth >= HIGH for e in throttled)
     assert all(e.depth <= LOW for e in released)
     assert gate.blocked_seconds > 0
+
+
+def test_depth_source_shared_by_producer_threads(amqp_url: str, unique_name: str) -> None:
+    """QueueBackpressure reads the depth from every producer thread; the pika connection
+    behind RabbitMQQueueDepth is not thread-safe, so concurrent reads must not interleave
+    (they hung or failed before)."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.queue_declare(unique_name, durable=False)
+    channel.confirm_delivery()
+    for _ in range(3):
+        channel.basic_publish("", unique_name, b"x")
+    depth = RabbitMQQueueDepth(amqp_url, unique_name)
+    readings: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        for _ in range(50):
+            try:
+                readings.append(depth())
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=read, daemon=True) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads), "a depth reading hung"
+    finally:
+        depth.close()
+        channel.queue_delete(unique_name)
+        connection.close()
+    assert errors == []
+    assert readings == [3] * 200

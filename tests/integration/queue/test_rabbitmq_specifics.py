@@ -22,6 +22,7 @@ from scalepatterns.queue import (
     TopologyConflict,
     Worker,
 )
+from scalepatterns.queue.broker import Delivery
 from scalepatterns.queue.testing import Names, wait_until
 
 pytestmark = pytest.mark.rabbitmq
@@ -171,3 +172,25 @@ def test_worker_consumes_again_after_the_broker_cancels_it(
         Producer(admin).publish(queue, "after the cancel")
         wait_until(lambda: len(seen) == 1, timeout=20)
     assert seen[0].body == "after the cancel"
+
+
+def test_get_on_a_missing_queue_after_a_get_returns_none(amqp_url: str, names: Names) -> None:
+    """The basic.get channel is reused: its close must fail the current get, not the first."""
+    broker = RabbitMQBroker(amqp_url)
+    try:
+        queue = names.queue()
+        broker.declare_queue(QueueSpec(queue))
+        assert broker.get(queue) is None  # opens the shared basic.get channel
+        missing = names.queue("missing")
+        # Before the fix the channel's close (404) failed the first get's result, and this
+        # one waited its full 30 s and raised DeadlineExceeded.
+        assert broker.get(missing) is None
+        Producer(broker).publish(queue, {"n": 1})
+        got: list[Delivery | None] = []
+        wait_until(lambda: got.append(broker.get(queue)) or got[-1] is not None)
+        delivery = got[-1]
+        assert delivery is not None
+        assert json.loads(delivery.body) == {"n": 1}
+        delivery.ack()
+    finally:
+        broker.close()

@@ -242,3 +242,45 @@ def test_async_redis_down_fails_as_configured(fail_open: bool) -> None:
     assert asyncio.run(main()) == [fail_open] * 20
     assert client.calls == 3
     assert limiter.store.fallback_decisions == 20
+
+
+class _HangingAsyncRedis(_DeadAsyncRedis):
+    """Dead at first; then its script calls hang (a slow server) until cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hang = False
+
+    async def evalsha(self, *args: object) -> None:
+        if self.hang:
+            self.calls += 1
+            await asyncio.Event().wait()
+        await super().evalsha(*args)
+
+
+def test_a_cancelled_probe_lets_the_next_probe_through() -> None:
+    """A probe cancelled by the caller (a request timeout) must not leave the outage guard
+    waiting forever for its verdict: after the next cool-down another probe goes to Redis."""
+    client = _HangingAsyncRedis()
+    clock = FakeClock()
+    limiter = RateLimiter("5/second", redis=client, failure_threshold=1, cooldown=5, clock=clock)
+
+    async def main() -> None:
+        await limiter.aacquire("k")  # the failure that opens the guard
+        clock.advance(5)
+        client.hang = True
+        probe = asyncio.ensure_future(limiter.aacquire("k"))
+        await asyncio.sleep(0)
+        assert client.calls == 2  # the probe is out
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        clock.advance(5)
+        later = asyncio.ensure_future(limiter.aacquire("k"))
+        await asyncio.sleep(0)
+        assert client.calls == 3  # a new probe reached Redis
+        later.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await later
+
+    asyncio.run(main())

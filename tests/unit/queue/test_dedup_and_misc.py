@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import fakeredis
 import pytest
@@ -31,7 +32,16 @@ def redis_store(clock: FakeClock) -> RedisDedupStore:
     return RedisDedupStore(fakeredis.FakeRedis(), prefix="t:")
 
 
-@pytest.mark.parametrize("make", [memory_store, redis_store], ids=["memory", "redis"])
+def decoding_redis_store(clock: FakeClock) -> RedisDedupStore:
+    """A client with decode_responses=True answers str, not bytes."""
+    return RedisDedupStore(fakeredis.FakeRedis(decode_responses=True), prefix="t:")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [memory_store, redis_store, decoding_redis_store],
+    ids=["memory", "redis", "redis-decode-responses"],
+)
 def test_dedup_claim_complete_release(make: Callable[[FakeClock], object]) -> None:
     clock = FakeClock()
     store = make(clock)
@@ -79,6 +89,8 @@ def test_worker_configuration_errors() -> None:
         Worker(broker, "q", print, prefetch=0)
     with pytest.raises(TypeError):
         Worker(broker, "q", "not callable")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        Worker(broker, "q", print, shutdown_timeout=-1)
     with pytest.raises(ConfigurationError):
         Producer(broker, confirm_timeout=0)
     broker.close()
@@ -180,4 +192,172 @@ def test_memory_delay_queues_follow_the_injected_clock() -> None:
             break
         _time.sleep(0.01)
     assert broker.depth("later") == 1
+    broker.close()
+
+
+def test_a_nack_in_a_batch_that_also_lost_messages_is_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One publish call: message "a" is nacked, then the connection drops before "b" is
+    confirmed. Both are unconfirmed; the error must name both, or the Producer publishes
+    only "b" again and reports "a" as sent."""
+    from scalepatterns.queue import ConnectionLost
+    from scalepatterns.queue.broker import Outgoing, Properties
+    from scalepatterns.queue.rabbitmq import RabbitMQBroker, _Batch
+
+    broker = RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
+    monkeypatch.setattr(broker, "_wait_ready", lambda timeout: None)
+    broker._ready.set()
+
+    def deliver(fn: Callable[[], None]) -> bool:
+        batch: _Batch = fn.args[1]  # type: ignore[attr-defined]
+        batch.settle("a", "nacked by the broker")
+        batch.lose_rest()
+        return True
+
+    monkeypatch.setattr(broker, "_threadsafe", deliver)
+    messages = [Outgoing("", "q", b"{}", Properties(message_id=message_id)) for message_id in "ab"]
+    with pytest.raises(ConnectionLost) as caught:
+        broker.publish(messages, timeout=5)
+    assert sorted(caught.value.unconfirmed) == ["a", "b"]
+    broker.close()
+
+
+def test_redrive_that_fails_to_publish_keeps_the_dead_letter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dead letter being moved when publishing fails goes back to the dead-letter
+    queue; before, it was neither acked nor requeued (lost on the memory broker, held
+    unacked on RabbitMQ until the connection closed)."""
+    from scalepatterns.queue import ConnectionLost, DeadLetters, QueueSpec
+    from scalepatterns.queue.broker import Outgoing, Properties
+
+    broker = MemoryBroker()
+    broker.declare_queue(QueueSpec("jobs"))
+    dead = DeadLetters(broker, "jobs")
+    broker.publish([Outgoing("", dead.name, b'{"n": 1}', Properties(message_id="m1"))])
+    assert dead.count() == 1
+
+    def refuse(messages: object, *, timeout: float = 30.0) -> None:
+        raise ConnectionLost("connection lost")
+
+    monkeypatch.setattr(broker, "publish", refuse)
+    with pytest.raises(ConnectionLost):
+        dead.redrive()
+    assert dead.count() == 1
+    assert broker.depth("jobs") == 0
+    broker.close()
+
+
+def test_event_bus_runs_an_async_subscriber() -> None:
+    """A handler may be an `async def` (as for `Worker`); the bus's group dispatcher
+    called it without awaiting, so the event was acked and never handled."""
+    import threading
+
+    from scalepatterns.queue import EventBus
+
+    broker = MemoryBroker()
+    bus = EventBus(broker)
+    seen: list[object] = []
+    done = threading.Event()
+
+    async def on_signup(message: object) -> None:
+        seen.append(message.body)  # type: ignore[attr-defined]
+        done.set()
+
+    bus.subscribe("user.*", on_signup, group="mailer")
+    with bus:
+        bus.publish("user.signed_up", {"id": 7})
+        assert done.wait(10)
+    assert seen == [{"id": 7}]
+    assert bus.workers()["mailer"].handled == 1
+    broker.close()
+
+
+def test_worker_start_can_be_retried_after_consume_failed() -> None:
+    """`start()` whose `consume` raised (broker down) must leave the worker stopped: a
+    second `start()` consumed nothing before (it saw the executor and returned), and the
+    first one's thread pool was never shut down."""
+    import threading
+
+    from scalepatterns.queue import ConnectionLost
+
+    class FlakyBroker(MemoryBroker):
+        failures = 1
+
+        def consume(self, queue: str, **kwargs: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionLost("connection to the broker lost")
+            return super().consume(queue, **kwargs)
+
+    broker = FlakyBroker()
+    done = threading.Event()
+    worker = Worker(broker, "jobs", lambda message: done.set())
+    with pytest.raises(ConnectionLost):
+        worker.start()
+    assert worker._executor is None
+    worker.start()
+    try:
+        Producer(broker).publish("jobs", {"n": 1})
+        assert done.wait(10)
+    finally:
+        assert worker.stop()
+    assert worker.handled == 1
+    broker.close()
+
+
+def test_event_bus_subscribe_can_be_retried_after_declaring_failed() -> None:
+    """A subscribe whose queue declaration failed must not leave a group without a worker
+    (a retried subscribe then registered handlers that never ran)."""
+    import threading
+
+    from scalepatterns.queue import ConnectionLost, EventBus, QueueSpec
+
+    class FlakyBroker(MemoryBroker):
+        failures = 1
+
+        def declare_queue(self, spec: QueueSpec) -> None:
+            if self.failures and spec.name.endswith(".mailer"):
+                self.failures -= 1
+                raise ConnectionLost("connection to the broker lost")
+            super().declare_queue(spec)
+
+    broker = FlakyBroker()
+    bus = EventBus(broker)
+    done = threading.Event()
+    with pytest.raises(ConnectionLost):
+        bus.subscribe("user.*", lambda message: done.set(), group="mailer")
+    bus.subscribe("user.*", lambda message: done.set(), group="mailer")
+    with bus:
+        bus.publish("user.signed_up", {"id": 7})
+        assert done.wait(10)
+    assert "mailer" in bus.workers()
+    broker.close()
+
+
+def test_rabbitmq_delay_queue_is_redeclared_before_its_lease_runs_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A delay queue has `x-expires`: RabbitMQ deletes it once it went unused (publishing
+    does not count, only a redeclaration renews the lease) for that long, messages and all.
+    The broker declared each delay queue once per process, so retries and delayed
+    publishes of a long-running worker went to a deleted queue (unroutable)."""
+    from types import SimpleNamespace
+
+    from scalepatterns.queue import rabbitmq
+    from scalepatterns.queue.broker import delay_queue_arguments
+
+    now = [1000.0]
+    monkeypatch.setattr(rabbitmq, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    broker = rabbitmq.RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
+    declared: list[str] = []
+    monkeypatch.setattr(broker, "_on_temp_channel", lambda name, steps: declared.append(name))
+    lease = delay_queue_arguments("jobs", 1000)["x-expires"] / 1000
+    name = broker.declare_delay("jobs", 1000)
+    broker.declare_delay("jobs", 1000)
+    assert declared == [name]  # cached while the lease is fresh
+    now[0] += lease / 2 + 1
+    broker.declare_delay("jobs", 1000)
+    assert declared == [name, name]  # renewed before RabbitMQ would delete it
     broker.close()

@@ -226,3 +226,44 @@ def test_jitter_source_is_seedable() -> None:
     a = retry(rng=random.Random(3))
     b = retry(rng=random.Random(3))
     assert [a.delay(n) for n in range(1, 5)] == [b.delay(n) for n in range(1, 5)]
+
+
+def test_rate_limiter_on_an_async_redis_client_limits_an_async_function() -> None:
+    """`RateLimiter(redis=<redis.asyncio client>)` answers through `aacquire` only (its
+    `acquire` raises TypeError); the async pipeline must use it."""
+    from types import SimpleNamespace
+
+    from scalepatterns import RateLimiter as ScaleRateLimiter
+
+    class AsyncRedis:
+        """Answers the limiter's script as Redis would for a 2-per-minute key."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def register_script(self, source: str) -> object:
+            return SimpleNamespace(sha="0" * 40)
+
+        async def execute_command(self, *args: object) -> None:
+            raise AssertionError("not used")
+
+        async def evalsha(self, *args: object) -> bytes:
+            self.calls += 1
+            return b"1 1 0 30" if self.calls <= 2 else b"0 0 30 30"
+
+    limiter = ScaleRateLimiter("2/minute", redis=AsyncRedis())
+
+    @resilient(limiter=limiter, limit_key="quotes")
+    async def quote() -> str:
+        return "ok"
+
+    async def main() -> list[str]:
+        results = []
+        for _ in range(3):
+            try:
+                results.append(await quote())
+            except RateLimited:
+                results.append("limited")
+        return results
+
+    assert asyncio.run(main()) == ["ok", "ok", "limited"]

@@ -191,3 +191,40 @@ def test_worker_pool_is_bounded_and_reused() -> None:
     failing = pool.submit(int, "x")
     with pytest.raises(ValueError):
         failing.result(timeout=10)
+
+
+def test_daemon_pool_starts_a_worker_rather_than_queue_behind_a_hung_call() -> None:
+    """Two calls submitted back to back must not both count on the one idle worker:
+    the second would wait behind the first (a hung call) while the pool has room."""
+    pool = _DaemonPool(max_workers=4)
+    pool.submit(lambda: None).result(timeout=5)  # leaves one idle worker
+    release = threading.Event()
+    try:
+        hung = pool.submit(release.wait)
+        quick = pool.submit(lambda: 42)
+        assert quick.result(timeout=10) == 42
+        assert not hung.done()
+    finally:
+        release.set()
+    assert hung.result(timeout=10) is True
+    assert pool._threads == 2
+
+
+def test_sync_call_with_an_async_fallback_function_says_so_and_leaks_no_coroutine() -> None:
+    """The async fallback's coroutine is closed, not left to warn "never awaited"."""
+    import gc
+    import warnings
+
+    async def cached(exc: BaseException) -> str:
+        return "cached"
+
+    @fallback(cached, on=ConnectionError)
+    def quote() -> str:
+        raise ConnectionError("down")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TypeError, match="async def"):
+            quote()
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, RuntimeWarning)] == []
