@@ -168,11 +168,13 @@ class Services:
         self.listeners.add(
             self.message_stats, MessageHandled, MessageRetried, MessageDeadLettered, MessageDuplicate
         )
-        dedup = (
-            RedisDedupStore(self.redis, prefix=f"{s.prefix}:dedup:")
-            if self.redis is not None
-            else MemoryDedupStore()
-        )
+
+        def dedup(group: str) -> Any:
+            # one store per group: both groups receive the same event id
+            if self.redis is not None:
+                return RedisDedupStore(self.redis, prefix=f"{s.prefix}:dedup:{group}:")
+            return MemoryDedupStore()
+
         policy = RetryPolicy(
             max_attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
         )
@@ -181,7 +183,7 @@ class Services:
             welcome_email_handler(self),
             group=EMAIL_GROUP,
             retry=policy,
-            dedup=dedup,
+            dedup=dedup(EMAIL_GROUP),
             in_progress_ttl=s.in_progress_ttl,
             concurrency=4,
         )
@@ -190,7 +192,7 @@ class Services:
             analytics_handler(self),
             group=ANALYTICS_GROUP,
             retry=policy,
-            dedup=dedup,
+            dedup=dedup(ANALYTICS_GROUP),
             in_progress_ttl=s.in_progress_ttl,
             concurrency=2,
         )
