@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         svc = services or Services.build(settings)
         state["services"] = svc
+        app.state.services = svc  # for tests and embedding programs
         state["profile"] = _profile_loader(svc)
         if svc.bus is not None and settings.workers:
             svc.subscribe_workers()

@@ -1,0 +1,59 @@
+"""The reference app on embedded defaults, driven in-process by FastAPI's TestClient."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the app extra is not installed")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from examples.app.app import create_app  # noqa: E402
+from examples.app.settings import Settings  # noqa: E402
+
+AppFactory = Callable[..., Any]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll until `predicate()` is truthy (bounded); returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """`make_client(**settings)` -> a started TestClient on embedded defaults."""
+    with _clients() as opened:
+
+        def make(**overrides: Any) -> TestClient:
+            settings = Settings(data_dir=tmp_path, email_latency=0.001, retry_base=0.01)
+            return opened(create_app(settings.with_(**overrides)))
+
+        yield make
+
+
+@contextmanager
+def _clients() -> Iterator[Callable[[Any], TestClient]]:
+    started: list[TestClient] = []
+
+    def open_(app: Any) -> TestClient:
+        client = TestClient(app)
+        client.__enter__()
+        started.append(client)
+        return client
+
+    try:
+        yield open_
+    finally:
+        for client in reversed(started):
+            client.__exit__(None, None, None)
