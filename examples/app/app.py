@@ -275,7 +275,11 @@ def _profile_loader(services: Services) -> Any:
         return None
     databases = services.databases
 
-    @services.cache.cached(key="user:{user_id}", name="profile")
+    # "not found" is cached briefly: a read racing a signup on a lagging replica would
+    # otherwise hide the new user for the whole TTL
+    negative_ttl = min(services.settings.cache_ttl, 2.0)
+
+    @services.cache.cached(key="user:{user_id}", name="profile", negative_ttl=negative_ttl)
     def profile(user_id: int) -> dict[str, Any] | None:
         with databases.session(user_id) as session:
             user = session.get(User, user_id)

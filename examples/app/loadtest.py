@@ -382,7 +382,7 @@ def _cleanup(env: dict[str, str]) -> None:
         import redis
 
         client = redis.Redis.from_url(env["SP_APP_REDIS_URL"])
-        for key in client.scan_iter(f"{prefix}:*", count=1000):
+        for key in client.scan_iter(f"{prefix}*", count=1000):
             client.delete(key)
         client.close()
     if env.get("SP_APP_POSTGRES_URL"):

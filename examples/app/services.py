@@ -95,7 +95,7 @@ class Services:
         s = self.settings
         if self.redis is not None:
             self.cache = Cache.redis(
-                self.redis, namespace=f"{s.prefix}:cache", ttl=s.cache_ttl, listeners=self.listeners
+                self.redis, namespace=f"{s.prefix}_cache", ttl=s.cache_ttl, listeners=self.listeners
             )
         else:
             self.cache = Cache.memory(maxsize=100_000, ttl=s.cache_ttl, listeners=self.listeners)
