@@ -41,14 +41,15 @@ class ProfileUpdate(BaseModel):
     name: str
 
 
-def format_token(shard: str, issued: float, token: str) -> str:
-    return f"{shard};{issued:.3f};{token}"
+def format_token(user_id: int, issued: float, token: str) -> str:
+    """``<user id>;<issued, unix seconds>;<the shard router's token>``."""
+    return f"{user_id};{issued:.3f};{token}"
 
 
-def parse_token(raw: str) -> tuple[str, float, str]:
+def parse_token(raw: str) -> tuple[int, float, str]:
     try:
-        shard, issued, token = raw.split(";", 2)
-        return shard, float(issued), token
+        user_id, issued, token = raw.split(";", 2)
+        return int(user_id), float(issued), token
     except ValueError as exc:
         raise HTTPException(400, f"malformed {TOKEN_HEADER}") from exc
 
@@ -71,7 +72,6 @@ def _metrics(services: Services) -> Callable[[], Response] | None:
     """A `/metrics` handler when prometheus-client and the observability adapter exist."""
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
         from scalepatterns.contrib.prometheus import instrument
     except ImportError:
         return None
@@ -84,7 +84,10 @@ def _metrics(services: Services) -> Callable[[], Response] | None:
     return metrics
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+# The routes are closures over one app instance's state (tests start several apps).
+def create_app(  # noqa: PLR0915
+    settings: Settings | None = None, services: Services | None = None
+) -> FastAPI:
     """The service; builds its `Services` from `settings` (or the environment) on startup."""
     settings = settings or (services.settings if services else Settings.from_env())
     state: dict[str, Any] = {}
@@ -140,18 +143,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             response.set_cookie(COOKIE, sid, httponly=True, samesite="lax")
         return sid, data
 
-    def remember_token(request: Request, response: Response, user_id: int, token: str | None) -> None:
+    def remember_token(
+        request: Request, response: Response, user_id: int, token: str | None
+    ) -> None:
         if token is None:
             return
         services_ = svc()
-        value = format_token(services_.databases.shard_of(user_id), time.time(), token)
+        value = format_token(user_id, time.time(), token)
         response.headers[TOKEN_HEADER] = value
         sid, data = session_data(request, response)
         data["token"] = value
         services_.sessions.save(sid, data)
 
     def fresh_token(request: Request, user_id: int) -> str | None:
-        """The caller's token for this user's shard, while it may still matter."""
+        """The caller's token for the profile it wrote, while it may still matter.
+
+        A token covers the profile its holder wrote: reads of other profiles, which
+        this client did not change, keep using the cache.
+        """
         raw = request.headers.get(TOKEN_HEADER)
         if raw is None:
             sid = request.cookies.get(COOKIE)
@@ -159,8 +168,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             raw = (data or {}).get("token")
         if not raw:
             return None
-        shard, issued, token = parse_token(raw)
-        if shard != svc().databases.shard_of(user_id):
+        written, issued, token = parse_token(raw)
+        if written != user_id:
             return None
         if time.time() - issued > settings.token_window:
             return None
@@ -230,9 +239,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     ) -> dict[str, Any]:
         services_ = svc()
         opener = (
-            services_.databases.primary_session
-            if settings.naive
-            else services_.databases.session
+            services_.databases.primary_session if settings.naive else services_.databases.session
         )
         with opener(user_id) as session:
             user = session.get(User, user_id)
@@ -262,7 +269,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             "cache": cache,
             "messages": services_.message_stats.snapshot(),
             "dead_letters": services_.dead_letters() if services_.bus is not None else 0,
-            "emails": {"attempts": services_.provider.attempts(), "sent": len(services_.provider.sent())},
+            "emails": {
+                "attempts": services_.provider.attempts(),
+                "sent": len(services_.provider.sent()),
+            },
             "analytics": dict(services_.analytics),
         }
 

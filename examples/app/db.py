@@ -134,7 +134,9 @@ class Databases:
         self.shards: ShardRouter[ReadWriteRouter] = ShardRouter(
             HashRing(list(routers)), routers, name="users"
         )
-        self._routed = {shard: r.sessionmaker(expire_on_commit=False) for shard, r in routers.items()}
+        self._routed = {
+            shard: r.sessionmaker(expire_on_commit=False) for shard, r in routers.items()
+        }
         self._plain = {
             shard: sessionmaker(bind=engine, expire_on_commit=False)
             for shard, engine in self.primaries.items()
@@ -160,12 +162,17 @@ class Databases:
         return self.shards.resource(self.shard_of(user_id)).token(session)
 
     def seed(self, count: int, start: int = 1) -> None:
-        """Insert users `start .. start+count-1` (the load test's population), skipping existing ones."""
+        """Insert users `start .. start+count-1` (the load test's population) not there yet."""
         now = time.time()
         groups = self.shards.group_by_shard([str(i) for i in range(start, start + count)])
         for shard, keys in groups.items():
             rows = [
-                {"id": int(k), "email": f"user{k}@example.com", "name": f"User {k}", "updated_at": now}
+                {
+                    "id": int(k),
+                    "email": f"user{k}@example.com",
+                    "name": f"User {k}",
+                    "updated_at": now,
+                }
                 for k in keys
             ]
             with self.primaries[shard].begin() as conn:

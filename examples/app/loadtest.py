@@ -9,9 +9,9 @@ Each build runs as its own uvicorn process; the driver (asyncio + httpx, in this
 runs `--clients` well-behaved clients, each sending its next request when the last one
 answered: a read-heavy Zipf workload (94% `GET /users/{id}` over a Zipf(1.1) popularity,
 5% `PUT` of a profile, 1% signups), plus one noisy client hammering hot profiles as fast
-as it can over `--noisy` connections. The servers' own counters (`GET /stats`) give the database queries per request
-on primaries and replicas, the cache hit ratio and the queue's figures. It writes a
-Markdown table, a JSON file and a PNG chart.
+as it can over `--noisy` connections (honouring `Retry-After` when refused). The servers' own counters (`GET /stats`) give the
+database queries per request on primaries and replicas, the cache hit ratio and the
+queue's figures. It writes a Markdown table, a JSON file and a PNG chart.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def zipf_ids(users: int, size: int, s: float, rng: random.Random) -> list[int]:
     return rng.choices(ids, weights=weights, k=size)
 
 
-async def _client(
+async def _client(  # noqa: PLR0917
     http: httpx.AsyncClient, name: str, ids: list[int], stop: float, tally: Tally, seed: int
 ) -> None:
     rng = random.Random(seed)
@@ -109,6 +109,9 @@ async def _noisy(http: httpx.AsyncClient, ids: list[int], stop: float, tally: Ta
             continue
         i += 1
         tally.add(response.status_code, time.perf_counter() - started)
+        if response.status_code == 429:
+            # a client library that honours Retry-After (capped, to keep probing)
+            await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", "1"))))
 
 
 async def drive(
@@ -167,7 +170,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_build(build: str, env: dict[str, str], ids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+def run_build(
+    build: str, env: dict[str, str], ids: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
     port = _free_port()
     log = Path(env["SP_APP_DATA_DIR"]) / f"{build}.log"
     server = _start_server(build, env, port, log)
@@ -197,7 +202,11 @@ def run_build(build: str, env: dict[str, str], ids: list[int], args: argparse.Na
 
 
 def summarise(
-    build: str, tallies: dict[str, Tally], before: dict[str, Any], after: dict[str, Any], elapsed: float
+    build: str,
+    tallies: dict[str, Tally],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    elapsed: float,
 ) -> dict[str, Any]:
     good, noisy = tallies["clients"], tallies["noisy"]
     total = good.total + noisy.total
@@ -216,15 +225,17 @@ def summarise(
         "requests": total,
         "requests_per_second": round(total / elapsed, 1),
         "served_per_second": round(served / elapsed, 1),
-        "clients_per_second": round(sum(n for s, n in good.statuses.items() if s < 400) / elapsed, 1),
+        "clients_per_second": round(
+            sum(n for s, n in good.statuses.items() if s < 400) / elapsed, 1
+        ),
         "p50_ms": round(percentile(good.latencies, 0.50) * 1000, 1),
         "p99_ms": round(percentile(good.latencies, 0.99) * 1000, 1),
         "noisy_share": round(noisy.total / max(1, total), 3),
         "rate_limited_share": round(limited / max(1, total), 3),
         "clients_rate_limited": good.statuses.get(429, 0),
-        "errors": good.errors + noisy.errors + sum(
-            n for t in (good, noisy) for s, n in t.statuses.items() if s >= 500
-        ),
+        "errors": good.errors
+        + noisy.errors
+        + sum(n for t in (good, noisy) for s, n in t.statuses.items() if s >= 500),
         "primary_queries_per_request": round(primary / requests, 3),
         "replica_queries_per_request": round(replica / requests, 3),
         "cache_hit_ratio": round(hits / max(1, hits + misses), 3),
@@ -276,20 +287,33 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     panels = [
         ("answered requests/s\n(well-behaved clients)", ["clients_per_second"], None),
         ("latency (ms)", ["p50_ms", "p99_ms"], ["p50", "p99"]),
-        ("DB queries per request", ["primary_queries_per_request", "replica_queries_per_request"], ["primary", "replica"]),
-        ("share of requests", ["cache_hit_ratio", "rate_limited_share"], ["cache hits", "rate-limited"]),
+        (
+            "DB queries per request",
+            ["primary_queries_per_request", "replica_queries_per_request"],
+            ["primary", "replica"],
+        ),
+        (
+            "share of requests",
+            ["cache_hit_ratio", "rate_limited_share"],
+            ["cache hits", "rate-limited"],
+        ),
     ]
-    for ax, (title, keys, labels) in zip(axes, panels):
+    for ax, (title, keys, labels) in zip(axes, panels, strict=True):
         width = 0.8 / len(keys)
         for k, key in enumerate(keys):
             xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(builds))]
             values = [results[b][key] for b in builds]
             bars = ax.bar(xs, values, width, color=colors, alpha=1.0 - 0.35 * k)
-            for bar, value in zip(bars, values):
+            for bar, value in zip(bars, values, strict=True):
                 text = f"{value:.2f}" if value < 10 else f"{value:.0f}"
                 label = f"{labels[k]}\n{text}" if labels else text
-                ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=7)
+                ax.annotate(
+                    label,
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
         ax.set_xticks(range(len(builds)), builds)
         ax.set_title(title, fontsize=10)
         ax.margins(y=0.25)
@@ -298,15 +322,18 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 (one linear script)
     parser = argparse.ArgumentParser(prog="python -m examples.app.loadtest")
     parser.add_argument("--duration", type=float, default=25.0, help="seconds of load per build")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=16, help="well-behaved clients")
     parser.add_argument("--noisy", type=int, default=6, help="connections of the noisy client")
     parser.add_argument("--quick", action="store_true", help="3 s per build, 2000 users")
-    parser.add_argument("--pg-cluster", action="store_true",
-                        help="start a throw-away PostgreSQL primary + streaming replica (tests/support)")
+    parser.add_argument(
+        "--pg-cluster",
+        action="store_true",
+        help="start a throw-away PostgreSQL primary + streaming replica (tests/support)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.quick:
@@ -354,7 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     where = describe(env, cluster is not None)
     markdown = table(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "app_load.json").write_text(json.dumps({"where": where, "results": results}, indent=2))
+    (args.out / "app_load.json").write_text(
+        json.dumps({"where": where, "results": results}, indent=2)
+    )
     chart(results, args.out / "app_load.png")
     print(f"\n{where}\n\n{markdown}")
     (args.out / "app_load.md").write_text(f"{where}\n\n{markdown}\n")
@@ -368,8 +397,10 @@ def describe(env: dict[str, str], cluster: bool) -> str:
         f"shards: {env.get('SP_APP_SHARDS', '2')} on {db}",
         "cache/limiter/sessions: " + ("Redis" if env.get("SP_APP_REDIS_URL") else "in-process"),
         "broker: " + ("RabbitMQ" if env.get("SP_APP_AMQP_URL") else "MemoryBroker"),
-        f"email provider: {float(env['SP_APP_EMAIL_LATENCY']) * 1000:.0f} ms, "
-        f"{float(env['SP_APP_EMAIL_FAILURE_RATE']):.0%} failures",
+        (
+            f"email provider: {float(env['SP_APP_EMAIL_LATENCY']) * 1000:.0f} ms, "
+            f"{float(env['SP_APP_EMAIL_FAILURE_RATE']):.0%} failures"
+        ),
         f"rate limit: {env['SP_APP_RATE']} burst {env['SP_APP_BURST']} per client",
     ]
     return "; ".join(parts)

@@ -77,7 +77,9 @@ class Services:
                 redis=redis,
                 prefix=settings.prefix,
             ),
-            sessions=RedisSessions(redis, settings.prefix) if redis is not None else MemorySessions(),
+            sessions=RedisSessions(redis, settings.prefix)
+            if redis is not None
+            else MemorySessions(),
             redis=redis,
         )
         services._wire_email()
@@ -152,6 +154,7 @@ class Services:
 
     def subscribe_workers(self) -> None:
         """Subscribe the welcome-email and analytics groups (in this process)."""
+        from examples.app.workers import analytics_handler, welcome_email_handler
         from scalepatterns.queue import (
             MemoryDedupStore,
             MessageDeadLettered,
@@ -162,11 +165,13 @@ class Services:
             RetryPolicy,
         )
 
-        from examples.app.workers import analytics_handler, welcome_email_handler
-
         s = self.settings
         self.listeners.add(
-            self.message_stats, MessageHandled, MessageRetried, MessageDeadLettered, MessageDuplicate
+            self.message_stats,
+            MessageHandled,
+            MessageRetried,
+            MessageDeadLettered,
+            MessageDuplicate,
         )
 
         def dedup(group: str) -> Any:

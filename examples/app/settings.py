@@ -24,9 +24,9 @@ class Settings:
     | `SP_APP_BUILD` | `patterned` | `patterned` or `naive` (no cache, primary only, email inline) |
     | `SP_APP_DATA_DIR` | a temporary folder | where the SQLite shard files live |
     | `SP_APP_SHARDS` | `2` | number of shard databases |
-    | `SP_APP_POSTGRES_URL` | none (SQLite) | a PostgreSQL server; shards are databases `<prefix>_s<i>` on it |
-    | `SP_APP_POSTGRES_REPLICA_URL` | none | a streaming replica of that server (the same databases) |
-    | `SP_APP_REDIS_URL` | none (memory) | cache, sessions, rate limits, dedup and the fake provider's log |
+    | `SP_APP_POSTGRES_URL` | none (SQLite) | a server; shards are its databases `<prefix>_s<i>` |
+    | `SP_APP_POSTGRES_REPLICA_URL` | none | a streaming replica of that server |
+    | `SP_APP_REDIS_URL` | none (memory) | cache, sessions, limits, dedup, the provider's log |
     | `SP_APP_AMQP_URL` | none (`MemoryBroker`) | RabbitMQ for the signup events |
     | `SP_APP_PREFIX` | `sp_app` | prefix of databases, Redis keys, queues and exchanges |
     | `SP_APP_RATE` / `SP_APP_BURST` | `100/second` / `50` | per-client rate limit |

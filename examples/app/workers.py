@@ -20,9 +20,7 @@ def welcome_email_handler(services: Services) -> Callable[[Any], None]:
         body = message.body
         # The idempotency key is the signup's, not the delivery's: a redelivery, a retry
         # or a duplicate publish of this signup can never send a second email.
-        services.send_email(
-            body["email"], "Welcome", idempotency_key=f"welcome:{body['id']}"
-        )
+        services.send_email(body["email"], "Welcome", idempotency_key=f"welcome:{body['id']}")
 
     return send_welcome_email
 

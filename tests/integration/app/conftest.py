@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the app extra is not installed")
 
-from examples.app.settings import Settings  # noqa: E402
-from tests.support import services  # noqa: E402
-from tests.support.postgres_cluster import PostgresCluster  # noqa: E402
+from examples.app.settings import Settings
+from tests.support import services
+from tests.support.postgres_cluster import PostgresCluster
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -37,7 +37,9 @@ def cleanup(settings: Settings) -> None:
         admin = sa.create_engine(settings.postgres_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             for i in range(settings.shards):
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{settings.prefix}_s{i}" WITH (FORCE)'))
+                conn.execute(
+                    sa.text(f'DROP DATABASE IF EXISTS "{settings.prefix}_s{i}" WITH (FORCE)')
+                )
         admin.dispose()
     if settings.amqp_url:
         broker = RabbitMQBroker(settings.amqp_url)

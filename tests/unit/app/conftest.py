@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the app extra is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from examples.app.app import create_app  # noqa: E402
-from examples.app.settings import Settings  # noqa: E402
+from examples.app.app import create_app
+from examples.app.settings import Settings
 
 AppFactory = Callable[..., Any]
 

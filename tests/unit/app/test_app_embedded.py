@@ -75,9 +75,7 @@ def test_a_client_over_its_rate_gets_429_with_retry_after_and_others_do_not(
 ) -> None:
     client = make_client(rate="1/minute", burst=2)
     user_id, _ = signup(client)  # spent from the test client's own key, not "greedy"'s
-    codes = [
-        client.get(f"/users/{user_id}", headers={"X-Client-Id": "greedy"}) for _ in range(3)
-    ]
+    codes = [client.get(f"/users/{user_id}", headers={"X-Client-Id": "greedy"}) for _ in range(3)]
     assert [r.status_code for r in codes] == [200, 200, 429]
     refused = codes[-1]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
