@@ -29,6 +29,9 @@ from examples.app.settings import Settings
 log = logging.getLogger("examples.app")
 
 TOKEN_HEADER = "X-Consistency-Token"
+# A hint cookie naming the profile the client just wrote: reads of any other profile skip
+# the session lookup (a Redis round trip) altogether.
+WROTE_COOKIE = "sp_wrote"
 CLIENT_HEADER = "X-Client-Id"
 
 
@@ -151,6 +154,9 @@ def create_app(  # noqa: PLR0915
         services_ = svc()
         value = format_token(user_id, time.time(), token)
         response.headers[TOKEN_HEADER] = value
+        response.set_cookie(
+            WROTE_COOKIE, str(user_id), max_age=math.ceil(settings.token_window), samesite="lax"
+        )
         sid, data = session_data(request, response)
         data["token"] = value
         services_.sessions.save(sid, data)
@@ -163,6 +169,8 @@ def create_app(  # noqa: PLR0915
         """
         raw = request.headers.get(TOKEN_HEADER)
         if raw is None:
+            if request.cookies.get(WROTE_COOKIE) != str(user_id):
+                return None
             sid = request.cookies.get(COOKIE)
             data = svc().sessions.load(sid) if sid else None
             raw = (data or {}).get("token")

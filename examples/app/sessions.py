@@ -7,12 +7,14 @@ per-user state, so they scale by adding processes behind a load balancer.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
 from typing import Any, Protocol
 
 COOKIE = "sp_session"
+log = logging.getLogger("examples.app.sessions")
 
 
 class SessionStore(Protocol):
@@ -45,7 +47,11 @@ class MemorySessions:
 
 
 class RedisSessions:
-    """Sessions as JSON strings under ``<prefix>:session:<id>`` with a TTL."""
+    """Sessions as JSON strings under ``<prefix>:session:<id>`` with a TTL.
+
+    Redis unreachable: a session reads as empty and a save is dropped (logged), so the
+    service keeps answering; a client then relies on the token in the response header.
+    """
 
     def __init__(self, client: Any, prefix: str = "sp_app", ttl: int = 86_400) -> None:
         self._redis = client
@@ -53,8 +59,15 @@ class RedisSessions:
         self.ttl = ttl
 
     def load(self, sid: str) -> dict[str, Any] | None:
-        raw = self._redis.get(self._prefix + sid)
+        try:
+            raw = self._redis.get(self._prefix + sid)
+        except Exception:  # redis.RedisError and OSError: fail open
+            log.warning("session store unreachable; treating the session as empty")
+            return None
         return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
 
     def save(self, sid: str, data: dict[str, Any]) -> None:
-        self._redis.set(self._prefix + sid, json.dumps(data), ex=self.ttl)
+        try:
+            self._redis.set(self._prefix + sid, json.dumps(data), ex=self.ttl)
+        except Exception:
+            log.warning("session store unreachable; session not saved")

@@ -47,6 +47,19 @@ def test_read_your_writes_goes_to_the_primary_with_the_token_and_to_the_replica_
     assert stats(writer)["requests"]["token_reads"] == 2
 
 
+def test_a_token_covers_only_the_profile_its_holder_wrote(make_client: Any) -> None:
+    client = make_client()
+    mine, token = signup(client, "Mine")
+    other, _ = signup(TestClient(client.app), "Other")
+    client.get(f"/users/{other}", headers={"X-Consistency-Token": token})
+    client.get(f"/users/{other}", headers={"X-Consistency-Token": token})
+    figures = stats(client)
+    assert figures["requests"].get("token_reads", 0) == 0
+    assert (figures["cache"]["hits"], figures["cache"]["misses"]) == (1, 1)
+    client.get(f"/users/{mine}", headers={"X-Consistency-Token": token})
+    assert stats(client)["requests"]["token_reads"] == 1
+
+
 def test_an_update_invalidates_the_cached_profile(make_client: Any) -> None:
     writer = make_client()
     user_id, _ = signup(writer, "Grace")
