@@ -8,6 +8,7 @@ its pattern did; they run in order.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ def chapters() -> list[str]:
 
 def main() -> int:
     sys.path.insert(0, str(HERE))
+    # Warnings the blocks log (a breaker opening, say) appear in line with the chapter.
+    logging.basicConfig(stream=sys.stdout, format="   [log] %(name)s: %(message)s")
     names = chapters()
     print(f"scalepatterns tour: {len(names)} chapters, no servers needed\n")
     for number, name in enumerate(names, start=1):

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,30 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_cluster_port() -> int:
+    """A free port whose Redis Cluster bus port (port + 10000) is free and valid too.
+
+    Ephemeral ports above 55535 would put the bus port beyond 65535, so this draws from
+    a lower range instead of asking the kernel.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 45000)
+        sockets = []
+        try:
+            for candidate in (port, port + 10000):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
 
 
 def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:

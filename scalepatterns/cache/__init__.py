@@ -1,0 +1,62 @@
+"""Cache-aside: `@cache.cached(...)` on memory, Redis, both (two-tier) or shards of Redis.
+
+See `Cache` for the options and the guide at docs/cache.md.
+"""
+
+from __future__ import annotations
+
+from scalepatterns.cache._core import CacheInfo
+from scalepatterns.cache.backend import (
+    AsyncCacheBackend,
+    AsyncLockingBackend,
+    AsyncTaggingBackend,
+    CacheBackend,
+    LockingBackend,
+    TaggingBackend,
+)
+from scalepatterns.cache.cache import AsyncCachedFunction, Cache, CachedFunction
+from scalepatterns.cache.events import (
+    CacheBackendError,
+    CacheEvent,
+    CacheHit,
+    CacheLoad,
+    CacheLoadError,
+    CacheMiss,
+    CacheStale,
+)
+from scalepatterns.cache.memory import MemoryBackend
+from scalepatterns.cache.sharded import Placement, ShardedBackend
+from scalepatterns.sharding.errors import ShardUnavailable
+
+__all__ = [
+    "AsyncCacheBackend",
+    "AsyncCachedFunction",
+    "AsyncLockingBackend",
+    "AsyncTaggingBackend",
+    "Cache",
+    "CacheBackend",
+    "CacheBackendError",
+    "CacheEvent",
+    "CacheHit",
+    "CacheInfo",
+    "CacheLoad",
+    "CacheLoadError",
+    "CacheMiss",
+    "CacheStale",
+    "CachedFunction",
+    "LockingBackend",
+    "MemoryBackend",
+    "Placement",
+    "ShardUnavailable",
+    "ShardedBackend",
+    "TaggingBackend",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The Redis backends load on first use, so importing the cache never imports redis.
+    if name in ("RedisBackend", "AsyncRedisBackend"):
+        from scalepatterns.cache import redis_backend
+
+        return getattr(redis_backend, name)
+    raise AttributeError(f"module 'scalepatterns.cache' has no attribute {name!r}")
