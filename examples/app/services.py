@@ -183,24 +183,20 @@ class Services:
         policy = RetryPolicy(
             max_attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
         )
-        self.bus.subscribe(
-            SIGNED_UP,
-            welcome_email_handler(self),
-            group=EMAIL_GROUP,
-            retry=policy,
-            dedup=dedup(EMAIL_GROUP),
-            in_progress_ttl=s.in_progress_ttl,
-            concurrency=4,
-        )
-        self.bus.subscribe(
-            "user.*",
-            analytics_handler(self),
-            group=ANALYTICS_GROUP,
-            retry=policy,
-            dedup=dedup(ANALYTICS_GROUP),
-            in_progress_ttl=s.in_progress_ttl,
-            concurrency=2,
-        )
+        groups = [
+            (SIGNED_UP, welcome_email_handler(self), EMAIL_GROUP, 4),
+            ("user.*", analytics_handler(self), ANALYTICS_GROUP, 2),
+        ]
+        for pattern, handler, group, concurrency in groups:
+            self.bus.subscribe(
+                pattern,
+                handler,
+                group=group,
+                retry=policy,
+                dedup=dedup(group),
+                in_progress_ttl=s.in_progress_ttl,
+                concurrency=concurrency,
+            )
 
     def dead_letters(self) -> int:
         from scalepatterns.queue import DeadLetters

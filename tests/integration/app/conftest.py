@@ -15,8 +15,9 @@ import pytest
 pytest.importorskip("fastapi", reason="the app extra is not installed")
 
 from examples.app.settings import Settings
-from tests.support import services
-from tests.support.postgres_cluster import PostgresCluster
+
+# the routing suite's throw-away primary + streaming replica, a fixture of this folder too
+from tests.integration.routing.conftest import pg_cluster  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -72,24 +73,6 @@ def real_settings(
         yield settings
     finally:
         cleanup(settings)
-
-
-@pytest.fixture(scope="session")
-def app_pg_cluster() -> Iterator[PostgresCluster]:
-    """A throw-away primary + streaming replica: the read-your-writes test pauses replay."""
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
-    except (RuntimeError, TimeoutError, OSError, KeyError) as exc:
-        cluster.stop()
-        reason = f"could not start a throw-away PostgreSQL primary + replica: {exc}"
-        if services.services_required():
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:

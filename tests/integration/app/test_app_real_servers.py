@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -14,19 +13,9 @@ from examples.app.app import create_app
 from examples.app.settings import Settings
 from tests.integration.app.conftest import cleanup, settings_env, start_worker
 from tests.support.postgres_cluster import PostgresCluster
-from tests.unit.app.conftest import wait_for
+from tests.unit.app.conftest import signup, stats, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.rabbitmq]
-
-
-def stats(client: TestClient) -> dict[str, Any]:
-    return client.get("/stats").json()  # type: ignore[no-any-return]
-
-
-def signup(client: TestClient, name: str = "Ada") -> tuple[int, str]:
-    response = client.post("/users", json={"email": f"{name.lower()}@example.com", "name": name})
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.headers["X-Consistency-Token"]
 
 
 def test_the_service_end_to_end_on_the_real_servers(real_settings: Settings) -> None:
@@ -76,12 +65,12 @@ def test_any_app_process_serves_any_session(real_settings: Settings) -> None:
 
 
 def test_read_your_writes_while_the_replica_is_paused(
-    app_pg_cluster: PostgresCluster, redis_url: str, amqp_url: str, unique_name: str, tmp_path: Path
+    pg_cluster: PostgresCluster, redis_url: str, amqp_url: str, unique_name: str, tmp_path: Path
 ) -> None:
     settings = Settings(
         data_dir=tmp_path,
-        postgres_url=app_pg_cluster.primary_url,
-        postgres_replica_url=app_pg_cluster.replica_url,
+        postgres_url=pg_cluster.primary_url,
+        postgres_replica_url=pg_cluster.replica_url,
         redis_url=redis_url,
         amqp_url=amqp_url,
         prefix=unique_name,
@@ -91,8 +80,8 @@ def test_read_your_writes_while_the_replica_is_paused(
     )
     try:
         with TestClient(create_app(settings)) as writer:
-            app_pg_cluster.wait_replayed()
-            app_pg_cluster.set_replay("pause")
+            pg_cluster.wait_replayed()
+            pg_cluster.set_replay("pause")
             try:
                 user_id, token = signup(writer)
                 assert token.split(";")[2].startswith("v1:pg:")  # a WAL position
@@ -104,7 +93,7 @@ def test_read_your_writes_while_the_replica_is_paused(
                 response = other.get(f"/users/{user_id}", headers={"X-Consistency-Token": token})
                 assert response.json()["name"] == "Ada"
             finally:
-                app_pg_cluster.set_replay("resume")
+                pg_cluster.set_replay("resume")
     finally:
         cleanup(settings)
 

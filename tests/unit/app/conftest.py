@@ -30,6 +30,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
         time.sleep(0.02)
 
 
+def stats(client: TestClient) -> dict[str, Any]:
+    return client.get("/stats").json()  # type: ignore[no-any-return]
+
+
+def signup(client: TestClient, name: str = "Ada") -> tuple[int, str]:
+    response = client.post("/users", json={"email": f"{name.lower()}@example.com", "name": name})
+    assert response.status_code == 201, response.text
+    return response.json()["id"], response.headers["X-Consistency-Token"]
+
+
 @pytest.fixture
 def make_client(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     """`make_client(**settings)` -> a started TestClient on embedded defaults."""

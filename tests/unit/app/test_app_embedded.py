@@ -7,17 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.app.conftest import wait_for
-
-
-def stats(client: TestClient) -> dict[str, Any]:
-    return client.get("/stats").json()  # type: ignore[no-any-return]
-
-
-def signup(client: TestClient, name: str = "Ada") -> tuple[int, str]:
-    response = client.post("/users", json={"email": f"{name.lower()}@example.com", "name": name})
-    assert response.status_code == 201, response.text
-    return response.json()["id"], response.headers["X-Consistency-Token"]
+from tests.unit.app.conftest import signup, stats, wait_for
 
 
 def test_read_your_writes_goes_to_the_primary_with_the_token_and_to_the_replica_without(
