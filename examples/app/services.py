@@ -100,7 +100,12 @@ class Services:
                 self.redis, namespace=f"{s.prefix}_cache", ttl=s.cache_ttl, listeners=self.listeners
             )
         else:
-            self.cache = Cache.memory(maxsize=100_000, ttl=s.cache_ttl, listeners=self.listeners)
+            self.cache = Cache.memory(
+                maxsize=100_000,
+                ttl=s.cache_ttl,
+                namespace=f"{s.prefix}_cache",
+                listeners=self.listeners,
+            )
 
     def _wire_limiter(self) -> None:
         from scalepatterns.backpressure import RateLimiter

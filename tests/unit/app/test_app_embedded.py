@@ -148,7 +148,9 @@ def test_metrics_are_served_when_the_observability_adapter_exists(make_client: A
     pytest.importorskip("scalepatterns.contrib.prometheus")
     client = make_client()
     user_id, _ = signup(client)
-    client.get(f"/users/{user_id}")
+    TestClient(client.app).get(f"/users/{user_id}")  # no token: the cache
     response = client.get("/metrics")
     assert response.status_code == 200
-    assert "scalepatterns" in response.text
+    # the app's own events (its cache, limiter, queue) feed its registry
+    assert 'cache="sp_app_cache"' in response.text
+    assert "scalepatterns_limiter" in response.text
