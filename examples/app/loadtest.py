@@ -143,13 +143,14 @@ async def drive(
 
 
 def _start_server(build: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "examples.app", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env={**env, "SP_APP_BUILD": build},
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "examples.app", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env={**env, "SP_APP_BUILD": build},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -364,10 +365,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 (one linear sc
         env["SP_APP_POSTGRES_URL"] = cluster.primary_url
         env["SP_APP_POSTGRES_REPLICA_URL"] = cluster.replica_url
     try:
-        os.environ.update({k: v for k, v in env.items() if k.startswith("SP_APP_")})
         from examples.app.db import Databases
 
-        databases = Databases(Settings.from_env())
+        databases = Databases(Settings.from_env(env))
         databases.seed(args.users)
         if cluster is not None:
             cluster.wait_replayed()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 BUILDS = ("patterned", "naive")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name, "").strip()
+def _read(
+    name: str, default: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    value = (os.environ if environ is None else environ).get(name, "").strip()
     return value or default
 
 
@@ -71,7 +74,12 @@ class Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from `environ` (default: `os.environ`)."""
+
+        def _env(name: str, default: str | None = None) -> str | None:
+            return _read(name, default, environ)
+
         data_dir = _env("SP_APP_DATA_DIR")
         return cls(
             build=_env("SP_APP_BUILD", "patterned") or "patterned",
