@@ -134,7 +134,7 @@ class Services:
             listeners=self.listeners,
         )
         self.send_email = resilient(
-            timeout=timeout(max(1.0, 20 * self.settings.email_latency), listeners=self.listeners),
+            timeout=timeout(self.settings.email_timeout, listeners=self.listeners),
             retry=retry(
                 on=(ConnectionError, TimeoutError),
                 attempts=3,

@@ -36,6 +36,7 @@ class Settings:
     | `SP_APP_CACHE_TTL` | `60` | seconds a cached profile is fresh |
     | `SP_APP_EMAIL_LATENCY` | `0.02` | seconds the fake email provider takes |
     | `SP_APP_EMAIL_FAILURE_RATE` | `0` | share of provider calls that fail (1: always) |
+    | `SP_APP_EMAIL_TIMEOUT` | `1.0` | seconds the worker waits for the provider per attempt |
     | `SP_APP_WORKERS` | `1` | run the email and analytics workers inside the app process |
     | `SP_APP_RETRY_ATTEMPTS` | `4` | deliveries of a signup event before it is dead-lettered |
     | `SP_APP_IN_PROGRESS_TTL` | `30` | seconds a crashed worker's claim holds off a redelivery |
@@ -54,6 +55,7 @@ class Settings:
     cache_ttl: float = 60.0
     email_latency: float = 0.02
     email_failure_rate: float = 0.0
+    email_timeout: float = 1.0
     workers: bool = True
     retry_attempts: int = 4
     retry_base: float = 0.2
@@ -95,6 +97,7 @@ class Settings:
             cache_ttl=float(_env("SP_APP_CACHE_TTL", "60") or 60),
             email_latency=float(_env("SP_APP_EMAIL_LATENCY", "0.02") or 0.02),
             email_failure_rate=float(_env("SP_APP_EMAIL_FAILURE_RATE", "0") or 0),
+            email_timeout=float(_env("SP_APP_EMAIL_TIMEOUT", "1.0") or 1.0),
             workers=(_env("SP_APP_WORKERS", "1") or "1") not in ("0", "false", "no"),
             retry_attempts=int(_env("SP_APP_RETRY_ATTEMPTS", "4") or 4),
             retry_base=float(_env("SP_APP_RETRY_BASE", "0.2") or 0.2),

@@ -114,6 +114,30 @@ def test_a_failing_provider_dead_letters_the_email_and_keeps_the_signup(make_cli
     assert TestClient(client.app).get(f"/users/{user_id}").json()["name"] == "Ada"
 
 
+def test_the_breaker_stops_calling_a_provider_that_keeps_failing(make_client: Any) -> None:
+    client = make_client(email_failure_rate=1.0, retry_attempts=1)
+    for i in range(8):
+        signup(client, f"U{i}")
+    assert wait_for(lambda: stats(client)["dead_letters"] == 8)
+    services = client.app.state.services
+    assert services.breaker.state == "open"
+    # 8 signups x 3 attempts without a breaker; it opened after its 10-call minimum
+    assert 10 <= services.provider.attempts() < 8 * 3
+
+
+def test_a_timed_out_call_is_retried_and_the_idempotency_key_keeps_it_to_one_email(
+    make_client: Any,
+) -> None:
+    # the provider takes 0.4 s (it accepts the email at 0.2 s); the worker gives up at 0.1 s
+    client = make_client(email_latency=0.4, email_timeout=0.1, retry_attempts=1)
+    user_id, _ = signup(client)
+    assert wait_for(lambda: stats(client)["dead_letters"] == 1)
+    provider = client.app.state.services.provider
+    assert provider.attempts() == 3  # the retry tried three times, each timed out
+    assert wait_for(lambda: len(provider.sent()) == 1)
+    assert [line.split()[0] for line in provider.sent()] == [f"welcome:{user_id}"]
+
+
 def test_the_naive_build_reads_the_primary_only_and_sends_the_email_inline(
     make_client: Any,
 ) -> None:
