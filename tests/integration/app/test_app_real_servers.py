@@ -102,7 +102,10 @@ def test_the_welcome_email_is_sent_once_when_the_worker_is_killed_mid_task(
     real_settings: Settings, tmp_path: Path
 ) -> None:
     settings = real_settings.with_(workers=False, in_progress_ttl=1.0)
-    slow = start_worker(settings_env(settings, SP_APP_EMAIL_LATENCY=6.0), tmp_path / "w1.log")
+    slow = start_worker(
+        settings_env(settings, SP_APP_EMAIL_LATENCY=6.0, SP_APP_EMAIL_TIMEOUT=30.0),
+        tmp_path / "w1.log",
+    )
     second = None
     try:
         assert wait_for(lambda: b"worker started" in (tmp_path / "w1.log").read_bytes(), 60)
