@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 import uuid
+import zlib
 
 from scalepatterns.queue import (
     Broker,
@@ -44,7 +44,8 @@ def send_welcome_email(message: Message) -> None:
     address = message.body["email"]
     if "@" not in address:
         raise Reject(f"cannot email {address!r}")  # poison: dead-letter, no retry
-    if random.random() < 0.3:
+    if message.attempt <= 2 and zlib.crc32(address.encode()) % 10 < 3:
+        # A flaky mail server: about 30% of the emails fail twice, then go through.
         raise ConnectionError("SMTP server busy")  # transient: retried with backoff
     with lock:
         emails_sent.append(address)

@@ -12,11 +12,13 @@ with Session() as session:
     token = router.token(session)        # carry it to the next request
 ```
 
-Importing this package imports SQLAlchemy; `import scalepatterns` does not.
+Importing this package imports SQLAlchemy (`pip install 'scalepatterns[sqlalchemy]'`);
+`import scalepatterns` does not.
 """
 
 from __future__ import annotations
 
+from scalepatterns.routing import _sqlalchemy  # noqa: F401 - first: names the extra if missing
 from scalepatterns.routing.balance import Balancer, LeastLag, RandomChoice, RoundRobin, Weighted
 from scalepatterns.routing.errors import InvalidToken, NoHealthyReplica, ReadOnlyViolation
 from scalepatterns.routing.events import (

@@ -12,6 +12,7 @@ PACKAGES = [
     "scalepatterns",
     "scalepatterns.backpressure",
     "scalepatterns.cache",
+    "scalepatterns.contrib",
     "scalepatterns.queue",
     "scalepatterns.resilience",
     "scalepatterns.routing",

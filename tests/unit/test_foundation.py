@@ -257,3 +257,30 @@ def test_system_clock_is_monotonic() -> None:
     first = SYSTEM_CLOCK.monotonic()
     assert SYSTEM_CLOCK.monotonic() >= first
     assert SYSTEM_CLOCK.time() > 1_600_000_000
+
+
+@pytest.mark.parametrize(
+    ("missing", "touch", "extra"),
+    [
+        ("sqlalchemy", "scalepatterns.ReadWriteRouter", "sqlalchemy"),
+        ("pika", "scalepatterns.RabbitMQBroker('amqp://guest:guest@127.0.0.1:1/')", "rabbitmq"),
+        ("redis", "scalepatterns.Cache.redis('redis://127.0.0.1:1/0')", "redis"),
+        ("redis", "scalepatterns.RateLimiter('1/second', redis='redis://127.0.0.1:1/0')", "redis"),
+    ],
+)
+def test_touching_a_backend_without_its_extra_names_the_extra(
+    missing: str, touch: str, extra: str
+) -> None:
+    code = (
+        "import sys\n"
+        f"sys.modules[{missing!r}] = None  # as if the extra were not installed\n"
+        "import scalepatterns\n"
+        "try:\n"
+        f"    {touch}\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert f"pip install 'scalepatterns[{extra}]'" in result.stdout, result.stdout + result.stderr
