@@ -14,6 +14,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from examples.app.settings import Settings
+from scalepatterns.events import Listeners
 from scalepatterns.routing import ReadWriteRouter
 from scalepatterns.sharding import HashRing, ShardRouter
 
@@ -106,7 +107,12 @@ def _postgres_engines(settings: Settings, shard: str) -> tuple[sa.Engine, sa.Eng
 class Databases:
     """The shard databases: a `ShardRouter` from user id to each shard's `ReadWriteRouter`."""
 
-    def __init__(self, settings: Settings, counter: QueryCounter | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        counter: QueryCounter | None = None,
+        listeners: Listeners | None = None,
+    ) -> None:
         self.settings = settings
         self.counter = counter or QueryCounter()
         self.primaries: dict[str, sa.Engine] = {}
@@ -130,9 +136,10 @@ class Databases:
                 # WAL tokens need a real replica; a stand-in uses commit-time tokens.
                 consistency="auto" if real_replica else "time",
                 sticky_for=settings.token_window,
+                listeners=listeners,
             )
         self.shards: ShardRouter[ReadWriteRouter] = ShardRouter(
-            HashRing(list(routers)), routers, name="users"
+            HashRing(list(routers)), routers, name="users", listeners=listeners
         )
         self._routed = {
             shard: r.sessionmaker(expire_on_commit=False) for shard, r in routers.items()

@@ -70,7 +70,7 @@ class Services:
         services = cls(
             settings=settings,
             listeners=listeners,
-            databases=Databases(settings, QueryCounter()),
+            databases=Databases(settings, QueryCounter(), listeners),
             provider=FakeEmailProvider(
                 latency=settings.email_latency,
                 failure_rate=settings.email_failure_rate,

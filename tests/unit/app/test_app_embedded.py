@@ -178,3 +178,4 @@ def test_metrics_are_served_when_the_observability_adapter_exists(make_client: A
     # the app's own events (its cache, limiter, queue) feed its registry
     assert 'cache="sp_app_cache"' in response.text
     assert "scalepatterns_limiter" in response.text
+    assert 'router="users-' in response.text  # the read/write routers of the shards
