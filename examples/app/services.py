@@ -1,0 +1,222 @@
+"""Wires the blocks together: databases, cache, limiter, broker, event bus, email provider.
+
+`Services.build(settings)` is the one place that decides which engine each block runs on:
+the embedded default, or the real server named by an environment variable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from examples.app.db import Databases, QueryCounter
+from examples.app.email import FakeEmailProvider
+from examples.app.sessions import MemorySessions, RedisSessions, SessionStore
+from examples.app.settings import Settings
+from scalepatterns.events import Event, Listeners
+
+SIGNED_UP = "user.signed_up"
+EMAIL_GROUP = "welcome-email"
+ANALYTICS_GROUP = "analytics"
+
+
+class MessageStats:
+    """Counts the queue's events of one app: handled, retried, dead-lettered, duplicates."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            self.counts[type(event).__name__] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "processed": self.counts["MessageHandled"],
+                "retried": self.counts["MessageRetried"],
+                "dead_lettered": self.counts["MessageDeadLettered"],
+                "duplicates": self.counts["MessageDuplicate"],
+            }
+
+
+@dataclass
+class Services:
+    settings: Settings
+    listeners: Listeners
+    databases: Databases
+    provider: FakeEmailProvider
+    sessions: SessionStore
+    redis: Any = None
+    cache: Any = None
+    limiter: Any = None
+    broker: Any = None
+    bus: Any = None
+    send_email: Any = None
+    message_stats: MessageStats = field(default_factory=MessageStats)
+    analytics: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        listeners = Listeners()
+        redis = None
+        if settings.redis_url:
+            import redis as redis_py
+
+            redis = redis_py.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        services = cls(
+            settings=settings,
+            listeners=listeners,
+            databases=Databases(settings, QueryCounter(), listeners),
+            provider=FakeEmailProvider(
+                latency=settings.email_latency,
+                failure_rate=settings.email_failure_rate,
+                redis=redis,
+                prefix=settings.prefix,
+            ),
+            sessions=RedisSessions(redis, settings.prefix)
+            if redis is not None
+            else MemorySessions(),
+            redis=redis,
+        )
+        services._wire_email()
+        if not settings.naive:
+            services._wire_cache()
+            services._wire_limiter()
+            services._wire_queue()
+        return services
+
+    # -- the blocks -------------------------------------------------------------------
+
+    def _wire_cache(self) -> None:
+        from scalepatterns.cache import Cache
+
+        s = self.settings
+        if self.redis is not None:
+            self.cache = Cache.redis(
+                self.redis, namespace=f"{s.prefix}_cache", ttl=s.cache_ttl, listeners=self.listeners
+            )
+        else:
+            self.cache = Cache.memory(
+                maxsize=100_000,
+                ttl=s.cache_ttl,
+                namespace=f"{s.prefix}_cache",
+                listeners=self.listeners,
+            )
+
+    def _wire_limiter(self) -> None:
+        from scalepatterns.backpressure import RateLimiter
+
+        s = self.settings
+        self.limiter = RateLimiter(
+            s.rate,
+            burst=s.burst,
+            redis=self.redis,
+            prefix=f"{s.prefix}:rl",
+            name="api",
+            listeners=self.listeners,
+        )
+
+    def _wire_email(self) -> None:
+        if self.settings.naive:
+            self.send_email = self.provider.send  # inline, unguarded: the naive way
+            return
+        from scalepatterns.resilience import CircuitBreaker, resilient, retry, timeout
+
+        self.breaker = CircuitBreaker(
+            "email-provider",
+            minimum_calls=10,
+            window=20,
+            open_for=5.0,
+            listeners=self.listeners,
+        )
+        self.send_email = resilient(
+            timeout=timeout(self.settings.email_timeout, listeners=self.listeners),
+            retry=retry(
+                on=(ConnectionError, TimeoutError),
+                attempts=3,
+                backoff=0.05,
+                max_backoff=0.5,
+                listeners=self.listeners,
+            ),
+            breaker=self.breaker,
+        )(self.provider.send)
+
+    def _wire_queue(self) -> None:
+        from scalepatterns.queue import EventBus, MemoryBroker
+
+        s = self.settings
+        if s.amqp_url:
+            from scalepatterns.queue import RabbitMQBroker
+
+            self.broker = RabbitMQBroker(s.amqp_url, listeners=self.listeners)
+        else:
+            self.broker = MemoryBroker()
+        self.bus = EventBus(self.broker, exchange=f"{s.prefix}.events", listeners=self.listeners)
+
+    def subscribe_workers(self) -> None:
+        """Subscribe the welcome-email and analytics groups (in this process)."""
+        from examples.app.workers import analytics_handler, welcome_email_handler
+        from scalepatterns.queue import (
+            MemoryDedupStore,
+            MessageDeadLettered,
+            MessageDuplicate,
+            MessageHandled,
+            MessageRetried,
+            RedisDedupStore,
+            RetryPolicy,
+        )
+
+        s = self.settings
+        self.listeners.add(
+            self.message_stats,
+            MessageHandled,
+            MessageRetried,
+            MessageDeadLettered,
+            MessageDuplicate,
+        )
+
+        def dedup(group: str) -> Any:
+            # one store per group: both groups receive the same event id
+            if self.redis is not None:
+                return RedisDedupStore(self.redis, prefix=f"{s.prefix}:dedup:{group}:")
+            return MemoryDedupStore()
+
+        policy = RetryPolicy(
+            max_attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
+        )
+        groups = [
+            (SIGNED_UP, welcome_email_handler(self), EMAIL_GROUP, 4),
+            ("user.*", analytics_handler(self), ANALYTICS_GROUP, 2),
+        ]
+        for pattern, handler, group, concurrency in groups:
+            self.bus.subscribe(
+                pattern,
+                handler,
+                group=group,
+                retry=policy,
+                dedup=dedup(group),
+                in_progress_ttl=s.in_progress_ttl,
+                concurrency=concurrency,
+            )
+
+    def dead_letters(self) -> int:
+        from scalepatterns.queue import DeadLetters
+
+        if self.bus is None:
+            return 0
+        return int(DeadLetters(self.broker, self.bus.queue_of(EMAIL_GROUP)).count())
+
+    def close(self) -> None:
+        if self.bus is not None:
+            self.bus.stop(5)
+        if self.broker is not None:
+            self.broker.close()
+        if self.cache is not None:
+            self.cache.close()
+        self.databases.dispose()
+        if self.redis is not None:
+            self.redis.close()
