@@ -75,6 +75,7 @@ def _metrics(services: Services) -> Callable[[], Response] | None:
     """A `/metrics` handler when prometheus-client and the observability adapter exist."""
     try:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
         from scalepatterns.contrib.prometheus import instrument
     except ImportError:
         return None
