@@ -15,6 +15,7 @@ from scalepatterns.cache.backend import (
     TaggingBackend,
 )
 from scalepatterns.cache.cache import AsyncCachedFunction, Cache, CachedFunction
+from scalepatterns.cache.cachetools_backend import CachetoolsBackend
 from scalepatterns.cache.events import (
     CacheBackendError,
     CacheEvent,
@@ -44,6 +45,7 @@ __all__ = [
     "CacheMiss",
     "CacheStale",
     "CachedFunction",
+    "CachetoolsBackend",
     "LockingBackend",
     "MemoryBackend",
     "Placement",
