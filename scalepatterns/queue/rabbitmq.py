@@ -128,7 +128,16 @@ class _Batch:
 
 
 class _RabbitDelivery:
-    __slots__ = ("_broker", "_channel", "_tag", "body", "properties", "redelivered", "routing_key")
+    __slots__ = (
+        "_broker",
+        "_channel",
+        "_settled",
+        "_tag",
+        "body",
+        "properties",
+        "redelivered",
+        "routing_key",
+    )
 
     def __init__(  # noqa: PLR0917 - built in one place, from pika's callback arguments
         self,
@@ -147,11 +156,20 @@ class _RabbitDelivery:
         self.properties = properties
         self.routing_key = routing_key
         self.redelivered = redelivered
+        self._settled = False
 
     def ack(self) -> None:
-        self._broker._settle(self._channel, self._tag, None)
+        self._settle(None)
 
     def reject(self, *, requeue: bool) -> None:
+        self._settle(requeue)
+
+    def _settle(self, requeue: bool | None) -> None:
+        # Settling a tag twice is a channel error in RabbitMQ that would close the channel
+        # under every other delivery on it: only the first settlement goes out.
+        if self._settled:
+            return
+        self._settled = True
         self._broker._settle(self._channel, self._tag, requeue)
 
 

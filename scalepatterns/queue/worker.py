@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("scalepatterns.queue")
+# Seconds a worker waits before giving back a message it could not settle.
+_GIVE_BACK_PAUSE = 1.0
 
 Handler = Callable[[Message], Any]
 """A handler takes a `Message`; it may be an ``async def``."""
@@ -239,12 +241,22 @@ class Worker:
             if self._stopping.is_set():
                 return  # prefetched but not started: back to the queue when we close
             self._handle(delivery)
-        except Exception:  # noqa: BLE001 - a worker thread must survive anything; unsettled = redelivered
+        except Exception:  # noqa: BLE001 - a worker thread must survive anything
             _log.exception(
-                "worker on %s could not settle a message; it will be redelivered", self.queue
+                "worker on %s could not settle a message (a retry or dead-letter publish "
+                "failed); giving it back to the queue",
+                self.queue,
             )
+            self._give_back(delivery)
         finally:
             self._done()
+
+    def _give_back(self, delivery: Delivery) -> None:
+        """Requeue an unsettled delivery after a pause, rather than hold its prefetch slot
+        until the channel closes; the pause keeps a lasting refusal from spinning."""
+        self._stopping.wait(_GIVE_BACK_PAUSE)
+        with contextlib.suppress(Exception):  # settled already, or the channel is gone:
+            delivery.reject(requeue=True)  # the broker redelivers it either way
 
     def _handle(self, delivery: Delivery) -> None:
         try:

@@ -8,6 +8,7 @@ import pika
 import pytest
 
 from scalepatterns.queue import Producer, PublishError, RabbitMQBroker
+from scalepatterns.queue.broker import Delivery
 from scalepatterns.queue.testing import Names
 
 pytestmark = pytest.mark.rabbitmq
@@ -47,3 +48,30 @@ def test_publishes_nacked_by_a_full_queue_raise_and_name_the_refused_messages(
         producer.publish(queue, {"n": 99})
     assert len(single.value.failed) == 1
     assert broker.depth(queue) == 1
+
+
+def test_a_delivery_settled_twice_leaves_the_channel_open(
+    broker: RabbitMQBroker, names: Names
+) -> None:
+    from scalepatterns.queue import QueueSpec
+    from scalepatterns.queue.testing import wait_until
+
+    queue = names.queue("twice")
+    broker.declare_queue(QueueSpec(queue))
+    bodies: list[bytes] = []
+
+    def on_delivery(delivery: Delivery) -> None:
+        delivery.ack()
+        delivery.reject(requeue=True)  # a second settlement: ignored, not a channel error
+        bodies.append(delivery.body)
+
+    subscription = broker.consume(queue, prefetch=1, on_delivery=on_delivery)
+    try:
+        producer = Producer(broker)
+        producer.publish(queue, {"n": 1})
+        wait_until(lambda: len(bodies) == 1)
+        producer.publish(queue, {"n": 2})
+        wait_until(lambda: len(bodies) == 2)  # the channel survived the double settlement
+    finally:
+        subscription.close()
+    assert broker.depth(queue) == 0, "the reject after the ack did not requeue anything"
