@@ -191,9 +191,17 @@ class ShardedSession(_ShardedSessions):
             session.rollback()
 
     def close(self) -> None:
-        for session in self._open.values():
-            session.close()
-        self._open.clear()
+        """Close every shard's session; one that fails to close does not keep the others
+        open (the first error is raised after all were tried)."""
+        sessions, self._open = list(self._open.values()), {}
+        errors: list[Exception] = []
+        for session in sessions:
+            try:
+                session.close()
+            except Exception as exc:  # noqa: BLE001, PERF203 - collected, the first re-raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> ShardedSession:
         return self
@@ -266,9 +274,16 @@ class AsyncShardedSession(_ShardedSessions):
             await session.rollback()
 
     async def close(self) -> None:
-        for session in self._open.values():
-            await session.close()
-        self._open.clear()
+        """Close every shard's session; see `ShardedSession.close`."""
+        sessions, self._open = list(self._open.values()), {}
+        errors: list[Exception] = []
+        for session in sessions:
+            try:
+                await session.close()
+            except Exception as exc:  # noqa: BLE001, PERF203 - collected, the first re-raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     async def __aenter__(self) -> AsyncShardedSession:
         return self

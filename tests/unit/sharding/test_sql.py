@@ -203,3 +203,26 @@ def test_a_checkpoint_belongs_to_one_target(engines: dict[str, sa.Engine]) -> No
     assert checkpoint["target"] == SHARDS4
     with pytest.raises(ConfigurationError, match="checkpoint"):
         Resharder(engines, HashRing(SHARDS3), User.__table__, "id", checkpoint=checkpoint).run()
+
+
+def test_close_closes_every_shard_even_when_one_fails(engines: dict[str, sa.Engine]) -> None:
+    router = ShardRouter(HashRing(SHARDS3), {s: engines[s] for s in SHARDS3})
+    session = ShardedSession(router, {User: "id"})
+    for i in range(30):  # touch every shard
+        session.get(User, i)
+    opened = dict(session._open)
+    assert set(opened) == set(SHARDS3)
+    closed: list[str] = []
+    first = next(iter(opened))  # the first one closed fails
+    for shard, inner in opened.items():
+
+        def close(shard: str = shard) -> None:
+            closed.append(shard)
+            if shard == first:
+                raise RuntimeError("connection lost while closing")
+
+        inner.close = close
+    with pytest.raises(RuntimeError, match="while closing"):
+        session.close()
+    assert sorted(closed) == sorted(SHARDS3)
+    assert session._open == {}
