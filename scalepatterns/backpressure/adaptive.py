@@ -19,6 +19,7 @@ Priorities shed low-priority work first: priority ``p`` is admitted only while f
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from collections.abc import Sequence
@@ -299,6 +300,13 @@ class AdaptiveLimiter:
         ):
             raise ConfigurationError(
                 "priorities", priorities, "a non-empty sequence of shares in (0, 1]"
+            )
+        if any(lower > higher for higher, lower in itertools.pairwise(shares)):
+            raise ConfigurationError(
+                "priorities",
+                priorities,
+                "shares that never grow from the highest priority (0) to the lowest, "
+                "e.g. (1.0, 0.8, 0.5): a lower priority may not use more of the limit",
             )
         self.priorities = shares
         self.min_limit = min_limit

@@ -159,6 +159,7 @@ def test_vegas_learns_nothing_when_the_limit_is_not_used() -> None:
         ({"min_limit": 5, "max_limit": 2}, "max_limit"),
         ({"priorities": ()}, "priorities"),
         ({"priorities": (1.0, 1.5)}, "priorities"),
+        ({"priorities": (0.5, 1.0)}, "priorities"),  # a lower priority may not get more
     ],
 )
 def test_bad_configuration(kwargs: dict, parameter: str) -> None:
