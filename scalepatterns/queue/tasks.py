@@ -51,7 +51,12 @@ class TaskRegistry:
         if task is None:
             raise Reject(f"no task named {message.type!r} is registered in this worker")
         body = message.body
-        if not isinstance(body, dict) or not isinstance(body.get("args", []), list):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("args", []), list)
+            or not isinstance(body.get("kwargs", {}), dict)
+            or not all(isinstance(name, str) for name in body.get("kwargs", {}))
+        ):
             raise Reject("a task message body must be {'args': [...], 'kwargs': {...}}")
         result = task.fn(*body.get("args", []), **body.get("kwargs", {}))
         if inspect.isawaitable(result):

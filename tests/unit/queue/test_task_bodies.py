@@ -1,0 +1,34 @@
+"""A task message whose arguments cannot be applied is dead-lettered at once, not retried."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalepatterns.queue import DeadLetters, MemoryBroker, Producer, task, task_worker
+from scalepatterns.queue.tasks import TaskRegistry
+from scalepatterns.queue.testing import wait_until
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"args": [], "kwargs": ["not", "a", "dict"]}, {"args": "1, 2", "kwargs": {}}],
+    ids=["kwargs-list", "args-string"],
+)
+def test_malformed_task_arguments_are_rejected_once(body: dict[str, object]) -> None:
+    broker = MemoryBroker()
+    registry = TaskRegistry()
+    runs: list[object] = []
+
+    @task(broker, queue="jobs", registry=registry, name="reports.build")
+    def build(*args: object, **kwargs: object) -> None:
+        runs.append((args, kwargs))
+
+    Producer(broker).publish("jobs", body, type="reports.build")
+    with task_worker(broker, "jobs", registry=registry) as worker:
+        wait_until(lambda: DeadLetters(broker, "jobs").count() == 1, timeout=10)
+    dead = DeadLetters(broker, "jobs").inspect()
+    assert dead[0].error_type == "Reject"
+    assert dead[0].attempts == 1, "refused at once, never retried"
+    assert runs == []
+    assert worker.failed == 1
+    broker.close()
