@@ -48,7 +48,15 @@ class OutageGuard:
         clock: time source (`FakeClock` in tests).
     """
 
-    __slots__ = ("_clock", "_failures", "_lock", "_open_until", "_probing", "cooldown", "threshold")
+    __slots__ = (
+        "_clock",
+        "_failures",
+        "_lock",
+        "_open_until",
+        "_probe_until",
+        "cooldown",
+        "threshold",
+    )
 
     def __init__(
         self, failure_threshold: int = 3, cooldown: float = 5.0, *, clock: Clock = SYSTEM_CLOCK
@@ -64,7 +72,9 @@ class OutageGuard:
         self._failures = 0
         # 0.0 while closed; otherwise the monotonic time the cool-down ends.
         self._open_until = 0.0
-        self._probing = False
+        # 0.0 unless a probe is out; then the time it is presumed lost (its caller never
+        # reported: interrupted, killed), so one lost probe cannot close the door for good.
+        self._probe_until = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -78,9 +88,10 @@ class OutageGuard:
         with self._lock:
             if self._open_until == 0.0:
                 return True
-            if self._probing or self._clock.monotonic() < self._open_until:
+            now = self._clock.monotonic()
+            if now < self._open_until or now < self._probe_until:
                 return False
-            self._probing = True
+            self._probe_until = now + self.cooldown
             return True
 
     def record_success(self) -> None:
@@ -89,15 +100,15 @@ class OutageGuard:
             with self._lock:
                 self._failures = 0
                 self._open_until = 0.0
-                self._probing = False
+                self._probe_until = 0.0
 
     def record_failure(self) -> bool:
         """The backend failed. Returns True if this failure opened (or re-opened) the guard."""
         with self._lock:
             self._failures += 1
-            if self._probing or self._failures >= self.threshold:
+            if self._probe_until or self._failures >= self.threshold:
                 self._open_until = self._clock.monotonic() + self.cooldown
-                self._probing = False
+                self._probe_until = 0.0
                 return True
             return False
 
@@ -107,9 +118,9 @@ class OutageGuard:
         If it was the probe, the next caller may probe instead; otherwise the guard would
         wait forever for a verdict that never comes and skip the backend for good.
         """
-        if self._probing:
+        if self._probe_until:
             with self._lock:
-                self._probing = False
+                self._probe_until = 0.0
 
     def retry_after(self) -> float:
         """Seconds until the next probe is allowed (0.0 when closed)."""

@@ -107,3 +107,17 @@ def test_a_released_probe_lets_another_probe_go() -> None:
     guard.release_probe()  # no effect on a closed guard
     assert guard.allow()
     assert not guard.is_open
+
+
+def test_a_probe_that_never_reports_back_blocks_others_for_one_cooldown_only() -> None:
+    clock = FakeClock()
+    guard = OutageGuard(failure_threshold=1, cooldown=5.0, clock=clock)
+    guard.record_failure()
+    clock.advance(5.0)
+    assert guard.allow()  # the probe; its caller is interrupted and never reports
+    clock.advance(4.9)
+    assert not guard.allow()
+    clock.advance(0.1)
+    assert guard.allow(), "the lost probe no longer blocks the backend for good"
+    guard.record_success()
+    assert not guard.is_open
