@@ -7,9 +7,9 @@ sqlalchemy) until a backend that needs one is touched.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from scalepatterns._deps import lazy_attributes
 from scalepatterns.clock import SYSTEM_CLOCK, Clock, FakeClock, SystemClock
 from scalepatterns.errors import (
     BackendUnavailable,
@@ -286,13 +286,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'scalepatterns' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -1,4 +1,4 @@
-"""Lazy loading of optional dependencies.
+"""Lazy loading of optional dependencies and of the modules that need them.
 
 `import scalepatterns` imports no server client. A backend calls `require(...)` when the
 user first touches it, so a missing extra fails at that moment with an error that names
@@ -8,11 +8,14 @@ the extra to install.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 from scalepatterns.errors import MissingDependency
 
-__all__ = ["require"]
+__all__ = ["lazy_attributes", "require"]
 
 
 def require(module: str, *, extra: str, feature: str) -> ModuleType:
@@ -27,3 +30,20 @@ def require(module: str, *, extra: str, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependency(module.partition(".")[0], extra, feature) from exc
+
+
+def lazy_attributes(package: str, table: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module `__getattr__` (PEP 562) importing `table[name]` on first access of `name`.
+
+    The value is cached in the package's namespace, so later accesses cost nothing.
+    """
+
+    def load(name: str) -> Any:
+        module = table.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return load

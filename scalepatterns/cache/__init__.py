@@ -5,6 +5,7 @@ See `Cache` for the options and the guide at docs/cache.md.
 
 from __future__ import annotations
 
+from scalepatterns._deps import lazy_attributes
 from scalepatterns.cache._core import CacheInfo
 from scalepatterns.cache.backend import (
     AsyncCacheBackend,
@@ -55,10 +56,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # The Redis backends load on first use, so importing the cache never imports redis.
-    if name in ("RedisBackend", "AsyncRedisBackend"):
-        from scalepatterns.cache import redis_backend
-
-        return getattr(redis_backend, name)
-    raise AttributeError(f"module 'scalepatterns.cache' has no attribute {name!r}")
+# The Redis backends load on first use, so importing the cache never imports redis.
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "AsyncRedisBackend": "scalepatterns.cache.redis_backend",
+        "RedisBackend": "scalepatterns.cache.redis_backend",
+    },
+)

@@ -5,8 +5,9 @@ Brokers: `MemoryBroker` (in-process) and `RabbitMQBroker` (pika, loaded on first
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from scalepatterns._deps import lazy_attributes
 from scalepatterns.queue.broker import Broker, Delivery, Outgoing, Properties, QueueSpec
 from scalepatterns.queue.bus import EventBus
 from scalepatterns.queue.deadletters import DeadLetters, DeadMessage
@@ -78,12 +79,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # The RabbitMQ adapter module is light (pika is imported on construction), but it is
-    # still loaded only when asked for.
-    if name == "RabbitMQBroker":
-        from scalepatterns.queue.rabbitmq import RabbitMQBroker
-
-        globals()[name] = RabbitMQBroker
-        return RabbitMQBroker
-    raise AttributeError(f"module 'scalepatterns.queue' has no attribute {name!r}")
+# The RabbitMQ adapter loads only when asked for (pika itself only on construction).
+__getattr__ = lazy_attributes(__name__, {"RabbitMQBroker": "scalepatterns.queue.rabbitmq"})

@@ -10,8 +10,9 @@ adapters load their driver only when used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from scalepatterns._deps import lazy_attributes
 from scalepatterns.sharding._keys import Key
 from scalepatterns.sharding.bounded import BoundedLoadRing, Move
 from scalepatterns.sharding.errors import (
@@ -88,12 +89,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'scalepatterns.sharding' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
