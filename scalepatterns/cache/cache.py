@@ -226,6 +226,7 @@ class Cache:
         self._tag_index: dict[str, set[Hashable]] = {}
         self._reverse: dict[str, Hashable] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
         self._publisher: Callable[[str], None] | None = None
         self._subscriber: _Subscriber | None = None
@@ -706,15 +707,25 @@ class Cache:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=4, thread_name_prefix="scalepatterns-cache-refresh"
                 )
-            executor = self._executor
-        executor.submit(work)
+            future = self._executor.submit(work)
+            self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
-    def wait_background(self, timeout: float = 10.0) -> None:
-        """Block until background refreshes submitted so far have finished (tests, shutdown)."""
+    def wait_background(self, timeout: float | None = 10.0) -> bool:
+        """Wait up to `timeout` seconds (None: no limit) for the background refreshes
+        submitted so far; True when all of them finished.
+
+        A refresh still running at the deadline (a hung loader) finishes on its own thread;
+        the cache starts a fresh pool for later refreshes.
+        """
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+            pending, self._pending = self._pending, set()
+        if executor is None:
+            return True
+        _, not_done = concurrent.futures.wait(pending, timeout=timeout)
+        executor.shutdown(wait=False)
+        return not not_done
 
     def close(self) -> None:
         """Stop the pub/sub listener and background refreshes; close the sync client
@@ -722,7 +733,8 @@ class Cache:
         if self._subscriber is not None:
             self._subscriber.stop()
             self._subscriber = None
-        self.wait_background()
+        if not self.wait_background():
+            _log.warning("closing %r with background refreshes still running", self)
         if self._owns_clients and self.backend is not None:
             with contextlib.suppress(Exception):
                 self.backend.client.close()

@@ -12,9 +12,9 @@ failures are still raised to the `Cache` (counted, emitted) until its guard open
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
-from scalepatterns.cache.backend import CacheBackend
+from scalepatterns.cache.backend import CacheBackend, LockingBackend, TaggingBackend
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.outage import OutageGuard
@@ -125,31 +125,41 @@ class ShardedBackend:
     def acquire_lock(self, key: str, token: str, ttl: float) -> bool | None:
         """True/False as the shard answers; None while the shard is skipped (the caller
         then loads without the lock rather than wait for a holder that cannot exist)."""
-        got = self._on(self.node_for(key), None, lambda b: _lock(b).acquire_lock(key, token, ttl))
+        got = self._on(
+            self.node_for(key),
+            None,
+            lambda b: cast("LockingBackend", b).acquire_lock(key, token, ttl),
+        )
         return None if got is None else bool(got)
 
     def release_lock(self, key: str, token: str) -> bool:
         return bool(
-            self._on(self.node_for(key), False, lambda b: _lock(b).release_lock(key, token))
+            self._on(
+                self.node_for(key),
+                False,
+                lambda b: cast("LockingBackend", b).release_lock(key, token),
+            )
         )
 
     def tag(self, key: str, tags: Sequence[str], ttl: float | None) -> None:
         for tag in tags:
-            self._on(self.node_for(tag), None, lambda b, t=tag: _lock(b).tag(key, [t], ttl))  # type: ignore[misc]
+            self._on(
+                self.node_for(tag),
+                None,
+                lambda b, t=tag: cast("TaggingBackend", b).tag(key, [t], ttl),  # type: ignore[misc]
+            )
 
     def pop_tagged(self, tags: Sequence[str]) -> list[str]:
         keys: set[str] = set()
         for tag in tags:
             keys.update(
-                self._on(self.node_for(tag), [], lambda b, t=tag: _lock(b).pop_tagged([t]))  # type: ignore[misc]
+                self._on(
+                    self.node_for(tag),
+                    [],
+                    lambda b, t=tag: cast("TaggingBackend", b).pop_tagged([t]),  # type: ignore[misc]
+                )
             )
         return sorted(keys)
 
     def __repr__(self) -> str:
         return f"ShardedBackend({len(self.backends)} shards)"
-
-
-def _lock(backend: CacheBackend) -> Any:
-    # Locks and tags are optional abilities; a shard without them raises AttributeError,
-    # which the Cache treats like any backend failure.
-    return backend

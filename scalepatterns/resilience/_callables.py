@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.errors import ConfigurationError
 
-__all__ = ["decorate", "exception_types", "is_coroutine_callable", "name_of"]
+__all__ = [
+    "decorate",
+    "exception_types",
+    "is_coroutine_callable",
+    "name_of",
+    "refuse_awaitable",
+]
+
+T = TypeVar("T")
 
 
 def name_of(fn: Callable[..., Any]) -> str:
@@ -55,3 +64,15 @@ def exception_types(
             parameter, value, "an exception class or a non-empty tuple of them"
         )
     return types
+
+
+def refuse_awaitable(value: T | Awaitable[T], message: str) -> T:
+    """`value`, or `TypeError(message)` if a sync code path was handed an awaitable.
+
+    A coroutine is closed first, so it does not also warn that it was never awaited.
+    """
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise TypeError(message)
+    return value

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,10 +33,16 @@ from typing import Any, Generic, Literal, TypeVar
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import exception_types
+from scalepatterns.resilience._callables import (
+    exception_types,
+    is_coroutine_callable,
+    refuse_awaitable,
+)
 from scalepatterns.resilience.errors import NoHealthyEndpoint
 from scalepatterns.resilience.events import EndpointEjected, EndpointReadmitted
 from scalepatterns.resilience.strategies import Strategy, resolve_strategy
+
+_log = logging.getLogger("scalepatterns.resilience")
 
 __all__ = ["EndpointStats", "LoadBalancer"]
 
@@ -408,10 +415,7 @@ class LoadBalancer(Generic[T]):
                 verdict: object = check(target.endpoint)
             except Exception:  # noqa: BLE001 - a failing check means unhealthy
                 verdict = False
-            if inspect.isawaitable(verdict):
-                if inspect.iscoroutine(verdict):
-                    verdict.close()
-                raise TypeError("an async health_check needs `await lb.acheck_health()`")
+            refuse_awaitable(verdict, "an async health_check needs `await lb.acheck_health()`")
             healthy = bool(verdict)
             results[target.name] = healthy
             self._emit(self._apply_health(target, healthy))
@@ -438,14 +442,21 @@ class LoadBalancer(Generic[T]):
 
         Returns a function that stops the thread (and waits for it).
         """
-        self._require_check()
+        if is_coroutine_callable(self._require_check()):
+            raise TypeError(
+                "an async health_check can't run on a thread: schedule "
+                "`await lb.acheck_health()` on your event loop instead"
+            )
         if not isinstance(interval, (int, float)) or interval <= 0:
             raise ConfigurationError("interval", interval, "seconds > 0")
         stop = threading.Event()
 
         def loop() -> None:
             while not stop.is_set():
-                self.check_health()
+                try:
+                    self.check_health()
+                except Exception:  # noqa: BLE001 - a listener error must not end the checks
+                    _log.exception("health checks of %s failed; next in %ss", self.name, interval)
                 stop.wait(interval)
 
         thread = threading.Thread(target=loop, name=f"health-{self.name}", daemon=True)

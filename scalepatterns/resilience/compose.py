@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from scalepatterns.errors import ConfigurationError, RateLimited
-from scalepatterns.resilience._callables import is_coroutine_callable, name_of
+from scalepatterns.resilience._callables import is_coroutine_callable, name_of, refuse_awaitable
 from scalepatterns.resilience.breaker import CircuitBreaker
 from scalepatterns.resilience.fallback import Fallback
 from scalepatterns.resilience.protocols import AsyncBulkhead, Bulkhead, Decision, RateLimiter
@@ -131,9 +131,9 @@ class Pipeline:
     @overload
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]: ...
     def __call__(self, fn: Callable[P, Any]) -> Callable[P, Any]:
-        """Decorate `fn` (``def`` or ``async def``)."""
-        composed = self.wrap_async(fn) if is_coroutine_callable(fn) else self.wrap_sync(fn)
-        return functools.wraps(fn)(composed)
+        """Decorate `fn` (``def`` or ``async def``); an empty pipeline returns `fn` itself."""
+        # Each step already carries fn's metadata (functools.wraps), so nothing to copy here.
+        return self.wrap_async(fn) if is_coroutine_callable(fn) else self.wrap_sync(fn)
 
     def __repr__(self) -> str:
         used = [name for name in ORDER if getattr(self, name) is not None]
@@ -166,11 +166,9 @@ def _limiter_sync(
 ) -> Any:
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        decision = limiter.acquire(key, 1)
-        if inspect.isawaitable(decision):
-            if inspect.iscoroutine(decision):
-                decision.close()
-            raise TypeError("this limiter is async: decorate an `async def` function")
+        decision = refuse_awaitable(
+            limiter.acquire(key, 1), "this limiter is async: decorate an `async def` function"
+        )
         _check(key, decision)
         return inner(*args, **kwargs)
 

@@ -6,9 +6,13 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import decorate, name_of
+from scalepatterns.resilience._callables import (
+    decorate,
+    exception_types,
+    name_of,
+    refuse_awaitable,
+)
 from scalepatterns.resilience.events import FallbackUsed
 
 __all__ = ["Fallback", "fallback"]
@@ -28,11 +32,7 @@ class Fallback(Generic[T]):
         on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         listeners: Listeners | None = None,
     ) -> None:
-        types = on if isinstance(on, tuple) else (on,)
-        if not types or not all(
-            isinstance(t, type) and issubclass(t, BaseException) for t in types
-        ):
-            raise ConfigurationError("on", on, "an exception class or a non-empty tuple of them")
+        types = exception_types("on", on)
         self.on: tuple[type[BaseException], ...] = types
         self._value = value_or_function
         self._listeners = default_listeners if listeners is None else listeners
@@ -51,12 +51,9 @@ class Fallback(Generic[T]):
             return fn(*args, **kwargs)
         except self.on as exc:
             self._used(fn, exc)
-            answer = self._answer(exc)
-            if inspect.isawaitable(answer):
-                if inspect.iscoroutine(answer):
-                    answer.close()  # never awaited: do not leave it to warn
-                raise TypeError("an async fallback function needs an async def call") from exc
-            return answer  # type: ignore[no-any-return]
+            return refuse_awaitable(  # type: ignore[no-any-return]
+                self._answer(exc), "an async fallback function needs an async def call"
+            )
 
     async def acall(
         self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs

@@ -22,7 +22,7 @@ import tenacity
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import decorate, name_of
+from scalepatterns.resilience._callables import decorate, exception_types, name_of
 from scalepatterns.resilience.events import RetryAttempt, RetryGaveUp, RetryScheduled
 from scalepatterns.resilience.timeout import remaining
 
@@ -137,11 +137,7 @@ class Retry:
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
     ) -> None:
-        types = on if isinstance(on, tuple) else (on,)
-        if not types or not all(
-            isinstance(t, type) and issubclass(t, BaseException) for t in types
-        ):
-            raise ConfigurationError("on", on, "an exception class or a non-empty tuple of them")
+        types = exception_types("on", on)
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise ConfigurationError("attempts", attempts, "an integer >= 1 (1: no retry)")
         if deadline is not None and (not isinstance(deadline, (int, float)) or deadline <= 0):

@@ -428,3 +428,20 @@ def test_two_tier_copies_made_while_redis_is_down_live_only_local_ttl() -> None:
     clock.advance(6)  # past local_ttl: the copy is gone even though ttl is an hour
     f(1)
     assert loads == [1, 1]
+
+
+def test_waiting_for_background_refreshes_honours_its_timeout() -> None:
+    cache = Cache()
+    release = threading.Event()
+    finished: list[str] = []
+
+    def hung_refresh() -> None:
+        release.wait(10)
+        finished.append("hung")
+
+    cache.submit(hung_refresh)
+    assert cache.wait_background(timeout=0.05) is False  # gave up instead of hanging
+    cache.submit(lambda: finished.append("later"))  # a fresh pool takes new refreshes
+    assert cache.wait_background(timeout=10) is True
+    assert finished == ["later"]
+    release.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 from collections import Counter
 
 import pytest
@@ -266,6 +267,39 @@ def test_background_health_checks_stop() -> None:
     stop()
     assert checked
     assert set(checked) == {"a"}
+
+
+def test_background_health_checks_outlive_a_failing_round(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rounds: list[int] = []
+    second_round = threading.Event()
+
+    class Ambiguous:  # like a numpy array: its truth value can raise
+        def __bool__(self) -> bool:
+            rounds.append(1)
+            if len(rounds) == 1:
+                raise ValueError("truth value is ambiguous")
+            second_round.set()
+            return False
+
+    lb = LoadBalancer(["a"], health_check=lambda e: Ambiguous(), listeners=Listeners())
+    stop = lb.start_health_checks(0.001)
+    assert second_round.wait(10), "the thread died with the first failing round"
+    stop()
+    assert "health checks of" in caplog.text
+    assert "truth value is ambiguous" in caplog.text
+    with pytest.raises(NoHealthyEndpoint), lb.pick():  # the later round's verdict applied
+        pass
+
+
+def test_background_health_checks_refuse_an_async_check() -> None:
+    async def check(endpoint: str) -> bool:
+        return True
+
+    lb = LoadBalancer(["a"], health_check=check, listeners=Listeners())
+    with pytest.raises(TypeError, match="acheck_health"):
+        lb.start_health_checks(1.0)
 
 
 def test_async_pick() -> None:

@@ -189,6 +189,16 @@ def test_resilient_decorator_keeps_signature_and_kind() -> None:
     assert repr(pipeline(retry=2, timeout=1.0)) == "Pipeline(retry -> timeout)"
 
 
+def test_empty_pipeline_returns_the_function_unchanged() -> None:
+    def get(item: int) -> int:
+        return item
+
+    decorated = pipeline()(get)
+    assert decorated is get
+    assert not hasattr(get, "__wrapped__")  # no self-reference: signature() would loop
+    assert list(inspect.signature(decorated).parameters) == ["item"]
+
+
 def test_async_limiter_is_awaited() -> None:
     class AsyncLimiter:
         async def acquire(self, key: str, cost: int = 1) -> Verdict:
