@@ -291,5 +291,13 @@ class RateLimiter:
 
         return decorate
 
+    def close(self) -> None:
+        """Disconnect the connections a sync Redis limiter made for itself.
+
+        The client you passed stays open (it is yours); a later decision reconnects.
+        """
+        if isinstance(self.store, RedisStore):
+            self.store.close()
+
     def __repr__(self) -> str:
         return f"RateLimiter({self.algorithm!r}, backend={self._backend!r}, name={self.name!r})"

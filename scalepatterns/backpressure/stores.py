@@ -10,6 +10,7 @@ cool-down ends.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -20,7 +21,7 @@ from scalepatterns.errors import BackendUnavailable
 from scalepatterns.events import Listeners
 from scalepatterns.outage import OutageGuard
 
-__all__ = ["AsyncRedisStore", "MemoryStore", "RedisStore"]
+__all__ = ["AsyncRedisStore", "DirectConnections", "MemoryStore", "RedisStore"]
 
 _ONE = frozenset((b"1", "1"))
 
@@ -59,6 +60,88 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._states)
+
+
+class DirectConnections:
+    """The Redis store's own connections, made with the settings of the client's pool.
+
+    A decision is one EVALSHA written and one reply read on a connection nobody else
+    uses, skipping what redis-py's ``execute_command`` adds on every call (the pool's
+    dirty-connection check, one more ``recv``, retry and metrics bookkeeping): a third
+    of a loopback round trip. Connections are made on first use, one per thread deciding
+    at the same moment, and re-made after a fork; `close` disconnects them.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._settings = dict(pool.connection_kwargs)
+        self._connection_class = pool.connection_class
+        self.encoding: str = self._settings.get("encoding", "utf-8")
+        self.encoding_errors: str = self._settings.get("encoding_errors", "strict")
+        self._free: list[Any] = []
+        self._pid = os.getpid()
+        self.made = 0
+
+    @classmethod
+    def for_client(cls, client: Any) -> DirectConnections | None:
+        """Direct connections for a plain ``redis.Redis`` on a TCP, TLS or Unix socket;
+        None for anything else (Cluster, Sentinel, fakes), which keeps ``evalsha``."""
+        import redis
+        from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+        pool: Any = getattr(client, "connection_pool", None)
+        if (
+            not isinstance(client, redis.Redis)
+            or type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool)
+            or pool.connection_class not in (Connection, SSLConnection, UnixDomainSocketConnection)
+        ):
+            return None
+        return cls(pool)
+
+    def pack(self, *args: str) -> bytes:
+        """`args` as one RESP command."""
+        encoding, errors = self.encoding, self.encoding_errors
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg.encode(encoding, errors)
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        return b"".join(parts)
+
+    def call(self, command: bytes) -> Any:
+        """Send a packed command and return its reply (a `ResponseError` is raised)."""
+        from redis.exceptions import ConnectionError, ResponseError
+
+        if self._pid != os.getpid():  # a forked child must not share the parent's sockets
+            self._free, self._pid = [], os.getpid()
+        try:
+            connection, reused = self._free.pop(), True
+        except IndexError:
+            connection, reused = self._connection_class(**self._settings), False
+            self.made += 1
+        try:
+            try:
+                connection.send_packed_command((command,))
+                reply = connection.read_response()
+            except ConnectionError:
+                if not reused:
+                    raise
+                # An idle connection the server dropped (restart, idle timeout): redis-py
+                # has already disconnected it, so this try connects afresh.
+                connection.send_packed_command((command,))
+                reply = connection.read_response()
+        except ResponseError:
+            self._free.append(connection)  # an error reply leaves the connection usable
+            raise
+        except BaseException:
+            connection.disconnect()  # mid-reply or interrupted: its state is unknown
+            raise
+        self._free.append(connection)
+        return reply
+
+    def close(self) -> None:
+        """Disconnect every idle connection (one in use is dropped when its call ends)."""
+        free, self._free = self._free, []
+        for connection in free:
+            connection.disconnect()
 
 
 def _outage_errors() -> tuple[type[BaseException], ...]:
@@ -132,7 +215,35 @@ class _RedisBase:
 
 
 class RedisStore(_RedisBase):
-    """State in Redis through a synchronous redis-py client (one EVALSHA per decision)."""
+    """State in Redis through a synchronous redis-py client (one EVALSHA per decision).
+
+    On a plain ``redis.Redis`` the EVALSHA goes over `DirectConnections`; on a Cluster,
+    Sentinel or other client, through the client's ``evalsha``.
+    """
+
+    def __init__(self, client: Any, algorithm: Algorithm, **options: Any) -> None:
+        super().__init__(client, algorithm, **options)
+        self.direct = DirectConnections.for_client(client)
+        if self.direct is not None:
+            # EVALSHA <sha> 1 packed once; each call appends the key as the 4th argument.
+            self._evalsha_head = b"*4" + self.direct.pack("EVALSHA", self._sha, "1")[2:]
+
+    def _evalsha(self, key: str, cost: int, now: float | None) -> Any:
+        direct = self.direct
+        if direct is None:
+            if cost == 1 and now is None:  # the hot path: no arguments at all
+                return self.client.evalsha(self._sha, 1, f"{self._tag}{key}}}")
+            return self.client.evalsha(self._sha, 1, self.redis_key(key), *self._argv(cost, now))
+        if cost == 1 and now is None:
+            data = f"{self._tag}{key}}}".encode(direct.encoding, direct.encoding_errors)
+            return direct.call(b"%s$%d\r\n%s\r\n" % (self._evalsha_head, len(data), data))
+        argv = self._argv(cost, now)
+        return direct.call(direct.pack("EVALSHA", self._sha, "1", self.redis_key(key), *argv))
+
+    def close(self) -> None:
+        """Disconnect the store's own connections (the client itself stays yours to close)."""
+        if self.direct is not None:
+            self.direct.close()
 
     def decide(self, key: str, cost: int, now: float | None = None) -> Decision:
         """Run the algorithm's script; `now` overrides the server clock (tests only)."""
@@ -143,14 +254,13 @@ class RedisStore(_RedisBase):
             # EVALSHA straight away; the script is loaded on the first NOSCRIPT (a fresh or
             # restarted server), as redis-py's Script does, minus its per-call overhead.
             try:
-                if cost == 1 and now is None:  # the hot path: no arguments at all
-                    reply = self.client.evalsha(self._sha, 1, f"{self._tag}{key}}}")
-                else:
-                    reply = self.client.evalsha(
-                        self._sha, 1, self.redis_key(key), *self._argv(cost, now)
-                    )
+                reply = self._evalsha(key, cost, now)
             except self._noscript:
-                reply = self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
+                if self.direct is None:
+                    reply = self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
+                else:
+                    self.direct.call(self.direct.pack("SCRIPT", "LOAD", self.algorithm.lua))
+                    reply = self._evalsha(key, cost, now)
         except self._outage as exc:
             return self._failed(exc)
         except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import threading
 import time
 
 import pytest
@@ -227,3 +228,68 @@ def test_a_script_error_is_backend_unavailable_not_a_silent_fallback(client, uni
     assert isinstance(info.value.__cause__, redis.exceptions.ResponseError)
     assert limiter.store.fallback_decisions == 0
     assert not limiter.store.guard.is_open
+
+
+def _named_connections(client: redis.Redis, name: str) -> list[dict[str, object]]:
+    return [c for c in client.client_list() if c.get("name") == name]
+
+
+def test_decisions_run_on_the_limiters_own_connections(redis_url, client, unique_name):
+    named = redis.Redis.from_url(redis_url, client_name=unique_name)  # tags every connection
+    limiter = RateLimiter("100/minute", burst=40, redis=named, prefix=unique_name)
+    assert limiter.store.direct is not None
+    allowed: list[bool] = []
+
+    def hammer() -> None:
+        allowed.extend(limiter.acquire("shared").allowed for _ in range(20))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert allowed.count(True) == 40  # exact: the burst, no more, across 4 threads
+    made = limiter.store.direct.made
+    assert 1 <= made <= 4  # at most one connection per thread deciding at once
+    assert len(_named_connections(client, unique_name)) == made  # the pool made none
+    limiter.close()
+    assert _named_connections(client, unique_name) == []
+    assert not limiter.acquire("shared").allowed  # a later decision reconnects
+    limiter.close()
+    named.close()
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_without_an_error(
+    redis_url, client, unique_name
+):
+    named = redis.Redis.from_url(redis_url, client_name=unique_name)
+    limiter = RateLimiter("100/minute", burst=5, redis=named, prefix=unique_name)
+    assert limiter.acquire("k").remaining == 4
+    [dropped] = [c["id"] for c in _named_connections(client, unique_name)]
+    client.client_kill_filter(_id=dropped)
+    assert limiter.acquire("k").remaining == 3  # counted once, on a new connection
+    assert limiter.store.backend_errors == 0
+    assert [c["id"] for c in _named_connections(client, unique_name)] != [dropped]
+    assert len(_named_connections(client, unique_name)) == 1
+    limiter.close()
+    named.close()
+
+
+def _decide_in_child(limiter: RateLimiter, results: multiprocessing.Queue) -> None:
+    decision = limiter.acquire("k")
+    results.put((decision.allowed, decision.remaining, limiter.store.direct.made))
+
+
+def test_a_forked_child_makes_its_own_connections(redis_url, client, unique_name):
+    limiter = RateLimiter("100/minute", burst=5, redis=client, prefix=unique_name)
+    assert limiter.acquire("k").remaining == 4  # the parent holds an open connection
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_decide_in_child, args=(limiter, results))
+    child.start()
+    allowed, remaining, made = results.get(timeout=30)
+    child.join(30)
+    assert (allowed, remaining, made) == (True, 3, 2)  # a fresh connection, same state
+    assert limiter.acquire("k").remaining == 2  # the parent's connection still works
+    assert limiter.store.direct.made == 1
+    limiter.close()

@@ -17,6 +17,8 @@ from scalepatterns.backpressure import (
     RateRejected,
     RateWaited,
 )
+from scalepatterns.backpressure.stores import DirectConnections
+from tests.support.servers import free_port
 
 ALGORITHMS = ["gcra", "sliding-window", "fixed-window"]
 
@@ -186,6 +188,27 @@ def test_redis_down_fails_open_or_closed_and_stops_calling(fail_open: bool) -> N
     assert set(errors[2:]) == {"skipped"}
     if not fail_open:
         assert decisions[-1].retry_after > 0
+
+
+def test_only_a_plain_redis_client_decides_on_direct_connections() -> None:
+    import fakeredis
+
+    blocking = redis.BlockingConnectionPool(port=free_port())
+    assert DirectConnections.for_client(redis.Redis(port=free_port())) is not None
+    assert DirectConnections.for_client(redis.Redis(connection_pool=blocking)) is not None
+    assert DirectConnections.for_client(fakeredis.FakeRedis()) is None  # its own connections
+    assert RateLimiter("2/second", redis=fakeredis.FakeRedis()).store.direct is None
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_a_dead_redis_on_direct_connections_fails_as_configured(fail_open: bool) -> None:
+    client = redis.Redis(port=free_port())  # nothing listens there: connection refused
+    limiter = RateLimiter("5/second", redis=client, fail_open=fail_open, failure_threshold=2)
+    assert limiter.store.direct is not None
+    decisions = [limiter.acquire("k") for _ in range(20)]
+    assert all(d.allowed is fail_open for d in decisions)
+    assert limiter.store.backend_errors == 2  # then the guard skips Redis
+    assert limiter.store.fallback_decisions == 20
 
 
 def test_async_redis_client_needs_aacquire() -> None:
