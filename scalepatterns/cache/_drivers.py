@@ -37,7 +37,7 @@ class _Batch:
     def __init__(self, calls: list[tuple[Any, ...]]) -> None:
         self.calls = calls
         self.results: list[Any] = [MISSING] * len(calls)
-        self.keys: list[tuple[Any, Hashable, str | None]] = []
+        self.keys: list[tuple[Any, Hashable]] = []
         self.pending: list[int] = []
         self.skeys: dict[int, str] = {}
 
@@ -114,23 +114,22 @@ class _Base:
     def drop_undecodable(self, skey: str) -> None:
         raise NotImplementedError
 
-    def keys_for(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[Any, Hashable, str | None]:
-        """(bound values, local/flight key, shared key or None when the backend is skipped)."""
+    def keys_for(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Hashable]:
+        """(bound values, local/flight key); without a backend the shared key stands in
+        for a missing local one."""
         core = self.core
         values = core.keys.bind(args, kwargs)
         lkey = core.local_key(values)
-        if self.backend is None:
-            return values, (lkey if lkey is not None else core.shared_key(values)), None
-        return values, lkey, None
+        if self.backend is None and lkey is None:
+            return values, core.shared_key(values)
+        return values, lkey
 
     def batch_begin(self, items: Iterable[Any]) -> _Batch:
         """Bind every call and answer what the local tier can."""
         core = self.core
         batch = _Batch([_as_args(core, item) for item in items])
         batch.keys = [self.keys_for(args, {}) for args in batch.calls]
-        for i, (_, lkey, _) in enumerate(batch.keys):
+        for i, (_, lkey) in enumerate(batch.keys):
             if lkey is not None and core.local is not None:
                 value, _, _ = self.local_lookup(lkey, self.backend is not None)
                 if value is not MISSING:
@@ -232,7 +231,7 @@ class SyncDriver(_Base):
         if core.local is None and not skip_backend:
             # Shared backend only, healthy: no local key needed.
             return self.call_shared(core.keys.bind(args, kwargs), None, None, args, kwargs)
-        values, lkey, _ = self.keys_for(args, kwargs)
+        values, lkey = self.keys_for(args, kwargs)
         stale = None
         if lkey is not None and core.local is not None:
             value, stale, refresh = self.local_lookup(lkey, self.backend is not None)
@@ -396,7 +395,7 @@ class SyncDriver(_Base):
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         core = self.core
         args = self.with_self(args, kwargs)
-        values, lkey, _ = self.keys_for(args, kwargs)
+        values, lkey = self.keys_for(args, kwargs)
         if core.local is not None and lkey is not None:
             core.local.pop(lkey)
         if self.backend is not None:
@@ -412,7 +411,7 @@ class SyncDriver(_Base):
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core
-        values, lkey, _ = self.keys_for(args, kwargs)
+        values, lkey = self.keys_for(args, kwargs)
         skey = core.shared_key(values) if self.backend is not None and not self.down() else None
         fkey = skey if skey is not None else lkey
         if fkey is None:
@@ -465,7 +464,7 @@ class AsyncDriver(_Base):
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core
-        values, lkey, _ = self.keys_for(args, kwargs)
+        values, lkey = self.keys_for(args, kwargs)
         stale = None
         if lkey is not None and core.local is not None:
             value, stale, refresh = self.local_lookup(lkey, self.backend is not None)
@@ -586,7 +585,7 @@ class AsyncDriver(_Base):
         core = self.core
         if core.keys.skip_first:
             args = (None, *args)
-        values, lkey, _ = self.keys_for(args, kwargs)
+        values, lkey = self.keys_for(args, kwargs)
         if core.local is not None and lkey is not None:
             core.local.pop(lkey)
         if self.backend is not None:
@@ -596,7 +595,7 @@ class AsyncDriver(_Base):
 
     async def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core
-        values, lkey, _ = self.keys_for(args, kwargs)
+        values, lkey = self.keys_for(args, kwargs)
         skey = None
         if self.backend is not None and not self.down():
             skey = await core.cache.ashared_key(core, values)

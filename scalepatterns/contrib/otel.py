@@ -314,7 +314,9 @@ def instrument(
 # -------------------------------------------------------------- queue trace context
 
 
+@functools.cache
 def _propagator() -> Any:
+    # Stateless and thread-safe: one for the process instead of one per message.
     module = require("opentelemetry.trace.propagation.tracecontext", extra="otel", feature=_FEATURE)
     return module.TraceContextTextMapPropagator()
 

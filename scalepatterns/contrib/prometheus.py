@@ -511,7 +511,11 @@ _per_registry: weakref.WeakKeyDictionary[Any, _Metrics] = weakref.WeakKeyDiction
 _per_registry_lock = threading.Lock()
 
 
-def _metrics_for(registry: CollectorRegistry) -> _Metrics:
+def _metrics_for(registry: CollectorRegistry | None) -> _Metrics:
+    """The metrics kept in `registry` (``prometheus_client.REGISTRY`` when None)."""
+    if registry is None:
+        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
+        registry = prom.REGISTRY
     with _per_registry_lock:
         metrics = _per_registry.get(registry)
         if metrics is None:
@@ -537,18 +541,12 @@ def instrument(
         MissingDependency: prometheus_client is not installed
             (``pip install 'scalepatterns[prometheus]'``).
     """
-    if registry is None:
-        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
-        registry = prom.REGISTRY
     metrics = _metrics_for(registry)
-    return Instrumentation(Dispatcher(metrics.table), listeners, registry)
+    return Instrumentation(Dispatcher(metrics.table), listeners, metrics.registry)
 
 
 def metric_names(registry: CollectorRegistry | None = None) -> list[str]:
     """The names of the metrics `instrument()` maintains (as declared, before suffixes)."""
-    if registry is None:
-        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
-        registry = prom.REGISTRY
     return list(_metrics_for(registry).names)
 
 
@@ -562,7 +560,4 @@ def watch_balancer(balancer: Any, registry: CollectorRegistry | None = None) -> 
     """
     if not callable(getattr(balancer, "stats", None)):
         raise TypeError(f"watch_balancer() takes a LoadBalancer, not {type(balancer).__name__}")
-    if registry is None:
-        prom = require("prometheus_client", extra="prometheus", feature=_FEATURE)
-        registry = prom.REGISTRY
     _metrics_for(registry).balancers.add(balancer)

@@ -398,7 +398,8 @@ class ReadWriteRouter:
                 raise NoHealthyReplica(self.name)
             return self._pin_primary(state, "no_replica")
         if min_lsn is not None:
-            ready = [c for c in health.candidates(min_lsn) if c in candidates]
+            caught_up = {c.name for c in health.candidates(min_lsn)}
+            ready = [c for c in candidates if c.name in caught_up]
             if not ready:
                 chosen = self._balancer.choose(candidates)
                 if self._wait_for_lsn(chosen.name, min_lsn):

@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - a CPython built without its own hashes
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.sharding.errors import InvalidShardKey
 
-__all__ = ["Key", "hash64", "key_bytes", "normalize_nodes"]
+__all__ = ["Key", "hash64", "key_bytes", "md5", "normalize_nodes"]
 
 Key = str | bytes | int | uuid.UUID
 """What a placement accepts as a key: text, bytes, an integer or a UUID."""

@@ -26,14 +26,16 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 
-try:  # CPython's built-in MD5 costs half as much per call as OpenSSL's on short keys
-    from _md5 import md5  # type: ignore[import-not-found,unused-ignore]
-except ImportError:  # pragma: no cover - a CPython built without its own hashes
-    from hashlib import md5
-
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.sharding._keys import Key, check_node, check_weight, key_bytes, normalize_nodes
+from scalepatterns.sharding._keys import (
+    Key,
+    check_node,
+    check_weight,
+    key_bytes,
+    md5,
+    normalize_nodes,
+)
 from scalepatterns.sharding.errors import EmptyPlacement
 from scalepatterns.sharding.events import NodeAdded, NodeRemoved
 
@@ -62,7 +64,7 @@ class _Snapshot:
 
 
 def _meta_points(node: str, count: int) -> list[tuple[bytes, str]]:
-    return [(md5(f"{node}-{w}".encode()).digest(), node) for w in range(count)]  # noqa: S324 - placement, not security
+    return [(md5(f"{node}-{w}".encode()).digest(), node) for w in range(count)]
 
 
 class HashRing:
@@ -120,7 +122,7 @@ class HashRing:
         """
         snap = self._snap
         data = key.encode() if type(key) is str else key_bytes(key)
-        point: bytes | int = md5(data).digest()  # noqa: S324 - placement, not security
+        point: bytes | int = md5(data).digest()
         if self._ketama:
             point = int.from_bytes(point[:4], "little")  # type: ignore[index,unused-ignore]
         try:
@@ -135,7 +137,7 @@ class HashRing:
         that look past the owner, such as `BoundedLoadRing`.
         """
         snap = self._snap
-        digest = md5(key_bytes(key)).digest()  # noqa: S324 - placement, not security
+        digest = md5(key_bytes(key)).digest()
         point: bytes | int = int.from_bytes(digest[:4], "little") if self._ketama else digest
         count = len(snap.points)
         if not count:
@@ -240,7 +242,7 @@ class HashRing:
                 else (math.floor(scaled / total))
             )
             for w in range(max(1, int(groups))):
-                digest = md5(f"{node}-{w}".encode()).digest()  # noqa: S324 - placement, not security
+                digest = md5(f"{node}-{w}".encode()).digest()
                 for replica in range(_KETAMA_REPLICAS):
                     point = int.from_bytes(digest[replica * 4 : replica * 4 + 4], "little")
                     ring[point] = node

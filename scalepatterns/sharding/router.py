@@ -73,14 +73,7 @@ def merge_sorted(
     first `limit` rows for the merged first `limit` to be right.
     """
     merged = heapq.merge(*parts, key=key, reverse=reverse)  # type: ignore[arg-type]
-    if limit is None:
-        return list(merged)
-    result: list[T] = []
-    for item in merged:
-        if len(result) >= limit:
-            break
-        result.append(item)
-    return result
+    return list(merged if limit is None else itertools.islice(merged, limit))
 
 
 def _value(counter: itertools.count[int]) -> int:

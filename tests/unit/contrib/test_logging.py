@@ -126,8 +126,15 @@ def test_levels_can_be_overridden(listeners, caplog) -> None:
     assert [(r.levelname, r.sp_event) for r in caplog.records] == [("ERROR", "BreakerOpened")]
 
 
-def test_a_disabled_logger_costs_no_formatting(listeners, caplog) -> None:
-    caplog.set_level(logging.ERROR, logger=LOGGER)
+def test_a_disabled_logger_costs_no_formatting(listeners, caplog, monkeypatch) -> None:
+    formatted: list[object] = []
+    fields = sp_logging._fields
+    monkeypatch.setattr(sp_logging, "_fields", lambda e: formatted.append(e) or fields(e))
+    caplog.set_level(logging.ERROR, logger=LOGGER)  # BreakerOpened logs at WARNING
     with sp_logging.instrument(logging.getLogger(LOGGER), listeners=listeners):
         listeners.emit(opened())
-    assert caplog.records == []
+        assert formatted == []  # the event was never turned into fields or text
+        caplog.set_level(logging.WARNING, logger=LOGGER)
+        listeners.emit(opened())
+    assert len(formatted) == 1  # the same path formats once the level lets it through
+    assert [r.sp_event for r in caplog.records] == ["BreakerOpened"]
