@@ -27,7 +27,7 @@ import logging
 import random
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
@@ -50,7 +50,12 @@ __all__ = ["AsyncCachedFunction", "Cache", "CachedFunction"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 _log = logging.getLogger("scalepatterns.cache")
+
+
+def _name(backend: Any) -> str:
+    return str(getattr(backend, "name", "backend"))
 
 
 class _Default:
@@ -484,35 +489,58 @@ class Cache:
         """``namespace[@version]:``, the start of every shared key."""
         if self.clock.monotonic() >= self._head_until and self.backend is not None:
             self._head_until = self.clock.monotonic() + self.version_ttl
-            if self.guard.allow():
-                try:
-                    raw = self.backend.get(self.version_key)
-                except Exception as exc:  # noqa: BLE001 - go on with the version we know
-                    self.backend_failed("get", exc, getattr(self.backend, "name", "backend"), "")
-                else:
-                    self.guard.record_success()
-                    self._set_version(int(raw or 0))
+            backend = self.backend
+            version = self.call_backend(  # on failure, go on with the version we know
+                "get", _name(backend), lambda: int(backend.get(self.version_key) or 0), None
+            )
+            if version is not None:
+                self._set_version(version)
         return self._head
 
     async def ahead(self) -> str:
         """`head()` for asyncio callers."""
         if self.clock.monotonic() >= self._head_until and self.async_backend is not None:
             self._head_until = self.clock.monotonic() + self.version_ttl
-            if self.guard.allow():
-                try:
-                    raw = await self.async_backend.get(self.version_key)
-                except Exception as exc:  # noqa: BLE001
-                    self.backend_failed(
-                        "get", exc, getattr(self.async_backend, "name", "backend"), ""
-                    )
-                else:
-                    self.guard.record_success()
-                    self._set_version(int(raw or 0))
+            backend = self.async_backend
+
+            async def read_version() -> int:
+                return int(await backend.get(self.version_key) or 0)
+
+            version = await self.acall_backend("get", _name(backend), read_version, None)
+            if version is not None:
+                self._set_version(version)
             return self._head
         return self.head()
 
     async def ashared_key(self, core: Core, values: tuple[Any, ...]) -> str:
         return core.keys.shared(values, await self.ahead())
+
+    def call_backend(self, operation: str, backend: str, call: Callable[[], T], default: T) -> T:
+        """`call()` behind the outage guard; `default` while the guard is open or when the
+        call fails (counted and emitted by `backend_failed`)."""
+        if not self.guard.allow():
+            return default
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - any backend failure means: go on without it
+            self.backend_failed(operation, exc, backend, "")
+            return default
+        self.guard.record_success()
+        return result
+
+    async def acall_backend(
+        self, operation: str, backend: str, call: Callable[[], Awaitable[T]], default: T
+    ) -> T:
+        """`call_backend` for an asyncio backend."""
+        if not self.guard.allow():
+            return default
+        try:
+            result = await call()
+        except Exception as exc:  # noqa: BLE001
+            self.backend_failed(operation, exc, backend, "")
+            return default
+        self.guard.record_success()
+        return result
 
     def backend_failed(
         self, operation: str, exc: BaseException, backend: str, function: str
@@ -578,11 +606,11 @@ class Cache:
         two-tier cache). Returns the new version.
         """
         version = self._version + 1
-        if self.backend is not None:
-            try:
-                version = int(self.backend.incr(self.version_key))
-            except Exception as exc:  # noqa: BLE001
-                self.backend_failed("incr", exc, getattr(self.backend, "name", "backend"), "")
+        backend = self.backend
+        if backend is not None:
+            version = self.call_backend(
+                "incr", _name(backend), lambda: int(backend.incr(self.version_key)), version
+            )
         self._set_version(version)
         if self.local is not None and self.shared:
             self.local.clear()
@@ -594,12 +622,11 @@ class Cache:
         """`invalidate_namespace()` for a cache with an asyncio backend."""
         if self.async_backend is None or self.backend is not None:
             return self.invalidate_namespace()
-        version = self._version + 1
-        try:
-            version = int(await self.async_backend.incr(self.version_key))
-        except Exception as exc:  # noqa: BLE001
-            self.backend_failed("incr", exc, getattr(self.async_backend, "name", "backend"), "")
-        self._set_version(version)
+        backend = self.async_backend
+        version = await self.acall_backend(
+            "incr", _name(backend), lambda: backend.incr(self.version_key), self._version + 1
+        )
+        self._set_version(int(version))
         if self.local is not None:
             self.local.clear()
         return version
@@ -621,16 +648,16 @@ class Cache:
         """
         names, local_count = self._pop_local_tags(tags)
         backend = self.backend
-        if backend is None or not hasattr(backend, "pop_tagged") or not self.guard.allow():
+        if backend is None or not hasattr(backend, "pop_tagged"):
             return local_count
-        skeys: list[str] = []
-        try:
+
+        def pop_and_delete() -> list[str]:
             skeys = list(backend.pop_tagged(names))
             if skeys:
                 backend.delete(*skeys)
-            self.guard.record_success()
-        except Exception as exc:  # noqa: BLE001
-            self.backend_failed("tag", exc, getattr(backend, "name", "backend"), "")
+            return skeys
+
+        skeys: list[str] = self.call_backend("tag", _name(backend), pop_and_delete, [])
         self._drop_local(skeys)
         self.publish_keys(skeys)
         return len(skeys)
@@ -641,16 +668,16 @@ class Cache:
         if backend is None or self.backend is not None:
             return self.invalidate_tags(*tags)
         names, local_count = self._pop_local_tags(tags)
-        if not hasattr(backend, "pop_tagged") or not self.guard.allow():
+        if not hasattr(backend, "pop_tagged"):
             return local_count
-        skeys: list[str] = []
-        try:
+
+        async def pop_and_delete() -> list[str]:
             skeys = list(await backend.pop_tagged(names))
             if skeys:
                 await backend.delete(*skeys)
-            self.guard.record_success()
-        except Exception as exc:  # noqa: BLE001
-            self.backend_failed("tag", exc, getattr(backend, "name", "backend"), "")
+            return skeys
+
+        skeys: list[str] = await self.acall_backend("tag", _name(backend), pop_and_delete, [])
         self._drop_local(skeys)
         return len(skeys)
 
@@ -666,12 +693,8 @@ class Cache:
 
     def _publish(self, message: str) -> None:
         publisher = self._publisher
-        if publisher is not None and self.guard.allow():
-            try:
-                publisher(message)
-                self.guard.record_success()
-            except Exception as exc:  # noqa: BLE001
-                self.backend_failed("publish", exc, "redis", "")
+        if publisher is not None:
+            self.call_backend("publish", "redis", lambda: publisher(message), None)
 
     def listen_for_invalidations(self, client: Any) -> None:
         """Subscribe to this namespace's invalidation channel (two-tier caches)."""

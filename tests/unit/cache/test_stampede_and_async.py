@@ -445,3 +445,27 @@ def test_waiting_for_background_refreshes_honours_its_timeout() -> None:
     assert cache.wait_background(timeout=10) is True
     assert finished == ["later"]
     release.set()
+
+
+def test_invalidation_while_redis_is_down_stays_local_and_costs_no_call() -> None:
+    server = fakeredis.FakeServer()
+    cache = Cache.two_tier(fakeredis.FakeRedis(server=server), namespace="down", local_ttl=60)
+    loads: list[int] = []
+
+    @cache.cached(tags=lambda x: ["all"])
+    def f(x: int) -> int:
+        loads.append(x)
+        return x
+
+    f(1)
+    server.connected = False
+    for _ in range(3):
+        cache.invalidate_namespace()  # incr fails three times: the guard opens
+    assert cache.guard.is_open
+    errors = cache.backend_errors
+    assert cache.invalidate_tags("all") == 0  # no shared key could be deleted
+    assert cache.invalidate_namespace() == 4  # the local version still moves on
+    assert cache.backend_errors == errors  # skipped, not tried: no call while open
+    f(1)
+    assert loads == [1, 1]  # the memory tier was dropped all the same
+    cache.close()
