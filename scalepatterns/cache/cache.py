@@ -882,7 +882,8 @@ def _sync_shared_wrapper(core: Core, driver: SyncDriver, options: Options) -> Ca
     shared, head, wall = keys.shared, cache.head, core.wall
     loads = core.serializer.loads
     plain = options.plain and not cache.plain_values
-    magic, header, offset = MAGIC, HEADER, len(MAGIC) + HEADER.size
+    magic, header, start = MAGIC, HEADER, len(MAGIC)
+    offset = start + HEADER.size
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if kwargs or len(args) != arity:
@@ -897,8 +898,8 @@ def _sync_shared_wrapper(core: Core, driver: SyncDriver, options: Options) -> Ca
             data = None
         else:
             guard.record_success()
-            if plain and data is not None and data[:4] == magic and len(data) >= offset:
-                fresh_until = header.unpack_from(data, 4)[0]
+            if plain and data is not None and data[:start] == magic and len(data) >= offset:
+                fresh_until = header.unpack_from(data, start)[0]
                 if fresh_until > wall():
                     try:
                         value = loads(data[offset:])
