@@ -7,6 +7,7 @@ process (``python examples/backpressure_api_rate_limit.py redis://localhost:6379
 from __future__ import annotations
 
 import sys
+import uuid
 from collections import Counter
 
 from scalepatterns import SYSTEM_CLOCK, Clock, FakeClock, RateLimited, RateLimiter
@@ -22,7 +23,9 @@ def main(redis_url: str | None = None) -> Counter[str]:
 
         client = redis.Redis.from_url(redis_url)
         clock = SYSTEM_CLOCK
-    limiter = RateLimiter("10/second", burst=5, redis=client, prefix="example:api", clock=clock)
+    # A prefix of its own per run: limits left by an earlier run must not count here.
+    prefix = f"example:api:{uuid.uuid4().hex[:8]}"
+    limiter = RateLimiter("10/second", burst=5, redis=client, prefix=prefix, clock=clock)
 
     @limiter.limit(key=lambda user, **_: f"user:{user}")
     def get_orders(user: str) -> str:
@@ -37,11 +40,16 @@ def main(redis_url: str | None = None) -> Counter[str]:
         return "ok"
 
     outcome: Counter[str] = Counter()
-    # One greedy user sends 40 requests in 1 s, a polite one sends 5.
-    for tick in range(40):
-        for user in ("greedy", "polite") if tick % 8 == 0 else ("greedy",):
-            outcome[f"{user} {handle(user)}"] += 1
-        clock.sleep(1 / 40)
+    try:
+        # One greedy user sends 40 requests in 1 s, a polite one sends 5.
+        for tick in range(40):
+            for user in ("greedy", "polite") if tick % 8 == 0 else ("greedy",):
+                outcome[f"{user} {handle(user)}"] += 1
+            clock.sleep(1 / 40)
+    finally:  # the Redis keys expire on their own once the users' buckets are full again
+        limiter.close()
+        if client is not None:
+            client.close()
     return +outcome
 
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Protocol
 
+from scalepatterns._checks import exception_types
 from scalepatterns.backpressure.errors import BulkheadFull
 from scalepatterns.backpressure.events import BulkheadRejected, LimitChanged, WorkShed
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
@@ -106,7 +107,7 @@ class Vegas:
         self.rtt_noload = 0.0
 
     def update(self, limit: float, rtt: float, inflight: int, dropped: bool) -> float:
-        if self.rtt_noload == 0.0 or rtt < self.rtt_noload:
+        if rtt > 0 and (self.rtt_noload == 0.0 or rtt < self.rtt_noload):
             self.rtt_noload = rtt
             return limit
         step = max(1.0, math.log10(limit))
@@ -142,7 +143,7 @@ class Gradient:
         self.rtt_noload = 0.0
 
     def update(self, limit: float, rtt: float, inflight: int, dropped: bool) -> float:
-        if self.rtt_noload == 0.0 or rtt < self.rtt_noload:
+        if rtt > 0 and (self.rtt_noload == 0.0 or rtt < self.rtt_noload):
             self.rtt_noload = rtt
         if dropped:
             return float(limit * 0.5 ** (1 / limit))
@@ -294,6 +295,7 @@ class AdaptiveLimiter:
             raise ConfigurationError(
                 "initial_limit", initial_limit, f"an integer in {min_limit}..{max_limit}"
             )
+        drop_on = exception_types("drop_on", drop_on)
         shares = tuple(priorities)
         if not shares or any(
             isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1 for s in shares
@@ -369,7 +371,7 @@ class AdaptiveLimiter:
         with self._lock:
             inflight = self._inflight
             self._inflight -= 1
-            if learn and rtt > 0:
+            if learn and (rtt > 0 or dropped):  # a drop teaches, however fast it came
                 old = self._limit
                 new = self.algorithm.update(old, rtt, inflight, dropped)
                 self._limit = min(float(self.max_limit), max(float(self.min_limit), new))

@@ -78,7 +78,7 @@ class Algorithm(Protocol):
         ...
 
 
-def _check_burst(burst: int, limit: int) -> int:
+def _check_burst(burst: int) -> int:
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigurationError("burst", burst, "an integer >= 1 (units allowed at once)")
     return burst
@@ -136,7 +136,7 @@ class GCRA:
 
     def __init__(self, rate: Rate, burst: int | None = None) -> None:
         self.rate = rate
-        self.burst = _check_burst(rate.limit if burst is None else burst, rate.limit)
+        self.burst = _check_burst(rate.limit if burst is None else burst)
         self.max_cost = self.burst
         self.interval = rate.period / rate.limit  # seconds per unit
         self.tolerance = self.burst * self.interval  # the bucket's depth, in seconds

@@ -146,8 +146,14 @@ class ConcurrencyLimiter:
         """Take a slot, waiting up to `timeout` (default: the limiter's) for one."""
         timeout = self.timeout if timeout is None else timeout
         waiter = self._enter(_thread_waiter)
-        if waiter is None or cast("threading.Event", waiter.event).wait(timeout):
+        if waiter is None:
             return
+        try:
+            if cast("threading.Event", waiter.event).wait(timeout):
+                return
+        except BaseException:  # KeyboardInterrupt, a gevent timeout: leave no waiter behind
+            self._withdraw(waiter)
+            raise
         with self._lock:
             if waiter.granted:  # the slot arrived just as the wait timed out
                 return
@@ -169,15 +175,19 @@ class ConcurrencyLimiter:
         try:
             await asyncio.wait_for(cast("asyncio.Future[None]", waiter.future), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
-            with self._lock:
-                granted = waiter.granted
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:
-                self.release()  # hand the slot we were given to the next waiter
+            self._withdraw(waiter)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             raise self._refuse("timeout") from None
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """Take `waiter` out of the queue; a slot it was handed meanwhile goes to the next."""
+        with self._lock:
+            granted = waiter.granted
+            if not granted:
+                self._waiters.remove(waiter)
+        if granted:
+            self.release()
 
     def release(self) -> None:
         """Give a slot back; the longest waiter, if any, gets it."""

@@ -99,6 +99,10 @@ class QueueBackpressure:
         if wait_interval == 0:
             raise ConfigurationError("wait_interval", wait_interval, "a number of seconds > 0")
         _seconds("timeout", timeout, allow_none=True)
+        if isinstance(shed_priority, bool) or not isinstance(shed_priority, int):
+            raise ConfigurationError(
+                "shed_priority", shed_priority, "an integer (work at or above it is shed)"
+            )
         self.depth_source = depth_source
         self.high = high
         self.low = low

@@ -10,18 +10,18 @@ cool-down ends.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from typing import Any
 
 from scalepatterns.backpressure.algorithms import Algorithm, Decision
+from scalepatterns.backpressure.direct import EXHAUSTED, DirectConnections
 from scalepatterns.backpressure.events import LimiterBackendFailed
 from scalepatterns.clock import Clock
 from scalepatterns.errors import BackendUnavailable
 from scalepatterns.events import Listeners
 from scalepatterns.outage import OutageGuard
 
-__all__ = ["AsyncRedisStore", "DirectConnections", "MemoryStore", "RedisStore"]
+__all__ = ["AsyncRedisStore", "MemoryStore", "RedisStore"]
 
 _ONE = frozenset((b"1", "1"))
 
@@ -60,88 +60,6 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._states)
-
-
-class DirectConnections:
-    """The Redis store's own connections, made with the settings of the client's pool.
-
-    A decision is one EVALSHA written and one reply read on a connection nobody else
-    uses, skipping what redis-py's ``execute_command`` adds on every call (the pool's
-    dirty-connection check, one more ``recv``, retry and metrics bookkeeping): a third
-    of a loopback round trip. Connections are made on first use, one per thread deciding
-    at the same moment, and re-made after a fork; `close` disconnects them.
-    """
-
-    def __init__(self, pool: Any) -> None:
-        self._settings = dict(pool.connection_kwargs)
-        self._connection_class = pool.connection_class
-        self.encoding: str = self._settings.get("encoding", "utf-8")
-        self.encoding_errors: str = self._settings.get("encoding_errors", "strict")
-        self._free: list[Any] = []
-        self._pid = os.getpid()
-        self.made = 0
-
-    @classmethod
-    def for_client(cls, client: Any) -> DirectConnections | None:
-        """Direct connections for a plain ``redis.Redis`` on a TCP, TLS or Unix socket;
-        None for anything else (Cluster, Sentinel, fakes), which keeps ``evalsha``."""
-        import redis
-        from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-
-        pool: Any = getattr(client, "connection_pool", None)
-        if (
-            not isinstance(client, redis.Redis)
-            or type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool)
-            or pool.connection_class not in (Connection, SSLConnection, UnixDomainSocketConnection)
-        ):
-            return None
-        return cls(pool)
-
-    def pack(self, *args: str) -> bytes:
-        """`args` as one RESP command."""
-        encoding, errors = self.encoding, self.encoding_errors
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg.encode(encoding, errors)
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        return b"".join(parts)
-
-    def call(self, command: bytes) -> Any:
-        """Send a packed command and return its reply (a `ResponseError` is raised)."""
-        from redis.exceptions import ConnectionError, ResponseError
-
-        if self._pid != os.getpid():  # a forked child must not share the parent's sockets
-            self._free, self._pid = [], os.getpid()
-        try:
-            connection, reused = self._free.pop(), True
-        except IndexError:
-            connection, reused = self._connection_class(**self._settings), False
-            self.made += 1
-        try:
-            try:
-                connection.send_packed_command((command,))
-                reply = connection.read_response()
-            except ConnectionError:
-                if not reused:
-                    raise
-                # An idle connection the server dropped (restart, idle timeout): redis-py
-                # has already disconnected it, so this try connects afresh.
-                connection.send_packed_command((command,))
-                reply = connection.read_response()
-        except ResponseError:
-            self._free.append(connection)  # an error reply leaves the connection usable
-            raise
-        except BaseException:
-            connection.disconnect()  # mid-reply or interrupted: its state is unknown
-            raise
-        self._free.append(connection)
-        return reply
-
-    def close(self) -> None:
-        """Disconnect every idle connection (one in use is dropped when its call ends)."""
-        free, self._free = self._free, []
-        for connection in free:
-            connection.disconnect()
 
 
 def _outage_errors() -> tuple[type[BaseException], ...]:
@@ -230,18 +148,29 @@ class RedisStore(_RedisBase):
 
     def _evalsha(self, key: str, cost: int, now: float | None) -> Any:
         direct = self.direct
-        if direct is None:
+        if direct is not None:
             if cost == 1 and now is None:  # the hot path: no arguments at all
-                return self.client.evalsha(self._sha, 1, f"{self._tag}{key}}}")
-            return self.client.evalsha(self._sha, 1, self.redis_key(key), *self._argv(cost, now))
-        if cost == 1 and now is None:
-            data = f"{self._tag}{key}}}".encode(direct.encoding, direct.encoding_errors)
-            return direct.call(b"%s$%d\r\n%s\r\n" % (self._evalsha_head, len(data), data))
-        argv = self._argv(cost, now)
-        return direct.call(direct.pack("EVALSHA", self._sha, "1", self.redis_key(key), *argv))
+                data = f"{self._tag}{key}}}".encode(direct.encoding, direct.encoding_errors)
+                command = b"%s$%d\r\n%s\r\n" % (self._evalsha_head, len(data), data)
+            else:
+                argv = self._argv(cost, now)
+                command = direct.pack("EVALSHA", self._sha, "1", self.redis_key(key), *argv)
+            reply = direct.call(command)
+            if reply is not EXHAUSTED:
+                return reply
+        return self.client.evalsha(self._sha, 1, self.redis_key(key), *self._argv(cost, now))
+
+    def _load_script(self) -> None:
+        lua = self.algorithm.lua
+        if (
+            self.direct is None
+            or self.direct.call(self.direct.pack("SCRIPT", "LOAD", lua)) is EXHAUSTED
+        ):
+            self.client.script_load(lua)
 
     def close(self) -> None:
-        """Disconnect the store's own connections (the client itself stays yours to close)."""
+        """Disconnect the idle connections the limiters of this client's pool share (a
+        later decision reconnects); the client itself stays yours to close."""
         if self.direct is not None:
             self.direct.close()
 
@@ -256,20 +185,17 @@ class RedisStore(_RedisBase):
             try:
                 reply = self._evalsha(key, cost, now)
             except self._noscript:
-                if self.direct is None:
-                    reply = self.script(keys=[self.redis_key(key)], args=self._argv(cost, now))
-                else:
-                    self.direct.call(self.direct.pack("SCRIPT", "LOAD", self.algorithm.lua))
-                    reply = self._evalsha(key, cost, now)
+                self._load_script()
+                reply = self._evalsha(key, cost, now)
         except self._outage as exc:
             return self._failed(exc)
         except Exception as exc:
-            self.guard.record_success()
+            guard.record_success()
             raise BackendUnavailable("redis", f"rate limit script failed: {exc}") from exc
-        guard.record_success()
-        allowed, remaining, retry_after, reset_after = reply.split()
-        allowed_ = allowed in _ONE  # bytes, or str from a client with decode_responses=True
-        return Decision(allowed_, int(remaining), float(retry_after), float(reset_after))
+        except BaseException:  # interrupted: no verdict on Redis, let the next call probe
+            guard.release_probe()
+            raise
+        return self._parse(reply)
 
 
 class AsyncRedisStore(_RedisBase):

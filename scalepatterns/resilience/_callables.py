@@ -8,11 +8,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from scalepatterns._coroutines import is_coroutine_callable
-from scalepatterns.errors import ConfigurationError
 
 __all__ = [
     "decorate",
-    "exception_types",
     "is_coroutine_callable",
     "name_of",
     "refuse_awaitable",
@@ -52,18 +50,6 @@ def decorate(
         return call(fn, *args, **kwargs)
 
     return wrapper
-
-
-def exception_types(
-    parameter: str, value: type[BaseException] | tuple[type[BaseException], ...]
-) -> tuple[type[BaseException], ...]:
-    """`value` as a non-empty tuple of exception classes, or `ConfigurationError`."""
-    types = value if isinstance(value, tuple) else (value,)
-    if not types or not all(isinstance(t, type) and issubclass(t, BaseException) for t in types):
-        raise ConfigurationError(
-            parameter, value, "an exception class or a non-empty tuple of them"
-        )
-    return types
 
 
 def refuse_awaitable(value: T | Awaitable[T], message: str) -> T:

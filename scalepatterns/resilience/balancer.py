@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
+from scalepatterns._checks import exception_types
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.resilience._callables import (
-    exception_types,
     is_coroutine_callable,
     refuse_awaitable,
 )

@@ -12,10 +12,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
+from scalepatterns._checks import exception_types
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import CircuitOpen, ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import decorate, exception_types
+from scalepatterns.resilience._callables import decorate
 from scalepatterns.resilience.breaker_core import (
     CLOSED,
     HALF_OPEN,

@@ -6,10 +6,10 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from scalepatterns._checks import exception_types
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.resilience._callables import (
     decorate,
-    exception_types,
     name_of,
     refuse_awaitable,
 )

@@ -19,10 +19,11 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import tenacity
 
+from scalepatterns._checks import exception_types
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.resilience._callables import decorate, exception_types, name_of
+from scalepatterns.resilience._callables import decorate, name_of
 from scalepatterns.resilience.events import RetryAttempt, RetryGaveUp, RetryScheduled
 from scalepatterns.resilience.timeout import remaining
 

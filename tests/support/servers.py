@@ -134,6 +134,7 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._blocked = False
         self._closed = False
+        self._lose_reply = False
         self.connections_accepted = 0
         self.cuts = 0
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
@@ -157,15 +158,18 @@ class TcpProxy:
             with self._lock:
                 self._sockets.update((client, upstream))
                 self.connections_accepted += 1
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(src, dst, replies), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, replies: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if replies and self._lose_reply:
+                    self._lose_reply = False
+                    break  # the server has answered; the client never hears it
                 dst.sendall(data)
         except OSError:
             pass
@@ -188,6 +192,11 @@ class TcpProxy:
             self.cuts += 1
         for sock in sockets:
             self._discard(sock)
+
+    def lose_next_reply(self) -> None:
+        """Let the next request through, drop the server's answer and cut that connection:
+        the command ran, but the client cannot know."""
+        self._lose_reply = True
 
     def block(self) -> None:
         """Cut live connections and refuse new ones until `unblock()`."""

@@ -14,10 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scalepatterns import EventRecorder, FakeClock, Listeners, RateLimiter
-from scalepatterns.backpressure import GCRA, FixedWindow, LimiterBackendFailed, Rate, SlidingWindow
+from scalepatterns.backpressure import (
+    GCRA,
+    FixedWindow,
+    LimiterBackendFailed,
+    Rate,
+    SlidingWindow,
+    direct,
+)
 from scalepatterns.backpressure.stores import RedisStore
 from scalepatterns.events import Listeners as _Listeners
 from scalepatterns.outage import OutageGuard
+from tests.support.servers import TcpProxy
 
 pytestmark = pytest.mark.redis
 
@@ -260,8 +268,9 @@ def test_decisions_run_on_the_limiters_own_connections(redis_url, client, unique
 
 
 def test_an_idle_connection_the_server_dropped_is_replaced_without_an_error(
-    redis_url, client, unique_name
+    redis_url, client, unique_name, monkeypatch
 ):
+    monkeypatch.setattr(direct, "_IDLE_CHECK_AFTER", 0.0)  # every reuse counts as idle
     named = redis.Redis.from_url(redis_url, client_name=unique_name)
     limiter = RateLimiter("100/minute", burst=5, redis=named, prefix=unique_name)
     assert limiter.acquire("k").remaining == 4
@@ -275,21 +284,95 @@ def test_an_idle_connection_the_server_dropped_is_replaced_without_an_error(
     named.close()
 
 
-def _decide_in_child(limiter: RateLimiter, results: multiprocessing.Queue) -> None:
+def test_a_decision_whose_reply_is_lost_is_not_sent_twice(client, unique_name):
+    with TcpProxy(client.connection_pool.connection_kwargs["port"]) as proxy:
+        through = redis.Redis(port=proxy.port)
+        limiter = RateLimiter("100/minute", burst=5, redis=through, prefix=unique_name)
+        assert limiter.acquire("k").remaining == 4
+        proxy.lose_next_reply()  # Redis runs the script; the answer never arrives
+        lost = limiter.acquire("k")
+        assert lost.allowed  # fail open: the caller is not blocked by our failure
+        assert limiter.store.backend_errors == 1
+        assert limiter.acquire("k").remaining == 2  # 3 spent: the lost one counted once
+        limiter.close()
+        through.close()
+
+
+def test_limiters_of_one_client_share_at_most_max_connections(redis_url, client, unique_name):
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=2, client_name=unique_name
+    )
+    shared = redis.Redis(connection_pool=pool)
+    limiters = [
+        RateLimiter("1000/minute", burst=1000, redis=shared, prefix=f"{unique_name}:{i}")
+        for i in range(3)
+    ]
+    assert len({id(limiter.store.direct) for limiter in limiters}) == 1
+    barrier = threading.Barrier(10)
+    allowed: list[bool] = []
+
+    def hammer() -> None:
+        barrier.wait()
+        for limiter in limiters:
+            allowed.extend(limiter.acquire("k").allowed for _ in range(10))
+
+    threads = [threading.Thread(target=hammer) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert allowed.count(True) == 300  # busy connections sent the rest through the client
+    assert limiters[0].store.direct.made <= 2
+    assert limiters[0].store.backend_errors == 0
+    limiters[0].close()  # closes what the three share
+    assert limiters[0].store.direct.open == 0
+    shared.close()
+
+
+def test_close_during_a_call_drops_that_connection_when_the_call_ends(
+    redis_url, client, unique_name
+):
+    named = redis.Redis.from_url(redis_url, client_name=unique_name)
+    limiter = RateLimiter("100/minute", redis=named, prefix=unique_name)
+    connections = limiter.store.direct
+    assert limiter.acquire("k").allowed
+    [(connection, _)] = connections._free
+    real_read = connection.read_response
+
+    def read_then_close() -> object:
+        reply = real_read()
+        limiter.close()  # another thread closing while this call is in flight
+        return reply
+
+    connection.read_response = read_then_close
+    assert limiter.acquire("k").allowed
+    assert connections.open == 0
+    assert _named_connections(client, unique_name) == []
+    named.close()
+
+
+def _decide_in_child(limiter: RateLimiter, results: multiprocessing.Queue, done) -> None:
     decision = limiter.acquire("k")
     results.put((decision.allowed, decision.remaining, limiter.store.direct.made))
+    done.wait(30)  # stay connected while the parent counts the connections
 
 
 def test_a_forked_child_makes_its_own_connections(redis_url, client, unique_name):
-    limiter = RateLimiter("100/minute", burst=5, redis=client, prefix=unique_name)
+    named = redis.Redis.from_url(redis_url, client_name=unique_name)
+    limiter = RateLimiter("100/minute", burst=5, redis=named, prefix=unique_name)
     assert limiter.acquire("k").remaining == 4  # the parent holds an open connection
     context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    child = context.Process(target=_decide_in_child, args=(limiter, results))
+    results, done = context.Queue(), context.Event()
+    child = context.Process(target=_decide_in_child, args=(limiter, results, done))
     child.start()
-    allowed, remaining, made = results.get(timeout=30)
-    child.join(30)
-    assert (allowed, remaining, made) == (True, 3, 2)  # a fresh connection, same state
+    try:
+        allowed, remaining, made = results.get(timeout=30)
+        assert (allowed, remaining, made) == (True, 3, 1)  # its own first connection
+        assert len(_named_connections(client, unique_name)) == 2  # not the parent's socket
+    finally:
+        done.set()
+        child.join(30)
     assert limiter.acquire("k").remaining == 2  # the parent's connection still works
     assert limiter.store.direct.made == 1
     limiter.close()
+    named.close()

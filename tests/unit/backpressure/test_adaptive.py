@@ -160,6 +160,7 @@ def test_vegas_learns_nothing_when_the_limit_is_not_used() -> None:
         ({"priorities": ()}, "priorities"),
         ({"priorities": (1.0, 1.5)}, "priorities"),
         ({"priorities": (0.5, 1.0)}, "priorities"),  # a lower priority may not get more
+        ({"drop_on": [TimeoutError]}, "drop_on"),  # a list: isinstance() would fail later
     ],
 )
 def test_bad_configuration(kwargs: dict, parameter: str) -> None:
@@ -178,3 +179,12 @@ def test_bad_priority_at_the_call() -> None:
         Vegas(alpha=6, beta=3)
     with pytest.raises(ConfigurationError):
         Gradient(tolerance=0.5)
+
+
+@pytest.mark.parametrize("algorithm", ["aimd", "vegas", "gradient"])
+def test_drops_shrink_the_limit_even_when_they_take_no_time(algorithm: str) -> None:
+    clock = FakeClock()  # a drop that fails at once (or a coarse clock): rtt == 0
+    limiter = AdaptiveLimiter(algorithm, initial_limit=20, clock=clock, listeners=Listeners())
+    for _ in range(5):
+        limiter.acquire().dropped()
+    assert limiter.limit < 20

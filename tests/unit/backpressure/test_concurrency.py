@@ -181,3 +181,26 @@ def test_a_listener_may_call_back_into_the_bulkhead() -> None:
         bulkhead.acquire()
     assert len(seen) == 1
     assert bulkhead.rejected == 2
+
+
+def test_an_interrupted_waiting_thread_leaves_no_slot_behind(monkeypatch) -> None:
+    from scalepatterns.backpressure import concurrency
+
+    class Interrupted(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            raise KeyboardInterrupt  # Ctrl-C (or a gevent timeout) while queued
+
+    def interrupted_waiter() -> concurrency._Waiter:
+        event = Interrupted()
+        return concurrency._Waiter(event.set, event=event)
+
+    bulkhead = ConcurrencyLimiter(1, max_waiting=5)
+    bulkhead.acquire()
+    monkeypatch.setattr(concurrency, "_thread_waiter", interrupted_waiter)
+    with pytest.raises(KeyboardInterrupt):
+        bulkhead.acquire(timeout=5)
+    monkeypatch.undo()
+    assert bulkhead.waiting == 0
+    bulkhead.release()
+    assert bulkhead.in_use == 0  # the slot was not handed to the vanished waiter
+    bulkhead.acquire(timeout=0.01)  # and a new caller gets it at once

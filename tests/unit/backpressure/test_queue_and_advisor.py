@@ -178,6 +178,7 @@ def test_depth_source_failures_are_backend_unavailable() -> None:
         ({"high": 10, "mode": "drop"}, "mode"),
         ({"high": 10, "timeout": -1}, "timeout"),
         ({"high": 10, "wait_interval": 0}, "wait_interval"),
+        ({"high": 10, "mode": "shed", "shed_priority": "low"}, "shed_priority"),
     ],
 )
 def test_bad_configuration(kwargs: dict, parameter: str) -> None:

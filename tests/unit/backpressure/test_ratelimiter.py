@@ -17,7 +17,7 @@ from scalepatterns.backpressure import (
     RateRejected,
     RateWaited,
 )
-from scalepatterns.backpressure.stores import DirectConnections
+from scalepatterns.backpressure.direct import DirectConnections
 from tests.support.servers import free_port
 
 ALGORITHMS = ["gcra", "sliding-window", "fixed-window"]
