@@ -77,6 +77,10 @@ class _Result:
             self.error = error
             self._event.set()
 
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
     def wait(self, timeout: float, what: str) -> Any:
         if not self._event.wait(timeout):
             raise DeadlineExceeded(timeout, what)
@@ -173,6 +177,9 @@ class _RabbitDelivery:
         self._broker._settle(self._channel, self._tag, requeue)
 
 
+_REOPEN_FIRST_DELAY = 1.0
+
+
 class _RabbitSubscription:
     def __init__(
         self,
@@ -189,6 +196,7 @@ class _RabbitSubscription:
         self.consumer_tag: str | None = None
         self.active = True
         self.started = _Result()
+        self._reopen_delay = _REOPEN_FIRST_DELAY
 
     # I/O thread
     def open(self, connection: Any) -> None:
@@ -219,15 +227,36 @@ class _RabbitSubscription:
             connection.ioloop.call_later(1.0, self._consume)
 
     def _on_consume_ok(self, _frame: Any) -> None:
+        self._reopen_delay = _REOPEN_FIRST_DELAY
         self.started.set()
 
     def _on_closed(self, channel: Any, reason: Exception) -> None:
         if channel is self.channel:
             self.channel = None
         code = getattr(reason, "reply_code", None)
-        if code not in (None, 0, 200) and self.active:
+        if code in (None, 0, 200) or not self.active:
+            return
+        if not self.started.done:  # never consumed (no such queue...): the caller hears it
             _log.error("consumer channel of %s closed by the broker: %s", self.queue, reason)
             self.started.fail(BackendUnavailable("rabbitmq", f"consuming {self.queue!r}: {reason}"))
+            return
+        # Consuming already (consumer_timeout, a deleted queue...): the worker keeps its
+        # subscription, on a new channel, retried with backoff while the connection lives.
+        connection = self._broker._connection
+        if connection is None or not connection.is_open:
+            return  # the reconnect reopens every active subscription
+        delay, self._reopen_delay = self._reopen_delay, min(self._reopen_delay * 2, 30.0)
+        _log.warning(
+            "consumer channel of %s closed by the broker (%s); consuming again in %.0fs",
+            self.queue,
+            reason,
+            delay,
+        )
+        connection.ioloop.call_later(delay, lambda: self._reopen(connection))
+
+    def _reopen(self, connection: Any) -> None:
+        if self.active and self.channel is None and connection.is_open:
+            self.open(connection)
 
     def _on_message(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         delivery = _RabbitDelivery(
@@ -283,6 +312,12 @@ def _from_pika(props: Any) -> Properties:
         priority=props.priority,
         persistent=props.delivery_mode == 2,
     )
+
+
+def _missing_exchange(reason: str) -> str | None:
+    """The exchange a NOT_FOUND channel error names (``no exchange 'x' in vhost '/'``)."""
+    match = re.search(r"no exchange '(.*)' in vhost", reason)
+    return match[1] if match else None
 
 
 def redact(url: str) -> str:
@@ -353,7 +388,7 @@ class RabbitMQBroker:
         self._connection: Any = None
         self._connection_error: str = ""
         self._pub_channel: Any = None
-        self._pending: dict[int, tuple[_Batch, str]] = {}
+        self._pending: dict[int, tuple[_Batch, str, str]] = {}  # tag: (batch, id, exchange)
         self._tags_by_id: dict[str, deque[int]] = {}
         self._returned: dict[int, str] = {}
         self._next_tag = 0
@@ -415,9 +450,10 @@ class RabbitMQBroker:
             self._wake.wait(delay)
 
     def _on_open(self, connection: Any) -> None:
+        self._unblocked.set()  # a new connection is unblocked until the broker says otherwise
         connection.add_on_connection_blocked_callback(self._on_blocked)
         connection.add_on_connection_unblocked_callback(self._on_unblocked)
-        connection.channel(on_open_callback=self._on_pub_channel)
+        connection.channel(on_open_callback=functools.partial(self._on_pub_channel, fresh=True))
 
     def _on_open_error(self, connection: Any, error: Exception) -> None:
         self._connection_error = str(error) or type(error).__name__
@@ -438,14 +474,22 @@ class RabbitMQBroker:
     def _on_unblocked(self, _connection: Any, _frame: Any) -> None:
         self._unblocked.set()
 
-    def _on_pub_channel(self, channel: Any) -> None:
+    def _on_pub_channel(self, channel: Any, *, fresh: bool) -> None:
+        """The publishing channel is open: on a `fresh` connection, or reopened after the
+        broker closed the previous one (the consumers' channels are untouched then)."""
         self._pub_channel = channel
         self._next_tag = 0
         channel.add_on_close_callback(self._on_pub_channel_closed)
         channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_ok)
+        channel.confirm_delivery(
+            ack_nack_callback=self._on_confirm,
+            callback=functools.partial(self._on_confirm_ok, fresh=fresh),
+        )
 
-    def _on_confirm_ok(self, _frame: Any) -> None:
+    def _on_confirm_ok(self, _frame: Any, *, fresh: bool) -> None:
+        if not fresh:
+            self._ready.set()
+            return
         connection = self._connection
         with self._lock:
             self._settles.clear()
@@ -467,19 +511,30 @@ class RabbitMQBroker:
         connection = self._connection
         by_broker = isinstance(reason, self._pika.exceptions.ChannelClosedByBroker)
         alive = connection is not None and connection.is_open
-        # A broker-side channel error refused those messages; a dying connection lost them.
-        self._fail_pending(str(reason), lost=not (by_broker and alive))
+        # The broker closed the channel over one message (a missing exchange names it):
+        # those to that exchange were refused. Whether the others were stored is unknown
+        # (published before it: most likely; after it: not), so they count as lost and a
+        # Producer publishes them again.
+        refused = _missing_exchange(str(reason)) if by_broker else None
+        self._fail_pending(str(reason), lost=True, refused_exchange=refused)
         if alive and not self._closing.is_set():
             _log.warning("publishing channel closed (%s); opening another", reason)
             self._ready.clear()
-            connection.channel(on_open_callback=self._on_pub_channel)
+            connection.channel(
+                on_open_callback=functools.partial(self._on_pub_channel, fresh=False)
+            )
 
-    def _fail_pending(self, reason: str, *, lost: bool) -> None:
+    def _fail_pending(
+        self, reason: str, *, lost: bool, refused_exchange: str | None = None
+    ) -> None:
         pending, self._pending = self._pending, {}
         self._tags_by_id.clear()
         self._returned.clear()
-        for batch, message_id in pending.values():
-            batch.settle(message_id, reason, lost=lost)
+        for batch, message_id, exchange in pending.values():
+            if exchange == refused_exchange:
+                batch.settle(message_id, reason)
+            else:
+                batch.settle(message_id, reason, lost=lost)
 
     def _lose_everything(self) -> None:
         self._pub_channel = None
@@ -755,7 +810,7 @@ class RabbitMQBroker:
                 self._next_tag -= 1
                 batch.settle(message_id, f"not sent: {type(exc).__name__}: {exc}")
                 continue
-            self._pending[tag] = (batch, message_id)
+            self._pending[tag] = (batch, message_id, out.exchange)
             if out.mandatory:
                 self._tags_by_id.setdefault(message_id, deque()).append(tag)
 
@@ -785,7 +840,7 @@ class RabbitMQBroker:
             entry = self._pending.pop(tag, None)
             if entry is None:
                 continue
-            batch, message_id = entry
+            batch, message_id, _ = entry
             queue = self._tags_by_id.get(message_id)
             if queue:
                 with contextlib.suppress(ValueError):

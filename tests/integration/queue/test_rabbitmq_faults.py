@@ -208,3 +208,73 @@ def test_poison_message_ends_in_dead_letter_queue(
     [dead] = DeadLetters(admin, queue).inspect()
     assert (dead.id, dead.error_type, dead.attempts) == (message_id, "KeyError", 3)
     assert "missing field" in (dead.error_message or "")
+
+
+def _consumers(amqp_url: str, queue: str) -> int:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
+    finally:
+        connection.close()
+
+
+def test_a_publish_the_broker_refuses_leaves_consumers_and_other_publishes_alone(
+    amqp_url: str, names: Names
+) -> None:
+    from scalepatterns.queue import Outgoing, Properties, PublishError
+
+    queue = names.queue()
+    seen: list[Message] = []
+    recorder = EventRecorder()
+    listeners = Listeners()
+    listeners.add(recorder, Reconnected)
+    with RabbitMQBroker(amqp_url, listeners=listeners) as broker:
+        worker = Worker(broker, queue, seen.append, prefetch=5)
+        with worker:
+            missing = Outgoing(f"{queue}.no_such_exchange", queue, b"{}", Properties("bad"))
+            with pytest.raises(PublishError) as refused:
+                broker.publish([missing])  # NOT_FOUND closes the publishing channel
+            assert set(refused.value.failed) == {"bad"}
+            Producer(broker).publish_many(queue, range(20))  # on the reopened channel
+            wait_until(lambda: len(seen) == 20)
+            assert _consumers(amqp_url, queue) == 1  # not consuming twice
+        assert _consumers(amqp_url, queue) == 0  # no consumer left behind by stop()
+        Producer(broker).publish_many(queue, range(3))
+        assert broker.depth(queue) == 3  # nobody holds them unacked
+        assert recorder.of_type(Reconnected) == []  # the connection never went away
+        assert broker.connections == 1
+
+
+def test_a_consumer_whose_queue_is_gone_for_a_while_consumes_again(
+    amqp_url: str, admin: RabbitMQBroker, names: Names
+) -> None:
+    queue = names.queue()
+    seen: list[Message] = []
+    with RabbitMQBroker(amqp_url) as broker:
+        worker = Worker(broker, queue, seen.append)
+        with worker:
+            admin.delete_queue(queue)  # basic.cancel, then consuming again fails: NOT_FOUND
+            time.sleep(2.5)  # longer than the first retry: the channel is closed by then
+            admin.declare_queue(worker.spec)
+            Producer(admin).publish(queue, "back")
+            wait_until(lambda: len(seen) == 1, timeout=30)
+    assert seen[0].body == "back"
+
+
+def test_a_block_does_not_outlive_its_connection(
+    amqp_url: str, proxy: TcpProxy, names: Names
+) -> None:
+    from types import SimpleNamespace
+
+    queue = names.queue()
+    with RabbitMQBroker(proxied(amqp_url, proxy), blocked_timeout=1) as broker:
+        producer = Producer(broker)
+        producer.publish(queue, "before")
+        # What pika calls on connection.blocked; then the connection dies while blocked.
+        broker._on_blocked(None, SimpleNamespace(method=SimpleNamespace(reason="low on memory")))
+        proxy.cut()
+        wait_until(lambda: broker.connections == 2, timeout=30)
+        producer.publish(queue, "after the reconnect")  # the new connection is not blocked
+        assert broker.depth(queue) == 2
