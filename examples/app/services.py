@@ -179,11 +179,13 @@ class Services:
             MessageDuplicate,
         )
 
-        def dedup(group: str) -> Any:
-            # one store per group: both groups receive the same event id
-            if self.redis is not None:
-                return RedisDedupStore(self.redis, prefix=f"{s.prefix}:dedup:{group}:")
-            return MemoryDedupStore()
+        # One store for both groups: a worker's marks are per queue, so the same event id
+        # is handled once by each group.
+        dedup: Any = (
+            RedisDedupStore(self.redis, prefix=f"{s.prefix}:dedup:")
+            if self.redis is not None
+            else MemoryDedupStore()
+        )
 
         policy = RetryPolicy(
             max_attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
@@ -198,7 +200,7 @@ class Services:
                 handler,
                 group=group,
                 retry=policy,
-                dedup=dedup(group),
+                dedup=dedup,
                 in_progress_ttl=s.in_progress_ttl,
                 concurrency=concurrency,
             )

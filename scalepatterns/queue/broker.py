@@ -98,8 +98,9 @@ class QueueSpec:
     durable: bool = True
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > 200:
-            raise ConfigurationError("name", self.name, "a queue name of 1..200 characters")
+        if not self.name or len(self.name.encode()) > 200:
+            # RabbitMQ takes 255 bytes; the delay and dead-letter queues add a suffix.
+            raise ConfigurationError("name", self.name, "a queue name of 1..200 bytes in UTF-8")
         if self.queue_type not in ("classic", "quorum"):
             raise ConfigurationError("queue_type", self.queue_type, '"classic" or "quorum"')
         if self.max_priority is not None:

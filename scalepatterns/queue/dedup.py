@@ -35,7 +35,11 @@ class Claim(enum.Enum):
 
 
 class DedupStore(Protocol):
-    """Remembers which message ids were handled."""
+    """Remembers which message ids were handled.
+
+    A `Worker` passes ``<queue>:<message id>``, so one store serves many queues and an
+    event fanned out to several queues is handled once by each.
+    """
 
     def claim(self, message_id: str, ttl: float) -> Claim:
         """Mark `message_id` in progress for `ttl` seconds unless it is done or busy."""
@@ -100,7 +104,8 @@ class RedisDedupStore:
 
     Args:
         client: a `redis.Redis` client (or a URL to create one).
-        prefix: key prefix; keys are ``<prefix><message id>``.
+        prefix: key prefix; a worker's marks are ``<prefix><queue>:<message id>`` (see
+            `key`).
     """
 
     def __init__(self, client: Any, *, prefix: str = "sp:dedup:") -> None:
@@ -129,6 +134,14 @@ class RedisDedupStore:
             self._client.set(self._prefix + message_id, b"done", px=max(1, int(ttl * 1000)))
         except Exception as exc:
             raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
+
+    def key(self, queue: str, message_id: str) -> str:
+        """The Redis key of the mark the worker of `queue` keeps for `message_id`.
+
+        To make an effect happen exactly once even if the worker dies right after it,
+        write ``SET <key> done PX <dedup_ttl>`` in the same transaction as the effect.
+        """
+        return f"{self._prefix}{queue}:{message_id}"
 
     def release(self, message_id: str) -> None:
         key = self._prefix + message_id

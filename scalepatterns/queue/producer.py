@@ -151,7 +151,8 @@ class Producer:
                     raise
                 unconfirmed = set(exc.unconfirmed)
                 if unconfirmed:
-                    pending = [m for m in pending if m.properties.message_id in unconfirmed]
+                    # a broker names an id-less message "" (see Broker.publish)
+                    pending = [m for m in pending if (m.properties.message_id or "") in unconfirmed]
                 _log.warning(
                     "connection lost while publishing to %s; publishing %d again (try %d)",
                     target,

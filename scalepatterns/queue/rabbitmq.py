@@ -178,6 +178,7 @@ class _RabbitDelivery:
 
 
 _REOPEN_FIRST_DELAY = 1.0
+_SERVED = 5.0  # seconds a connection must last for the reconnect backoff to start over
 
 
 class _RabbitSubscription:
@@ -209,7 +210,12 @@ class _RabbitSubscription:
         self.channel = channel
         channel.add_on_close_callback(self._on_closed)
         channel.add_on_cancel_callback(self._on_broker_cancel)
-        channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._consume())
+        try:  # an error raised here would escape into pika's I/O loop and drop the connection
+            channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._consume())
+        except Exception as exc:  # noqa: BLE001 - this subscription fails, not the connection
+            self.active = False
+            self.started.fail(BackendUnavailable("rabbitmq", f"consuming {self.queue!r}: {exc}"))
+            channel.close()
 
     def _consume(self) -> None:
         channel = self.channel
@@ -429,6 +435,7 @@ class RabbitMQBroker:
             except Exception as exc:  # noqa: BLE001 - the I/O thread must survive anything and reconnect
                 _log.warning("cannot create a connection to %s: %s", self.url, exc)
                 connection = None
+            started = time.monotonic()
             if connection is not None:
                 self._connection = connection
                 try:
@@ -445,7 +452,10 @@ class RabbitMQBroker:
                         _log.debug("closing the I/O loop failed", exc_info=True)
             if self._closing.is_set():
                 break
-            failures = 0 if self.connections > opened else failures + 1
+            # Back off unless the connection opened and then served for a while: one that
+            # keeps dying at once (a bad argument, a broker refusing us) must not spin.
+            served = self.connections > opened and time.monotonic() - started >= _SERVED
+            failures = 0 if served else failures + 1
             delay = min(self._reconnect_max_delay, 0.05 * 2**failures) * random.uniform(0.5, 1)
             self._wake.wait(delay)
 
@@ -621,7 +631,12 @@ class RabbitMQBroker:
             def on_open(channel: Any) -> None:
                 channel_ref.append(channel)
                 channel.add_on_close_callback(on_close)
-                steps(channel, finish)
+                try:  # an error raised here would escape into the I/O loop: fail this op only
+                    steps(channel, finish)
+                except Exception as exc:  # noqa: BLE001
+                    state["done"] = True
+                    fail(BackendUnavailable("rabbitmq", f"declaring {name!r}: {exc}"))
+                    channel.close()
 
             self._connection.channel(on_open_callback=on_open)
 

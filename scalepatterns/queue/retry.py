@@ -7,11 +7,13 @@ the message to a delay queue (never by sleeping in the consumer).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scalepatterns._checks import exception_types
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.queue.errors import Reject
 
@@ -101,8 +103,13 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
             raise ConfigurationError("max_attempts", self.max_attempts, "an int >= 1")
+        object.__setattr__(self, "retry_on", exception_types("retry_on", self.retry_on))
         object.__setattr__(self, "_wait", _adapt(self.wait))
 
     def decide(self, attempt: int, error: BaseException) -> Retry | DeadLetter:
@@ -113,5 +120,13 @@ class RetryPolicy:
             return DeadLetter(f"{type(error).__name__} is not retried")
         if attempt >= self.max_attempts:
             return DeadLetter(f"gave up after {attempt} attempts")
-        delay: float = self._wait(attempt)  # type: ignore[attr-defined]
+        delay = self._wait(attempt)  # type: ignore[attr-defined]
+        if (
+            isinstance(delay, bool)
+            or not isinstance(delay, (int, float))
+            or not math.isfinite(delay)
+        ):
+            # A bug in the policy must not loop the message forever: park it where it
+            # can be inspected and redriven once the policy is fixed.
+            return DeadLetter(f"the retry policy's wait({attempt}) gave {delay!r}, not seconds")
         return Retry(max(0.0, float(delay)))

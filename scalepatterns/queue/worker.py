@@ -120,8 +120,12 @@ class Worker:
             raise TypeError(f"handler must be a callable taking a Message, not {handler!r}")
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError("concurrency", concurrency, "an int >= 1")
-        if prefetch is not None and (not isinstance(prefetch, int) or prefetch < 1):
-            raise ConfigurationError("prefetch", prefetch, "an int >= 1, or None")
+        if prefetch is not None and (
+            isinstance(prefetch, bool)
+            or not isinstance(prefetch, int)
+            or not 1 <= prefetch <= 65535
+        ):  # AMQP's prefetch-count is 16 bits
+            raise ConfigurationError("prefetch", prefetch, "an int in 1..65535, or None")
         for name, value in (("dedup_ttl", dedup_ttl), ("in_progress_ttl", in_progress_ttl)):
             if value <= 0:
                 raise ConfigurationError(name, value, "seconds > 0")
@@ -188,7 +192,9 @@ class Worker:
                 self._lock.wait(timeout=min(0.1, max(0.0, deadline - self._clock.monotonic())))
             finished = self._in_flight == 0
         subscription.close()
-        executor.shutdown(wait=False, cancel_futures=True)
+        # Queued ones are not cancelled: each returns at once (stopping) and counts itself
+        # out of `in_flight`, which a later start() and stop() rely on.
+        executor.shutdown(wait=False)
         self._subscription = self._executor = None
         return finished
 
@@ -271,9 +277,11 @@ class Worker:
             self._dead_letter(delivery, None, 1, exc)
             return
         dedup = self._dedup if message.has_id else None
+        # Marks are per queue: the same event fanned out to two queues is handled by both.
+        mark = f"{self.queue}:{message.id}"
         if dedup is not None:
             try:
-                claim = dedup.claim(message.id, self._in_progress_ttl)
+                claim = dedup.claim(mark, self._in_progress_ttl)
             except Exception as exc:  # noqa: BLE001 - any dedup-store failure: try the message again later
                 _log.warning("dedup store failed on %s (%s); retrying later", self.queue, exc)
                 self._requeue_later(delivery, message, 1.0, message.attempt)
@@ -297,8 +305,11 @@ class Worker:
                 self.failed += 1
             if dedup is not None:
                 with contextlib.suppress(Exception):
-                    dedup.release(message.id)
-            decision = self.retry.decide(message.attempt, exc)
+                    dedup.release(mark)
+            try:
+                decision = self.retry.decide(message.attempt, exc)
+            except Exception as policy_error:  # noqa: BLE001 - a broken policy dead-letters, never loops
+                decision = DeadLetter(f"the retry policy failed: {policy_error!r}")
             if isinstance(decision, Retry):
                 self._requeue_later(delivery, message, decision.delay, message.attempt + 1)
                 if self._listeners.active:
@@ -315,7 +326,7 @@ class Worker:
             return
         if dedup is not None:
             try:
-                dedup.complete(message.id, self._dedup_ttl)
+                dedup.complete(mark, self._dedup_ttl)
             except Exception as exc:  # noqa: BLE001 - the effect happened: ack it regardless
                 _log.warning("dedup store could not mark %s done: %s", message.id, exc)
         delivery.ack()

@@ -122,7 +122,8 @@ def test_the_welcome_email_is_sent_once_when_the_worker_is_killed_mid_task(
             # RabbitMQ redelivers the unacked event; the claim of the dead worker expires;
             # the new worker calls the provider again with the same idempotency key
             dedup = redis.Redis.from_url(settings.redis_url or "")
-            key = f"{settings.prefix}:dedup:welcome-email:signup:{user_id}"
+            queue = f"{settings.prefix}.events.welcome-email"  # the email group's queue
+            key = f"{settings.prefix}:dedup:{queue}:signup:{user_id}"
             assert wait_for(lambda: dedup.get(key) == b"done", 60), (
                 tmp_path / "w2.log"
             ).read_text()

@@ -112,7 +112,7 @@ def handler(message):
     # The effect and the 'done' mark in one transaction: a kill either does both or neither.
     pipe = client.pipeline(transaction=True)
     pipe.rpush(prefix + ":effects", message.body["key"])
-    pipe.set(prefix + ":dedup:" + message.id, b"done", px=3_600_000)
+    pipe.set(store.key(queue, message.id), b"done", px=3_600_000)
     pipe.execute()
 
 broker = RabbitMQBroker(url, reconnect_max_delay=0.5)

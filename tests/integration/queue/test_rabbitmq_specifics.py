@@ -194,3 +194,22 @@ def test_get_on_a_missing_queue_after_a_get_returns_none(amqp_url: str, names: N
         delivery.ack()
     finally:
         broker.close()
+
+
+def test_an_argument_pika_refuses_fails_that_call_not_the_connection(
+    amqp_url: str, names: Names
+) -> None:
+    """pika raises inside its I/O loop on a prefetch over 16 bits (the Worker refuses it
+    earlier; a direct `consume` does not): the connection was torn down and reopened in a
+    loop, failing every other call on it."""
+    from scalepatterns import BackendUnavailable
+    from scalepatterns.queue import QueueSpec
+
+    queue = names.queue()
+    with RabbitMQBroker(amqp_url) as broker:
+        broker.declare_queue(QueueSpec(queue))
+        with pytest.raises(BackendUnavailable):
+            broker.consume(queue, prefetch=70_000, on_delivery=lambda delivery: None)
+        Producer(broker).publish(queue, "still connected")
+        assert broker.depth(queue) == 1
+        assert broker.connections == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -86,6 +87,14 @@ def test_retry_policy_accepts_tenacity_waits() -> None:
     assert [d.delay for d in delays if isinstance(d, Retry)] == [1, 2, 4, 8]
 
 
+@pytest.mark.parametrize("bad", [math.inf, math.nan, None, "1s"])
+def test_a_wait_that_gives_no_number_of_seconds_dead_letters(bad: object) -> None:
+    policy = RetryPolicy(max_attempts=5, wait=lambda attempt: bad)
+    decision = policy.decide(1, TimeoutError())
+    assert isinstance(decision, DeadLetter)
+    assert "wait(1)" in decision.reason
+
+
 @given(st.integers(min_value=1, max_value=30))
 def test_exponential_backoff_bounds(attempt: int) -> None:
     wait = exponential_backoff(initial=0.1, maximum=5, multiplier=2, jitter=0.5)
@@ -99,6 +108,7 @@ def test_exponential_backoff_bounds(attempt: int) -> None:
     [
         ({"max_attempts": 0}, "max_attempts"),
         ({"wait": 3}, "wait"),
+        ({"retry_on": [ValueError]}, "retry_on"),  # a list: isinstance() fails on each error
     ],
 )
 def test_bad_retry_configuration(kwargs: dict[str, object], parameter: str) -> None:
@@ -110,6 +120,9 @@ def test_bad_retry_configuration(kwargs: dict[str, object], parameter: str) -> N
 def test_bad_queue_specs() -> None:
     with pytest.raises(ConfigurationError):
         QueueSpec("")
+    with pytest.raises(ConfigurationError, match="bytes"):
+        QueueSpec("é" * 101)  # 101 characters, 202 bytes: RabbitMQ would drop the connection
+    assert QueueSpec("é" * 100).name  # 200 bytes
     with pytest.raises(ConfigurationError):
         QueueSpec("q", queue_type="stream")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):

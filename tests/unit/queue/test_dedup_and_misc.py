@@ -22,6 +22,7 @@ from scalepatterns.queue import (
     TopologyConflict,
     Worker,
 )
+from scalepatterns.queue.testing import wait_until
 
 
 def memory_store(clock: FakeClock) -> MemoryDedupStore:
@@ -87,6 +88,8 @@ def test_worker_configuration_errors() -> None:
         Worker(broker, "q", print, concurrency=0)
     with pytest.raises(ConfigurationError):
         Worker(broker, "q", print, prefetch=0)
+    with pytest.raises(ConfigurationError, match="65535"):
+        Worker(broker, "q", print, prefetch=70_000)  # AMQP's field is 16 bits
     with pytest.raises(TypeError):
         Worker(broker, "q", "not callable")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
@@ -360,4 +363,70 @@ def test_rabbitmq_delay_queue_is_redeclared_before_its_lease_runs_out(
     now[0] += lease / 2 + 1
     broker.declare_delay("jobs", 1000)
     assert declared == [name, name]  # renewed before RabbitMQ would delete it
+    broker.close()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_one_dedup_store_for_an_event_bus_hands_each_event_to_every_group(store: str) -> None:
+    """Marks are per queue: the same event id fanned out to two groups is handled by both
+    (keyed by id alone, the first group to finish marked it done for the other)."""
+    import threading
+
+    from scalepatterns.queue import EventBus
+
+    dedup = MemoryDedupStore() if store == "memory" else RedisDedupStore(fakeredis.FakeRedis())
+    broker = MemoryBroker()
+    bus = EventBus(broker)
+    seen: dict[str, list[object]] = {"email": [], "analytics": []}
+    lock = threading.Lock()
+
+    def handler(group: str) -> Callable[[Any], None]:
+        def handle(message: Any) -> None:
+            with lock:
+                seen[group].append(message.body["n"])
+
+        return handle
+
+    for group in seen:
+        bus.subscribe("user.*", handler(group), group=group, dedup=dedup)
+    with bus:
+        for n in range(10):
+            bus.publish("user.signed_up", {"n": n})
+        wait_until(lambda: sum(len(v) for v in seen.values()) == 20)
+    assert {group: sorted(v) for group, v in seen.items()} == {
+        "email": list(range(10)),
+        "analytics": list(range(10)),
+    }
+    broker.close()
+
+
+def test_redis_dedup_key_is_where_the_worker_keeps_its_mark() -> None:
+    client = fakeredis.FakeRedis()
+    store = RedisDedupStore(client, prefix="p:")
+    assert store.claim("orders:m-1", 60) is Claim.ACQUIRED  # what a Worker of "orders" passes
+    client.set(store.key("orders", "m-1"), b"done")  # the effect's transaction writes this
+    assert store.claim("orders:m-1", 60) is Claim.DONE
+
+
+def test_a_producer_publishes_an_id_less_message_again_after_a_lost_connection() -> None:
+    """A broker names an id-less message "" in `unconfirmed`; matching it against None
+    dropped it from the retry, and the next (empty) publish "succeeded"."""
+    from scalepatterns.queue import ConnectionLost, QueueSpec
+    from scalepatterns.queue.broker import Outgoing, Properties
+
+    broker = MemoryBroker()
+    broker.declare_queue(QueueSpec("q"))
+    calls: list[int] = []
+    publish = broker.publish
+
+    def lose_once(messages: list[Outgoing], *, timeout: float = 30.0) -> None:
+        calls.append(len(messages))
+        if len(calls) == 1:
+            raise ConnectionLost("connection lost", [""])
+        publish(messages, timeout=timeout)
+
+    broker.publish = lose_once  # type: ignore[method-assign]
+    Producer(broker).send("q", [Outgoing("", "q", b"{}", Properties(message_id=None))])
+    assert calls == [1, 1]  # published again, not dropped
+    assert broker.depth("q") == 1
     broker.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
 from scalepatterns.queue import MemoryBroker, Producer, PublishError, RetryPolicy, Worker
 from scalepatterns.queue.broker import Outgoing
 from scalepatterns.queue.testing import wait_until
@@ -43,4 +45,57 @@ def test_a_refused_retry_publish_returns_the_message_to_the_queue() -> None:
     assert len(calls) == 2, "the message came back after the refused retry publish"
     assert broker.depth("jobs") == 0
     assert broker.unacked("jobs") == 0
+    broker.close()
+
+
+def test_a_retry_policy_that_raises_dead_letters_instead_of_looping(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from scalepatterns.queue import DeadLetters
+
+    class Broken(RetryPolicy):
+        def decide(self, attempt: int, error: BaseException) -> object:  # type: ignore[override]
+            raise RuntimeError("policy bug")
+
+    broker = MemoryBroker()
+    calls: list[int] = []
+
+    def handler(message: object) -> None:
+        calls.append(1)
+        raise ConnectionError("flaky dependency")
+
+    worker = Worker(broker, "jobs", handler, retry=Broken())
+    with worker:
+        Producer(broker).publish("jobs", {"n": 1})
+        wait_until(lambda: DeadLetters(broker, "jobs").count() == 1, timeout=15)
+    assert len(calls) == 1  # handled once, then parked: not requeued every second
+    [letter] = DeadLetters(broker, "jobs").inspect()
+    assert letter.error_type == "ConnectionError"  # the handler's error, kept for redrive
+    assert "the retry policy failed: RuntimeError('policy bug')" in caplog.text
+    broker.close()
+
+
+def test_stop_after_a_timeout_leaves_in_flight_right_for_the_next_run() -> None:
+    """Deliveries still queued in the pool when stop() timed out were cancelled without
+    counting themselves out, so in_flight stayed above 0 and every later stop() waited
+    its whole timeout and reported failure."""
+    import threading
+
+    broker = MemoryBroker()
+    release = threading.Event()
+
+    def slow(message: object) -> None:
+        release.wait(10)
+
+    worker = Worker(broker, "jobs", slow, concurrency=1, prefetch=5)
+    worker.start()
+    Producer(broker).publish_many("jobs", range(4))
+    wait_until(lambda: worker.in_flight == 4)  # one running, three queued in the pool
+    assert worker.stop(timeout=0.05) is False
+    release.set()
+    wait_until(lambda: worker.in_flight == 0)
+    worker.start()  # the unsettled messages came back to the queue and are handled now
+    wait_until(lambda: broker.depth("jobs") == 0 and broker.unacked("jobs") == 0)
+    assert worker.stop(timeout=5) is True  # nothing phantom left to wait for
+    assert worker.in_flight == 0
     broker.close()
