@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-__all__ = ["is_coroutine_callable"]
+__all__ = ["is_coroutine_callable", "run_awaitable"]
+
+T = TypeVar("T")
 
 
 def is_coroutine_callable(fn: Any) -> bool:
@@ -23,3 +27,12 @@ def is_coroutine_callable(fn: Any) -> bool:
         return False
     call = getattr(fn, "__call__", None)  # noqa: B004 - we want the method itself
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def run_awaitable(awaitable: Awaitable[T]) -> T:
+    """Run `awaitable` to completion on a new event loop (from a thread without one)."""
+
+    async def wait() -> T:
+        return await awaitable
+
+    return asyncio.run(wait())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import re
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from scalepatterns._coroutines import run_awaitable
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners
@@ -17,7 +17,7 @@ from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.message import Message, encode
 from scalepatterns.queue.producer import Producer
 from scalepatterns.queue.topics import topic_matches
-from scalepatterns.queue.worker import Handler, Worker, _await
+from scalepatterns.queue.worker import Handler, Worker
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["EventBus"]
@@ -26,9 +26,10 @@ _GROUP = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 class _Group:
-    def __init__(self) -> None:
+    def __init__(self, options: dict[str, Any]) -> None:
         self.handlers: list[tuple[str, Handler]] = []
         self.worker: Worker | None = None
+        self.options = options
 
     def __call__(self, message: Message) -> None:
         # The event name travels as the message type: a retried event comes back through
@@ -40,7 +41,7 @@ class _Group:
         for handler in handlers:
             result = handler(message)
             if inspect.isawaitable(result):  # an async def subscriber (on a worker thread)
-                asyncio.run(_await(result))
+                run_awaitable(result)
 
 
 class EventBus:
@@ -129,7 +130,8 @@ class EventBus:
 
         The group's queue and binding are declared now, so events published from here
         on wait for the group even before `start()`. `options` go to the group's
-        `Worker` (concurrency, retry, dedup...) on its first subscription.
+        `Worker` (concurrency, retry, dedup...) on its first subscription; a later one passes
+        the same or none (`ConfigurationError` otherwise: the worker exists already).
         """
         if not _GROUP.match(group):
             raise ConfigurationError("group", group, "1..100 letters, digits or _.:-")
@@ -139,10 +141,17 @@ class EventBus:
         queue = self.queue_of(group)
         with self._lock:
             entry = self._groups.get(group)
+            if entry is not None and options and options != entry.options:
+                raise ConfigurationError(
+                    "options",
+                    options,
+                    f"none, or those of group {group!r}'s first subscribe ({entry.options}): "
+                    "its worker exists already",
+                )
             if entry is None:
                 # Registered only once declared: a failed declaration is retried whole.
                 self.broker.declare_queue(QueueSpec(queue))
-                entry = _Group()
+                entry = _Group(options)
                 entry.worker = Worker(
                     self.broker,
                     queue,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalepatterns.queue.broker import Broker, Delivery, Outgoing, dead_letter_queue
-from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode
+from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, header_int
 from scalepatterns.queue.worker import (
     ERROR_MESSAGE_HEADER,
     ERROR_TYPE_HEADER,
@@ -78,7 +78,7 @@ class DeadLetters:
             body=message.body if message else delivery.body,
             error_type=_text(headers.get(ERROR_TYPE_HEADER)),
             error_message=_text(headers.get(ERROR_MESSAGE_HEADER)),
-            attempts=int(headers.get(ATTEMPT_HEADER, 1) or 1),
+            attempts=header_int(headers.get(ATTEMPT_HEADER), 1),
             raw=delivery.body,
         )
 

@@ -55,6 +55,7 @@ class MessageDuplicate(Event):
 
 @dataclass(frozen=True, slots=True)
 class Reconnected(Event):
-    """The broker connection was re-established after `attempt` tries."""
+    """The broker connection was re-established; `attempt` counts the connections made so
+    far (2 on the first reconnect)."""
 
     attempt: int

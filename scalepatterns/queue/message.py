@@ -29,7 +29,15 @@ from scalepatterns.errors import SerializationError
 from scalepatterns.queue.broker import Properties
 from scalepatterns.serializers import Serializer
 
-__all__ = ["ATTEMPT_HEADER", "CREATED_HEADER", "Message", "decode", "encode", "new_id"]
+__all__ = [
+    "ATTEMPT_HEADER",
+    "CREATED_HEADER",
+    "Message",
+    "decode",
+    "encode",
+    "header_int",
+    "new_id",
+]
 
 ATTEMPT_HEADER = "x-sp-attempt"
 CREATED_HEADER = "x-sp-created"
@@ -141,7 +149,7 @@ def decode(
             "matching serializer to the worker"
         )
     raw_headers = dict(properties.headers or {})
-    attempt = _int(raw_headers.pop(ATTEMPT_HEADER, 1), 1)
+    attempt = header_int(raw_headers.pop(ATTEMPT_HEADER, 1), 1)
     created = raw_headers.pop(CREATED_HEADER, None)
     created_at = created / 1000 if isinstance(created, int) else properties.timestamp
     trace = {k: _text(raw_headers.pop(k)) for k in TRACE_HEADERS if k in raw_headers}
@@ -164,7 +172,8 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _int(value: object, default: int) -> int:
+def header_int(value: object, default: int) -> int:
+    """A header's integer (an int, or text of one, as other clients write it), or `default`."""
     if isinstance(value, bool):
         return default
     if isinstance(value, int):

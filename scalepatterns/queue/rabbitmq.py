@@ -92,9 +92,9 @@ class _Result:
 class _Batch:
     """One publish call: settled when every message was acked, nacked or lost."""
 
-    __slots__ = ("_lock", "done", "failed", "ids", "lost", "remaining", "settled", "target")
+    __slots__ = ("_lock", "done", "failed", "ids", "lost", "remaining", "settled")
 
-    def __init__(self, ids: list[str], target: str) -> None:
+    def __init__(self, ids: list[str]) -> None:
         count = len(ids)
         self._lock = threading.Lock()
         self.ids = ids
@@ -102,7 +102,6 @@ class _Batch:
         self.remaining = count
         self.failed: dict[str, str] = {}
         self.lost: list[str] = []
-        self.target = target
         self.done = threading.Event()
         if count == 0:
             self.done.set()
@@ -135,6 +134,7 @@ class _RabbitDelivery:
     __slots__ = (
         "_broker",
         "_channel",
+        "_settle_lock",
         "_settled",
         "_tag",
         "body",
@@ -156,6 +156,7 @@ class _RabbitDelivery:
         self._broker = broker
         self._channel = channel
         self._tag = tag
+        self._settle_lock = threading.Lock()
         self.body = body
         self.properties = properties
         self.routing_key = routing_key
@@ -171,9 +172,10 @@ class _RabbitDelivery:
     def _settle(self, requeue: bool | None) -> None:
         # Settling a tag twice is a channel error in RabbitMQ that would close the channel
         # under every other delivery on it: only the first settlement goes out.
-        if self._settled:
-            return
-        self._settled = True
+        with self._settle_lock:  # settling is safe from any thread (the Delivery contract)
+            if self._settled:
+                return
+            self._settled = True
         self._broker._settle(self._channel, self._tag, requeue)
 
 
@@ -404,6 +406,7 @@ class RabbitMQBroker:
         self._settles: list[tuple[Any, int, bool | None]] = []
         self._settle_scheduled = False
         self._get_channel: Any = None
+        self._get_lock = threading.Lock()
         self._get_waiter: tuple[Callable[[BaseException], None], str] = (lambda _exc: None, "")
         self._known_queues: set[str] = set()
         self._delays: dict[str, float] = {}  # delay queue -> when it was last declared
@@ -753,7 +756,7 @@ class RabbitMQBroker:
         lost: list[str] = []
         for start in range(0, len(messages), self._window):
             chunk = messages[start : start + self._window]
-            batch = _Batch([m.properties.message_id or "" for m in chunk], target)
+            batch = _Batch([m.properties.message_id or "" for m in chunk])
             with self._lock:
                 self._batches.add(batch)
             try:
@@ -880,6 +883,8 @@ class RabbitMQBroker:
         with self._lock:
             self._subscriptions.append(subscription)
         if not self._threadsafe(lambda: subscription.open(self._connection)):
+            subscription.active = False  # or the next connection would reopen it
+            self._forget(subscription)
             raise ConnectionLost(f"connection to {self.url} lost")
         try:
             subscription.started.wait(30.0, f"consuming {queue!r}")
@@ -959,10 +964,13 @@ class RabbitMQBroker:
 
             self._connection.channel(on_open_callback=on_open)
 
-        try:
-            delivery: Delivery | None = self._run_op(op, 30.0, f"basic.get on {queue!r}")
-        except _NotFound:
-            return None
+        # One basic.get at a time on the shared get channel: AMQP allows no second one
+        # while a first is pending (pika raises), so callers from other threads take turns.
+        with self._get_lock:
+            try:
+                delivery: Delivery | None = self._run_op(op, 30.0, f"basic.get on {queue!r}")
+            except _NotFound:
+                return None
         return delivery
 
     # -- lifecycle --------------------------------------------------------------------

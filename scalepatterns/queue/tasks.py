@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -10,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from typing_extensions import ParamSpec
 
+from scalepatterns._coroutines import run_awaitable
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.queue.broker import Broker
 from scalepatterns.queue.errors import Reject
@@ -58,14 +58,16 @@ class TaskRegistry:
             or not all(isinstance(name, str) for name in body.get("kwargs", {}))
         ):
             raise Reject("a task message body must be {'args': [...], 'kwargs': {...}}")
-        result = task.fn(*body.get("args", []), **body.get("kwargs", {}))
+        args, kwargs = body.get("args", []), body.get("kwargs", {})
+        if task.signature is not None:
+            try:  # arguments that can never fit: no retry can help
+                task.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise Reject(f"task {task.name!r} cannot take these arguments: {exc}") from exc
+        result = task.fn(*args, **kwargs)
         if inspect.isawaitable(result):
-            return asyncio.run(_await(result))
+            return run_awaitable(result)
         return result
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 default_registry = TaskRegistry()
@@ -89,6 +91,10 @@ class Task(Generic[P, R]):
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", name)
         self.__wrapped__ = fn
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have none: arguments go unchecked
+            self.signature = None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -12,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from scalepatterns._coroutines import is_coroutine_callable
+from scalepatterns._coroutines import is_coroutine_callable, run_awaitable
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, SerializationError
 from scalepatterns.events import Listeners, default_listeners
@@ -55,10 +54,6 @@ ERROR_TYPE_HEADER = "x-sp-error-type"
 ERROR_MESSAGE_HEADER = "x-sp-error-message"
 FAILED_AT_HEADER = "x-sp-failed-at"
 ORIGINAL_QUEUE_HEADER = "x-sp-original-queue"
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
 
 
 class Worker:
@@ -345,7 +340,7 @@ class Worker:
         if not self._is_async:
             self._handler(message)
             return
-        asyncio.run(_await(self._handler(message)))
+        run_awaitable(self._handler(message))
 
     def _republish(self, delivery: Delivery, target: str, headers: dict[str, Any]) -> None:
         props = delivery.properties

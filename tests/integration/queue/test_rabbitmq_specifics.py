@@ -213,3 +213,28 @@ def test_an_argument_pika_refuses_fails_that_call_not_the_connection(
         Producer(broker).publish(queue, "still connected")
         assert broker.depth(queue) == 1
         assert broker.connections == 1
+
+
+def test_threads_may_get_from_one_broker_at_once(amqp_url: str, names: Names) -> None:
+    queue = names.queue()
+    got: list[object] = []
+    errors: list[BaseException] = []
+    with RabbitMQBroker(amqp_url) as broker:
+        Producer(broker).publish_many(queue, range(200))
+
+        def drain() -> None:
+            try:
+                while (delivery := broker.get(queue)) is not None:
+                    delivery.ack()
+                    got.append(delivery.body)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=drain) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert len(got) == 200
+        wait_until(lambda: broker.depth(queue) == 0)

@@ -65,8 +65,11 @@ def test_memory_dedup_marks_expire() -> None:
     clock.advance(6)
     assert store.claim("a", 1) is Claim.ACQUIRED
     store.claim("b", 100)
-    store.claim("c", 100)  # over max_entries: expired and oldest marks go
-    assert len(store) <= 2
+    store.claim("c", 100)  # over max_entries: expired marks go, then the oldest ("a")
+    assert len(store) == 2
+    assert store.claim("b", 100) is Claim.BUSY
+    assert store.claim("c", 100) is Claim.BUSY
+    assert store.claim("a", 1) is Claim.ACQUIRED  # its mark was the one dropped
 
 
 def test_redis_dedup_uses_set_nx_with_ttl() -> None:
@@ -429,4 +432,19 @@ def test_a_producer_publishes_an_id_less_message_again_after_a_lost_connection()
     Producer(broker).send("q", [Outgoing("", "q", b"{}", Properties(message_id=None))])
     assert calls == [1, 1]  # published again, not dropped
     assert broker.depth("q") == 1
+    broker.close()
+
+
+def test_event_bus_refuses_other_worker_options_for_an_existing_group() -> None:
+    from scalepatterns.queue import EventBus
+
+    broker = MemoryBroker()
+    bus = EventBus(broker)
+    bus.subscribe("user.*", print, group="mailer", concurrency=2)
+    bus.subscribe("order.*", print, group="mailer")  # no options: joins the group
+    bus.subscribe("team.*", print, group="mailer", concurrency=2)  # the same: fine
+    with pytest.raises(ConfigurationError) as info:
+        bus.subscribe("invoice.*", print, group="mailer", concurrency=8)  # silently ignored
+    assert info.value.parameter == "options"
+    assert bus.workers()["mailer"].concurrency == 2
     broker.close()

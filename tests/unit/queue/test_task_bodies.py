@@ -32,3 +32,38 @@ def test_malformed_task_arguments_are_rejected_once(body: dict[str, object]) -> 
     assert runs == []
     assert worker.failed == 1
     broker.close()
+
+
+def test_arguments_that_never_fit_the_task_are_rejected_once() -> None:
+    broker = MemoryBroker()
+    registry = TaskRegistry()
+    runs: list[int] = []
+
+    @task(broker, queue="jobs", registry=registry, name="reports.build")
+    def build(report_id: int) -> None:
+        runs.append(report_id)
+
+    Producer(broker).publish("jobs", {"args": [1, 2], "kwargs": {}}, type="reports.build")
+    with task_worker(broker, "jobs", registry=registry):
+        wait_until(lambda: DeadLetters(broker, "jobs").count() == 1, timeout=10)
+    [dead] = DeadLetters(broker, "jobs").inspect()
+    assert dead.error_type == "Reject"
+    assert "cannot take these arguments" in (dead.error_message or "")
+    assert dead.attempts == 1  # a TypeError from the call was retried max_attempts times
+    assert runs == []
+    broker.close()
+
+
+def test_a_dead_letter_with_a_foreign_attempt_header_can_be_inspected() -> None:
+    from scalepatterns.queue import QueueSpec
+    from scalepatterns.queue.broker import Outgoing, Properties
+    from scalepatterns.queue.message import ATTEMPT_HEADER
+
+    broker = MemoryBroker()
+    broker.declare_queue(QueueSpec("jobs"))
+    dead = DeadLetters(broker, "jobs")
+    headers = {ATTEMPT_HEADER: "abc"}  # written by another client
+    broker.publish([Outgoing("", dead.name, b"{}", Properties("m1", headers=headers))])
+    [letter] = dead.inspect()
+    assert letter.attempts == 1
+    broker.close()
