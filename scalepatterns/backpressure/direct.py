@@ -14,7 +14,7 @@ import time
 import weakref
 from typing import Any
 
-__all__ = ["EXHAUSTED", "DirectConnections"]
+__all__ = ["DirectConnections", "EXHAUSTED"]
 
 EXHAUSTED: Any = object()
 """What `DirectConnections.call` returns when all ``max_connections`` are busy."""
