@@ -14,17 +14,22 @@ import time
 import weakref
 from typing import Any
 
-__all__ = ["DirectConnections", "EXHAUSTED"]
-
-EXHAUSTED: Any = object()
-"""What `DirectConnections.call` returns when all ``max_connections`` are busy."""
+__all__ = ["DirectConnections"]
 
 # A connection idle this long is checked before it is used: a server restart, an idle
 # timeout or CLIENT KILL closes it silently, and a decision sent on it would be lost.
 _IDLE_CHECK_AFTER = 1.0
 
-# One set of connections per redis-py pool, however many limiters use its client.
-_SHARED: weakref.WeakKeyDictionary[Any, DirectConnections] = weakref.WeakKeyDictionary()
+# How long a call waits for a free connection when all `max_connections` are busy, unless
+# the pool says (a BlockingConnectionPool's `timeout`; None there means no limit).
+_DEFAULT_WAIT = 20.0
+
+# One set of connections per redis-py pool, however many limiters use its client. Weak
+# both ways: the limiters keep their connections alive, and the connections their pool
+# (through its settings), so neither may be held from here.
+_SHARED: weakref.WeakKeyDictionary[Any, weakref.ref[DirectConnections]] = (
+    weakref.WeakKeyDictionary()
+)
 _SHARED_LOCK = threading.Lock()
 
 
@@ -32,30 +37,36 @@ class DirectConnections:
     """Connections of the limiters that share one redis-py connection pool.
 
     - Made on first use with the pool's current settings (host, credentials, TLS, ``db``,
-      timeouts, protocol), at most the pool's ``max_connections`` of them; beyond that a
-      call returns `EXHAUSTED` and the caller goes through the client instead.
+      timeouts, protocol), never more than the pool's ``max_connections``: with all of
+      them busy a call waits for one, as a ``BlockingConnectionPool`` does (up to its
+      ``timeout``, 20 s otherwise), then raises redis-py's ``ConnectionError``.
     - A command is sent at most once: a connection idle for a second or more is checked
       before the send (and replaced if the server closed it); one that fails during the
       call is disconnected and dropped, and the error goes to the caller.
     - After a fork the child starts with none (it never touches the parent's sockets).
-    - `close` disconnects the idle ones; one in use is dropped when its call ends.
+    - `close` disconnects the idle ones; one in use is dropped when its call ends. They
+      are disconnected as well once no limiter uses them any more.
     """
 
     def __init__(self, pool: Any) -> None:
-        self._pool = pool
+        self._pool = weakref.ref(pool)  # the limiters' clients keep it alive; not us
         settings = pool.connection_kwargs
         self.encoding: str = settings.get("encoding", "utf-8")
         self.encoding_errors: str = settings.get("encoding_errors", "strict")
         self.limit: int = pool.max_connections
+        self._wait: float | None = getattr(pool, "timeout", _DEFAULT_WAIT)
+        self._free: list[tuple[Any, float]] = []  # (connection, when it was last used)
+        weakref.finalize(self, _disconnect_all, self._free)
         self._reset()
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
         self._lock = threading.Lock()  # new in a forked child: the parent's may be held
-        self._free: list[tuple[Any, float]] = []  # (connection, when it was last used)
+        self._returned = threading.Condition(self._lock)
+        self._free.clear()  # in a child: the parent's, never to be used here
         self._generation = 0
         self.open = 0
         self.made = 0
+        self._pid = os.getpid()  # last: another thread sees the new pid with the new state
 
     @classmethod
     def for_client(cls, client: Any) -> DirectConnections | None:
@@ -74,9 +85,11 @@ class DirectConnections:
         ):
             return None
         with _SHARED_LOCK:
-            direct = _SHARED.get(pool)
+            shared = _SHARED.get(pool)
+            direct = shared() if shared is not None else None
             if direct is None:
-                direct = _SHARED[pool] = cls(pool)
+                direct = cls(pool)
+                _SHARED[pool] = weakref.ref(direct)
             return direct
 
     def pack(self, *args: str) -> bytes:
@@ -89,22 +102,22 @@ class DirectConnections:
         return b"".join(parts)
 
     def call(self, command: bytes) -> Any:
-        """Send a packed command and return its reply, or `EXHAUSTED`.
+        """Send a packed command and return its reply.
 
         Raises what redis-py raises: `ConnectionError` / `TimeoutError` (the connection is
-        dropped), a `ResponseError` for an error reply (the connection stays, unless the
-        server said READONLY: a demoted primary is left for a fresh connection).
+        dropped; also when no connection came free in time), a `ResponseError` for an
+        error reply (the connection stays, unless the server said READONLY: a demoted
+        primary is left for a fresh connection).
         """
         from redis.exceptions import ReadOnlyError, ResponseError
 
         if self._pid != os.getpid():
             self._reset()
-        checked_out = self._checkout()
-        if checked_out is None:
-            return EXHAUSTED
-        connection, generation = checked_out
+        connection, generation, last_used = self._checkout()
         keep = False
         try:
+            if time.monotonic() - last_used >= _IDLE_CHECK_AFTER:
+                _drop_if_closed(connection)
             connection.send_packed_command((command,))
             reply = connection.read_response()
             keep = True
@@ -115,48 +128,79 @@ class DirectConnections:
             self._checkin(connection, generation, keep)
         return reply
 
-    def _checkout(self) -> tuple[Any, int] | None:
+    def _checkout(self) -> tuple[Any, int, float]:
+        """A free connection, a new one, or one that comes free: (it, generation, last used)."""
         from redis.exceptions import ConnectionError
 
-        generation = self._generation
+        deadline = None if self._wait is None else time.monotonic() + self._wait
+        with self._lock:
+            while True:
+                if self._free:
+                    connection, last_used = self._free.pop()
+                    return connection, self._generation, last_used
+                if self.open < self.limit:
+                    self.open += 1
+                    self.made += 1
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ConnectionError(
+                        f"all {self.limit} rate-limiter connections (the pool's "
+                        "max_connections) stayed busy: raise max_connections"
+                    )
+                self._returned.wait(remaining)
+            generation = self._generation
         try:
-            connection, last_used = self._free.pop()
-        except IndexError:
+            return self._make(), generation, time.monotonic()
+        except BaseException:
             with self._lock:
-                if self.open >= self.limit:
-                    return None
-                self.open += 1
-                self.made += 1
-            return self._pool.connection_class(**self._pool.connection_kwargs), generation
-        if time.monotonic() - last_used >= _IDLE_CHECK_AFTER:
-            try:
-                stale = connection.can_read()  # closed by the server, or stray bytes
-            except ConnectionError:
-                stale = True
-            if stale:
-                connection.disconnect()  # the send connects afresh
-        return connection, generation
+                self.open -= 1
+                self._returned.notify()
+            raise
+
+    def _make(self) -> Any:
+        pool = self._pool()
+        if pool is None:  # a limiter holds its client, and the client its pool
+            raise RuntimeError("the connection pool of this rate limiter is gone")
+        return pool.connection_class(**pool.connection_kwargs)
 
     def _checkin(self, connection: Any, generation: int, keep: bool) -> None:
         with self._lock:
             if keep and generation == self._generation:
                 self._free.append((connection, time.monotonic()))
+                self._returned.notify()
                 return
             self.open -= 1
+            self._returned.notify()
         connection.disconnect()
 
     def close(self) -> None:
         """Disconnect the idle connections; those in use are dropped when their call ends."""
         with self._lock:
             self._generation += 1  # a connection checked out before this is not kept
-        while True:
-            try:  # pop one by one: a concurrent checkout takes each connection or not at all
-                connection, _ = self._free.pop()
-            except IndexError:
-                return
-            with self._lock:
-                self.open -= 1
-            connection.disconnect()
+            idle = list(self._free)
+            self._free.clear()
+            self.open -= len(idle)
+            self._returned.notify_all()
+        _disconnect_all(idle)
+
+
+def _disconnect_all(idle: list[tuple[Any, float]]) -> None:
+    for connection, _ in list(idle):
+        connection.disconnect()
+
+
+def _drop_if_closed(connection: Any) -> None:
+    """Disconnect `connection` if the server closed it (or left bytes on it) while it sat
+    idle; the send then connects afresh."""
+    from redis.exceptions import ConnectionError
+
+    try:
+        stale = connection.can_read()
+    except ConnectionError:
+        stale = True
+    if stale:
+        connection.disconnect()
 
 
 def _streams_credentials(provider: Any) -> bool:

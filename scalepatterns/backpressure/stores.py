@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from scalepatterns.backpressure.algorithms import Algorithm, Decision
-from scalepatterns.backpressure.direct import EXHAUSTED, DirectConnections
+from scalepatterns.backpressure.direct import DirectConnections
 from scalepatterns.backpressure.events import LimiterBackendFailed
 from scalepatterns.clock import Clock
 from scalepatterns.errors import BackendUnavailable
@@ -155,18 +155,15 @@ class RedisStore(_RedisBase):
             else:
                 argv = self._argv(cost, now)
                 command = direct.pack("EVALSHA", self._sha, "1", self.redis_key(key), *argv)
-            reply = direct.call(command)
-            if reply is not EXHAUSTED:
-                return reply
+            return direct.call(command)
         return self.client.evalsha(self._sha, 1, self.redis_key(key), *self._argv(cost, now))
 
     def _load_script(self) -> None:
         lua = self.algorithm.lua
-        if (
-            self.direct is None
-            or self.direct.call(self.direct.pack("SCRIPT", "LOAD", lua)) is EXHAUSTED
-        ):
+        if self.direct is None:
             self.client.script_load(lua)
+        else:
+            self.direct.call(self.direct.pack("SCRIPT", "LOAD", lua))
 
     def close(self) -> None:
         """Disconnect the idle connections the limiters of this client's pool share (a

@@ -322,10 +322,17 @@ def _from_pika(props: Any) -> Properties:
     )
 
 
-def _missing_exchange(reason: str) -> str | None:
-    """The exchange a NOT_FOUND channel error names (``no exchange 'x' in vhost '/'``)."""
-    match = re.search(r"no exchange '(.*)' in vhost", reason)
-    return match[1] if match else None
+def _culprit(reason: str) -> Callable[[str, int], bool] | None:
+    """Which message (by exchange and body size) a broker's channel error was about, when
+    its text says: ``no exchange 'x'`` (404), ``access to exchange 'x' ... refused`` (403),
+    ``message size N is larger than ...`` (406)."""
+    if match := re.search(r"exchange '(.*?)' in vhost", reason):
+        name = match[1]
+        return lambda exchange, _size: exchange == name
+    if match := re.search(r"message size (\d+)", reason):
+        too_big = int(match[1])
+        return lambda _exchange, size: size == too_big
+    return None
 
 
 def redact(url: str) -> str:
@@ -396,7 +403,8 @@ class RabbitMQBroker:
         self._connection: Any = None
         self._connection_error: str = ""
         self._pub_channel: Any = None
-        self._pending: dict[int, tuple[_Batch, str, str]] = {}  # tag: (batch, id, exchange)
+        # delivery tag: (batch, message id, exchange, body size)
+        self._pending: dict[int, tuple[_Batch, str, str, int]] = {}
         self._tags_by_id: dict[str, deque[int]] = {}
         self._returned: dict[int, str] = {}
         self._next_tag = 0
@@ -524,12 +532,17 @@ class RabbitMQBroker:
         connection = self._connection
         by_broker = isinstance(reason, self._pika.exceptions.ChannelClosedByBroker)
         alive = connection is not None and connection.is_open
-        # The broker closed the channel over one message (a missing exchange names it):
-        # those to that exchange were refused. Whether the others were stored is unknown
-        # (published before it: most likely; after it: not), so they count as lost and a
-        # Producer publishes them again.
-        refused = _missing_exchange(str(reason)) if by_broker else None
-        self._fail_pending(str(reason), lost=True, refused_exchange=refused)
+        # The broker closed the channel over one message. When its reply names it (an
+        # exchange, a size), that one was refused, and whether the others were stored is
+        # unknown (published before it: most likely; after it: not): they count as lost,
+        # and a Producer publishes them again. When it cannot be told which message it
+        # was, all are refused: publishing them again would close the channel again.
+        # A connection that died lost them all.
+        if by_broker:
+            culprit = _culprit(str(reason))
+            self._fail_pending(str(reason), lost=culprit is not None, refused=culprit)
+        else:
+            self._fail_pending(str(reason), lost=True)
         if alive and not self._closing.is_set():
             _log.warning("publishing channel closed (%s); opening another", reason)
             self._ready.clear()
@@ -538,13 +551,15 @@ class RabbitMQBroker:
             )
 
     def _fail_pending(
-        self, reason: str, *, lost: bool, refused_exchange: str | None = None
+        self, reason: str, *, lost: bool, refused: Callable[[str, int], bool] | None = None
     ) -> None:
+        """Settle every message waiting for a confirm: refused (`refused(exchange, size)`
+        says which), lost, or else refused."""
         pending, self._pending = self._pending, {}
         self._tags_by_id.clear()
         self._returned.clear()
-        for batch, message_id, exchange in pending.values():
-            if exchange == refused_exchange:
+        for batch, message_id, exchange, size in pending.values():
+            if refused is not None and refused(exchange, size):
                 batch.settle(message_id, reason)
             else:
                 batch.settle(message_id, reason, lost=lost)
@@ -828,7 +843,7 @@ class RabbitMQBroker:
                 self._next_tag -= 1
                 batch.settle(message_id, f"not sent: {type(exc).__name__}: {exc}")
                 continue
-            self._pending[tag] = (batch, message_id, out.exchange)
+            self._pending[tag] = (batch, message_id, out.exchange, len(out.body))
             if out.mandatory:
                 self._tags_by_id.setdefault(message_id, deque()).append(tag)
 
@@ -858,7 +873,7 @@ class RabbitMQBroker:
             entry = self._pending.pop(tag, None)
             if entry is None:
                 continue
-            batch, message_id, _ = entry
+            batch, message_id, _, _ = entry
             queue = self._tags_by_id.get(message_id)
             if queue:
                 with contextlib.suppress(ValueError):
@@ -971,7 +986,17 @@ class RabbitMQBroker:
                 delivery: Delivery | None = self._run_op(op, 30.0, f"basic.get on {queue!r}")
             except _NotFound:
                 return None
+            except DeadlineExceeded:
+                # Its basic.get is still pending: close the channel so the broker requeues
+                # whatever it hands over late, and the next get starts on a new one.
+                self._threadsafe(self._close_get_channel)
+                raise
         return delivery
+
+    def _close_get_channel(self) -> None:
+        channel, self._get_channel = self._get_channel, None
+        if channel is not None and channel.is_open:
+            channel.close()
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -155,7 +155,9 @@ class Worker:
         """Declare the topology and start consuming in the background."""
         if self._executor is not None:
             return self
-        self._stopping.clear()
+        # A new event per run: deliveries still queued in the previous run's pool see that
+        # run's event set and return, even though this run has started.
+        self._stopping = threading.Event()
         self.broker.declare_queue(self.spec)
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="sp-worker")
         try:
@@ -228,7 +230,7 @@ class Worker:
         with self._lock:
             self._in_flight += 1
         try:
-            executor.submit(self._process, delivery)
+            executor.submit(self._process, delivery, self._stopping)
         except RuntimeError:  # the executor shut down meanwhile
             self._done()
 
@@ -237,10 +239,10 @@ class Worker:
             self._in_flight -= 1
             self._lock.notify_all()
 
-    def _process(self, delivery: Delivery) -> None:
+    def _process(self, delivery: Delivery, stopping: threading.Event) -> None:
         try:
-            if self._stopping.is_set():
-                return  # prefetched but not started: back to the queue when we close
+            if stopping.is_set():  # this run stopped before the delivery got a thread:
+                return  # it went back to the queue when the subscription closed
             self._handle(delivery)
         except Exception:  # noqa: BLE001 - a worker thread must survive anything
             _log.exception(

@@ -244,7 +244,7 @@ def _named_connections(client: redis.Redis, name: str) -> list[dict[str, object]
 
 def test_decisions_run_on_the_limiters_own_connections(redis_url, client, unique_name):
     named = redis.Redis.from_url(redis_url, client_name=unique_name)  # tags every connection
-    limiter = RateLimiter("100/minute", burst=40, redis=named, prefix=unique_name)
+    limiter = RateLimiter("40/hour", redis=named, prefix=unique_name)  # no refill mid-test
     assert limiter.store.direct is not None
     allowed: list[bool] = []
 
@@ -272,7 +272,7 @@ def test_an_idle_connection_the_server_dropped_is_replaced_without_an_error(
 ):
     monkeypatch.setattr(direct, "_IDLE_CHECK_AFTER", 0.0)  # every reuse counts as idle
     named = redis.Redis.from_url(redis_url, client_name=unique_name)
-    limiter = RateLimiter("100/minute", burst=5, redis=named, prefix=unique_name)
+    limiter = RateLimiter("5/hour", redis=named, prefix=unique_name)
     assert limiter.acquire("k").remaining == 4
     [dropped] = [c["id"] for c in _named_connections(client, unique_name)]
     client.client_kill_filter(_id=dropped)
@@ -287,7 +287,7 @@ def test_an_idle_connection_the_server_dropped_is_replaced_without_an_error(
 def test_a_decision_whose_reply_is_lost_is_not_sent_twice(client, unique_name):
     with TcpProxy(client.connection_pool.connection_kwargs["port"]) as proxy:
         through = redis.Redis(port=proxy.port)
-        limiter = RateLimiter("100/minute", burst=5, redis=through, prefix=unique_name)
+        limiter = RateLimiter("5/hour", redis=through, prefix=unique_name)
         assert limiter.acquire("k").remaining == 4
         proxy.lose_next_reply()  # Redis runs the script; the answer never arrives
         lost = limiter.acquire("k")
@@ -321,12 +321,26 @@ def test_limiters_of_one_client_share_at_most_max_connections(redis_url, client,
         thread.start()
     for thread in threads:
         thread.join()
-    assert allowed.count(True) == 300  # busy connections sent the rest through the client
-    assert limiters[0].store.direct.made <= 2
+    assert allowed.count(True) == 300  # callers waited for one of the two connections
+    assert limiters[0].store.direct.made == 2
+    assert len(_named_connections(client, unique_name)) == 2  # and the pool opened none
     assert limiters[0].store.backend_errors == 0
     limiters[0].close()  # closes what the three share
     assert limiters[0].store.direct.open == 0
+    assert _named_connections(client, unique_name) == []
     shared.close()
+
+
+def test_connections_close_when_their_client_is_collected(redis_url, client, unique_name):
+    import gc
+
+    for _ in range(3):
+        named = redis.Redis.from_url(redis_url, client_name=unique_name)
+        limiter = RateLimiter("5/hour", redis=named, prefix=unique_name)
+        assert limiter.acquire("k").allowed
+        del limiter, named  # never closed: dropped, as a short-lived client often is
+        gc.collect()
+    assert _named_connections(client, unique_name) == []
 
 
 def test_close_during_a_call_drops_that_connection_when_the_call_ends(
@@ -359,7 +373,7 @@ def _decide_in_child(limiter: RateLimiter, results: multiprocessing.Queue, done)
 
 def test_a_forked_child_makes_its_own_connections(redis_url, client, unique_name):
     named = redis.Redis.from_url(redis_url, client_name=unique_name)
-    limiter = RateLimiter("100/minute", burst=5, redis=named, prefix=unique_name)
+    limiter = RateLimiter("5/hour", redis=named, prefix=unique_name)
     assert limiter.acquire("k").remaining == 4  # the parent holds an open connection
     context = multiprocessing.get_context("fork")
     results, done = context.Queue(), context.Event()

@@ -448,3 +448,39 @@ def test_event_bus_refuses_other_worker_options_for_an_existing_group() -> None:
     assert info.value.parameter == "options"
     assert bus.workers()["mailer"].concurrency == 2
     broker.close()
+
+
+TOO_BIG = "(406, 'PRECONDITION_FAILED - message size 200000000 is larger than max 134217728')"
+NO_EXCHANGE = "(404, \"NOT_FOUND - no exchange 'gone' in vhost '/'\")"
+UNKNOWN = "(406, 'PRECONDITION_FAILED - unknown delivery tag 7')"
+
+
+@pytest.mark.parametrize(
+    ("reason", "refused", "lost"),
+    [
+        (TOO_BIG, {"big"}, ["small", "elsewhere"]),
+        (NO_EXCHANGE, {"elsewhere"}, ["small", "big"]),
+        (UNKNOWN, {"small", "big", "elsewhere"}, []),
+    ],
+    ids=["too-big", "missing-exchange", "cause-unknown"],
+)
+def test_a_broker_channel_error_refuses_the_message_it_names(
+    reason: str, refused: set[str], lost: list[str]
+) -> None:
+    """The one message the error is about is refused; the others waiting for a confirm
+    are lost (a Producer publishes them again). When the error names no message, all are
+    refused: publishing them again would only close the channel again."""
+    from scalepatterns.queue.rabbitmq import RabbitMQBroker, _Batch, _culprit
+
+    broker = RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
+    batch = _Batch(["small", "big", "elsewhere"])
+    broker._pending = {
+        1: (batch, "small", "", 10),
+        2: (batch, "big", "", 200_000_000),
+        3: (batch, "elsewhere", "gone", 10),
+    }
+    culprit = _culprit(reason)
+    broker._fail_pending(reason, lost=culprit is not None, refused=culprit)
+    assert set(batch.failed) == refused
+    assert sorted(batch.lost) == sorted(lost)
+    broker.close()

@@ -99,3 +99,34 @@ def test_stop_after_a_timeout_leaves_in_flight_right_for_the_next_run() -> None:
     assert worker.stop(timeout=5) is True  # nothing phantom left to wait for
     assert worker.in_flight == 0
     broker.close()
+
+
+def test_a_worker_restarted_at_once_after_a_timed_out_stop_handles_each_message_once() -> None:
+    """The old run's queued deliveries must not run once the new run has started: the
+    broker redelivers them to the new run as well."""
+    import threading
+    from collections import Counter
+
+    broker = MemoryBroker()
+    release = threading.Event()
+    handled: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def handler(message: object) -> None:
+        n = message.body  # type: ignore[attr-defined]
+        if n == 0:
+            release.wait(10)
+        with lock:
+            handled[n] += 1
+
+    worker = Worker(broker, "jobs", handler, concurrency=1, prefetch=5)
+    worker.start()
+    Producer(broker).publish_many("jobs", range(4))
+    wait_until(lambda: worker.in_flight == 4)
+    assert worker.stop(timeout=0.05) is False
+    worker.start()  # at once: the old pool still holds three queued deliveries
+    release.set()
+    wait_until(lambda: broker.depth("jobs") == 0 and broker.unacked("jobs") == 0)
+    worker.stop(timeout=5)
+    assert handled[1] == handled[2] == handled[3] == 1
+    broker.close()
