@@ -17,7 +17,8 @@ class RouteDecided(Event):
     or session already wrote), ``"forced"`` (`force_primary`), ``"token"`` (no replica has
     reached the client's token yet), ``"sticky"`` (time-based stickiness after a write),
     ``"no_replica"`` (none in rotation), ``"read"`` (a replica served a read),
-    ``"retry"`` (a read retried after its replica failed).
+    ``"failed"`` (the replica named failed a read, which is retried elsewhere),
+    ``"connection"`` (`Session.connection()`, counted as a write).
     """
 
     target: str

@@ -1,7 +1,7 @@
 """Replica health: which replicas are in rotation, decided without any I/O.
 
 `ReplicaHealth` is the pure core of the router's failure behaviour. It is fed lag samples
-(from `scalepatterns.routing.monitor`), connection failures and successes (from sessions
+(from `ReadWriteRouter.check()` and its monitor), connection failures and successes (from sessions
 and the monitor), and reads a clock; it answers which replicas may serve a read now and
 reports each ejection and re-admission as a `Transition`:
 
@@ -156,8 +156,8 @@ class ReplicaHealth:
             raise ConfigurationError("max_lag_bytes", max_lag_bytes, "bytes >= 0, or None")
         if not isinstance(failure_threshold, int) or failure_threshold < 1:
             raise ConfigurationError("failure_threshold", failure_threshold, "an integer >= 1")
-        if not (isinstance(cooldown, (int, float)) and cooldown > 0):
-            raise ConfigurationError("cooldown", cooldown, "seconds > 0")
+        if not (isinstance(cooldown, (int, float)) and 0 < cooldown < math.inf):
+            raise ConfigurationError("cooldown", cooldown, "a finite number of seconds > 0")
         self.max_lag_seconds = max_lag_seconds
         self.max_lag_bytes = max_lag_bytes
         self.failure_threshold = failure_threshold
@@ -216,6 +216,12 @@ class ReplicaHealth:
     def replay_lsn(self, name: str) -> int | None:
         return self._replicas[name].replay_lsn
 
+    def _measures(self, sample: LagSample) -> bool:
+        """Whether `sample` carries a figure one of the lag bounds is checked against."""
+        return (self.max_lag_seconds is not None and sample.lag_seconds is not None) or (
+            self.max_lag_bytes is not None and sample.lag_bytes is not None
+        )
+
     def _lagging(self, sample: LagSample) -> bool:
         if (
             self.max_lag_seconds is not None
@@ -245,7 +251,9 @@ class ReplicaHealth:
             replica.lag_seconds = sample.lag_seconds
             if sample.replay_lsn is not None:
                 replica.replay_lsn = sample.replay_lsn
-            lagging = self._lagging(sample)
+            # A sample with no lag figure (the primary's position could not be read) says
+            # nothing about lag: a replica ejected for it stays out until one does.
+            lagging = self._lagging(sample) if self._measures(sample) else replica.lag_ejected
             if lagging != replica.lag_ejected:
                 replica.lag_ejected = lagging
                 self.generation += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -177,10 +178,11 @@ class ReadWriteRouter:
         postgres = self._primary.dialect.name == "postgresql"
         if consistency == "lsn" and not postgres:
             raise ConfigurationError("consistency", consistency, "'lsn' only on PostgreSQL")
-        if not (isinstance(sticky_for, (int, float)) and sticky_for >= 0):
-            raise ConfigurationError("sticky_for", sticky_for, "seconds >= 0")
-        if not (isinstance(token_wait, (int, float)) and token_wait >= 0):
-            raise ConfigurationError("token_wait", token_wait, "seconds >= 0")
+        if not (isinstance(sticky_for, (int, float)) and 0 <= sticky_for < math.inf):
+            raise ConfigurationError("sticky_for", sticky_for, "a finite number of seconds >= 0")
+        if not (isinstance(token_wait, (int, float)) and 0 <= token_wait < math.inf):
+            # with no bound a reader would wait forever on a replica whose replay is paused
+            raise ConfigurationError("token_wait", token_wait, "a finite number of seconds >= 0")
         if no_replica not in ("primary", "raise"):
             raise ConfigurationError("no_replica", no_replica, "'primary' or 'raise'")
         self.name = name
@@ -344,7 +346,12 @@ class ReadWriteRouter:
         elif mapper is not None:
             reason = "write"  # bulk operations ask for a connection by mapper alone
         else:
-            return self._primary  # a bare get_bind() / session.connection(): no decision
+            # session.connection(): whatever runs on it is out of sight, so it counts as a
+            # write (later reads of the transaction, and the token, then see its effects);
+            # a read-only session may still use it on the primary.
+            if state.read_only or self._read_only_var.get():
+                return self._to_primary("connection")
+            reason = "connection"
         if reason is not None:
             if state.read_only or self._read_only_var.get():
                 what = reason if reason == "flush" or clause is None else type(clause).__name__

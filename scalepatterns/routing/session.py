@@ -166,8 +166,9 @@ class RoutingSession(Session):
             self._sp_router._replica_answered(name)  # news only after failures
         return result
 
-    def _sp_discard_connection(self, engine: Engine) -> None:
-        """Forget this transaction's connection to a failed replica (invalidating it)."""
+    def _sp_discard_connection(self, engine: Engine, *, invalidate: bool = True) -> None:
+        """Take this transaction's connection to replica `engine` out of it and close it
+        (invalidated first when the replica failed)."""
         transaction = self.get_transaction()
         if transaction is None:
             return
@@ -177,10 +178,21 @@ class RoutingSession(Session):
             return
         connection = entry[0]
         connections.pop(connection, None)
+        if invalidate:
+            with contextlib.suppress(Exception):
+                connection.invalidate()
         with contextlib.suppress(Exception):
-            connection.invalidate()
-        with contextlib.suppress(Exception):
-            connection.close()
+            connection.close()  # rolls its (read-only) transaction back
+
+
+@event.listens_for(RoutingSession, "before_commit")
+def _before_commit(session: Session) -> None:
+    # Reads on replicas have nothing to commit: end them first, so a replica that died
+    # after serving a read cannot fail the commit of the primary's writes (SQLAlchemy
+    # commits a transaction's connections in no set order).
+    if isinstance(session, RoutingSession):
+        for engine in session._sp_router._replicas.values():
+            session._sp_discard_connection(engine, invalidate=False)
 
 
 @event.listens_for(RoutingSession, "after_commit")

@@ -13,7 +13,7 @@ except ImportError:  # pragma: no cover - a CPython built without its own hashes
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.sharding.errors import InvalidShardKey
 
-__all__ = ["Key", "hash64", "key_bytes", "md5", "normalize_nodes"]
+__all__ = ["Key", "hash64", "key_bytes", "md5", "nodes_repr", "normalize_nodes"]
 
 Key = str | bytes | int | uuid.UUID
 """What a placement accepts as a key: text, bytes, an integer or a UUID."""
@@ -91,3 +91,9 @@ def check_weight(weight: object, *, weights_allowed: bool = True) -> float:
     if not weights_allowed and weight != 1:
         raise ConfigurationError("weight", weight, "1 (this placement has no weights)")
     return weight
+
+
+def nodes_repr(weights: Mapping[str, float]) -> str:
+    """The nodes as a list, or as ``{node: weight}`` when the weights differ (reprs are
+    compared: a resharding checkpoint is tied to one placement)."""
+    return repr(list(weights) if len(set(weights.values())) <= 1 else dict(weights))

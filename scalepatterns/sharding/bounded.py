@@ -20,7 +20,13 @@ from dataclasses import dataclass
 
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.sharding._keys import Key, check_weight, key_bytes, normalize_nodes
+from scalepatterns.sharding._keys import (
+    Key,
+    check_weight,
+    key_bytes,
+    nodes_repr,
+    normalize_nodes,
+)
 from scalepatterns.sharding.errors import EmptyPlacement
 from scalepatterns.sharding.events import NodeAdded, NodeRemoved
 from scalepatterns.sharding.ring import HashRing
@@ -216,4 +222,4 @@ class BoundedLoadRing:
         return moves
 
     def __repr__(self) -> str:
-        return f"BoundedLoadRing({list(self._weights)!r}, epsilon={self._epsilon})"
+        return f"BoundedLoadRing({nodes_repr(self._weights)}, epsilon={self._epsilon})"

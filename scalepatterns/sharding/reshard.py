@@ -60,8 +60,9 @@ class Resharder:
         batch_size: rows read per batch.
         checkpoint: where progress is kept between runs (a dict, or any mutable mapping
             persisted by the caller, holding JSON-friendly values); default a fresh dict.
-            A checkpoint belongs to one target placement: one made toward other nodes is
-            refused, start each resharding with an empty one.
+            A checkpoint belongs to one target placement: one made toward another (other
+            nodes, weights, vnodes or kind) is refused; start each resharding with an
+            empty one.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Resharder:
         missing = [node for node in target.nodes if node not in engines]
         if missing:
             raise ConfigurationError("engines", sorted(engines), f"an engine for {missing}")
+        _refuse_shared_databases(engines)
         self.engines = dict(engines)
         self.target = target
         self.table = table
@@ -101,9 +103,11 @@ class Resharder:
             ConfigurationError: `checkpoint` was made by a run toward another placement.
             ReshardError: a copied row differs on the target (nothing was deleted).
         """
-        target = list(self.target.nodes)
+        # The placement's repr (type, nodes, weights, vnodes): a checkpoint made toward any
+        # other placement would skip rows that now move.
+        target = repr(self.target)
         recorded = self.checkpoint.setdefault("target", target)
-        if list(recorded) != target:
+        if recorded != target:
             raise ConfigurationError(
                 "checkpoint", recorded, f"a checkpoint of a run toward {target} (or an empty one)"
             )
@@ -176,3 +180,27 @@ class Resharder:
         ids = [row[pk.name] for row in group]
         with self.engines[source].begin() as conn:
             conn.execute(sa.delete(self.table).where(pk.in_(ids)))
+
+
+def _refuse_shared_databases(engines: Mapping[str, Any]) -> None:
+    """Two shard ids on one database would make every row "already there" on its new
+    shard, and the delete from the old one would remove the only copy."""
+    seen: dict[tuple[Any, ...], str] = {}
+    for shard, engine in engines.items():
+        url = engine.url
+        schemas = engine.get_execution_options().get("schema_translate_map")
+        place = (
+            url.get_backend_name(),
+            url.host,
+            url.port,
+            url.database,
+            repr(sorted((schemas or {}).items(), key=repr)),
+        )
+        if place in seen:
+            raise ConfigurationError(
+                "engines",
+                f"{seen[place]} and {shard}",
+                "one database per shard id (these two reach the same one: resharding "
+                "between them would delete rows it believes copied)",
+            )
+        seen[place] = shard

@@ -34,6 +34,7 @@ from scalepatterns.sharding._keys import (
     check_weight,
     key_bytes,
     md5,
+    nodes_repr,
     normalize_nodes,
 )
 from scalepatterns.sharding.errors import EmptyPlacement
@@ -174,7 +175,7 @@ class HashRing:
 
     def __repr__(self) -> str:
         mode = ", ketama=True" if self._ketama else ""
-        return f"HashRing({list(self._snap.weights)!r}, vnodes={self._vnodes}{mode})"
+        return f"HashRing({nodes_repr(self._snap.weights)}, vnodes={self._vnodes}{mode})"
 
     # -- membership (writers serialize on a lock and swap in a new snapshot) ------------
 

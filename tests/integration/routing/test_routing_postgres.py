@@ -219,6 +219,29 @@ def test_killed_replica_reads_fall_back_to_the_primary_then_it_is_readmitted(
         assert on_replica(session)
 
 
+def test_a_replica_dying_before_the_commit_does_not_touch_the_write(
+    pg_cluster: PostgresCluster, engines: tuple[sa.Engine, sa.Engine]
+) -> None:
+    """The read before the write left a replica connection in the transaction; a commit
+    that also committed it failed (and sometimes lost the write) once the replica died."""
+    router = ReadWriteRouter(engines[0], [engines[1]], clock=FakeClock())
+    Session = router.sessionmaker()
+    pg_cluster.wait_replayed()
+    try:
+        with Session() as session:
+            assert on_replica(session)  # a read: the replica joins the transaction
+            session.add(Item(id=60, v="written"))
+            session.flush()  # the write: the primary
+            pg_cluster.kill_replica()
+            session.commit()  # the primary's commit alone
+    finally:
+        pg_cluster.start_replica()
+    with engines[0].connect() as connection:
+        stored = connection.execute(sa.select(Item.v).where(Item.id == 60)).scalar()
+    assert stored == "written"
+    pg_cluster.wait_replayed()
+
+
 # -- async ------------------------------------------------------------------------------------
 
 

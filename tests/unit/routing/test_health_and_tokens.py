@@ -66,7 +66,8 @@ def test_rotation_is_exactly_the_replicas_neither_lagging_nor_cooling_down(
         if kind == "sample":
             assert isinstance(arg, LagSample)
             transitions = health.record_sample(name, arg)
-            last_sample[name] = arg
+            if arg.lag_seconds is not None or arg.lag_bytes is not None:
+                last_sample[name] = arg  # one without lag figures leaves the lag verdict
             failures[name], out_until[name] = 0, 0.0
         elif kind == "fail":
             transitions = health.record_failure(name)
@@ -200,3 +201,13 @@ def test_a_token_holds_exactly_one_position() -> None:
         ConsistencyToken()
     with pytest.raises(ValueError, match="64-bit"):
         ConsistencyToken(lsn=-1)
+
+
+def test_a_sample_without_lag_figures_keeps_a_lagging_replica_out() -> None:
+    """With the primary unreachable a sample has no lag: that is not "caught up"."""
+    health = ReplicaHealth(["r1"], max_lag_bytes=100)
+    assert [t.kind for t in health.record_sample("r1", LagSample(lag_bytes=1000))] == ["ejected"]
+    assert health.record_sample("r1", LagSample(replay_lsn=5)) == []
+    assert health.in_rotation() == []
+    assert [t.kind for t in health.record_sample("r1", LagSample(lag_bytes=10))] == ["readmitted"]
+    assert health.in_rotation() == ["r1"]

@@ -102,6 +102,20 @@ def test_core_writes_through_execute_go_to_the_primary(
     assert cluster.log.entries[0][0] == "primary"
 
 
+def test_session_connection_counts_as_a_write(cluster: SqliteCluster) -> None:
+    """What runs on `session.connection()` is out of sight: it may write, so the reads after
+    it and the token must see the primary (they went to a replica, with no token)."""
+    router = make_router(cluster)
+    with router.sessionmaker()() as session:
+        session.connection().execute(User.__table__.insert(), {"id": 77, "name": "raw"})
+        assert session.get(User, 77).name == "raw"  # same transaction: the primary
+        session.commit()
+        assert router.token(session) is not None
+        assert whoami(session) == "primary"  # after a write, the session stays there
+    with router.sessionmaker()() as session, router.read_only(session):
+        assert session.connection() is not None  # allowed: a read-only session may read
+
+
 def test_select_for_update_goes_to_the_primary(cluster: SqliteCluster) -> None:
     router = make_router(cluster)
     with router.sessionmaker()() as session:
@@ -434,6 +448,9 @@ def test_configuration_errors(cluster: SqliteCluster) -> None:
         ReadWriteRouter(primary, consistency="lsn")
     with pytest.raises(ConfigurationError, match="weights"):
         ReadWriteRouter(primary, [engines["replica1"]], weights={"nope": 1})
+    for parameter in ("token_wait", "sticky_for", "cooldown"):  # inf: wait or stay out forever
+        with pytest.raises(ConfigurationError, match=parameter):
+            ReadWriteRouter(primary, [engines["replica1"]], **{parameter: float("inf")})
     with pytest.raises(TypeError, match="Engine or AsyncEngine"):
         ReadWriteRouter("sqlite://")  # type: ignore[arg-type]
     router = ReadWriteRouter(primary, [engines["replica1"]])

@@ -17,6 +17,7 @@ from scalepatterns.sharding import (
     AsyncShardedSession,
     FanOutError,
     HashRing,
+    Rendezvous,
     Resharder,
     ReshardError,
     RowsResharded,
@@ -196,13 +197,29 @@ def test_resharder_configuration(engines: dict[str, sa.Engine]) -> None:
         Resharder(engines, HashRing([*SHARDS4, "users-5"]), User.__table__, "id")
 
 
+def test_two_shard_ids_on_one_database_are_refused(engines: dict[str, sa.Engine]) -> None:
+    """Every row would look "already copied" to the other id, then be deleted: all lost."""
+    load(engines, 20)
+    twin = sa.create_engine(engines["users-1"].url)  # another Engine, the same database
+    shared = {**engines, "users-5": twin}
+    with pytest.raises(ConfigurationError, match="one database per shard id"):
+        Resharder(shared, HashRing(SHARDS4), User.__table__, "id")
+    assert snapshot(engines)[0] == 20
+    twin.dispose()
+
+
 def test_a_checkpoint_belongs_to_one_target(engines: dict[str, sa.Engine]) -> None:
     load(engines, 50)
     checkpoint: dict[str, object] = {}
     Resharder(engines, HashRing(SHARDS4), User.__table__, "id", checkpoint=checkpoint).run()
-    assert checkpoint["target"] == SHARDS4
-    with pytest.raises(ConfigurationError, match="checkpoint"):
-        Resharder(engines, HashRing(SHARDS3), User.__table__, "id", checkpoint=checkpoint).run()
+    assert checkpoint["target"] == repr(HashRing(SHARDS4))
+    for other in (
+        HashRing(SHARDS3),  # other nodes
+        HashRing(dict.fromkeys(SHARDS3, 1) | {"users-4": 4}),  # the same nodes, weighted
+        Rendezvous(SHARDS4),  # the same nodes, another placement
+    ):
+        with pytest.raises(ConfigurationError, match="checkpoint"):
+            Resharder(engines, other, User.__table__, "id", checkpoint=checkpoint).run()
 
 
 def test_close_closes_every_shard_even_when_one_fails(engines: dict[str, sa.Engine]) -> None:
