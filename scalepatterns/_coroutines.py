@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-__all__ = ["is_coroutine_callable", "run_awaitable"]
+__all__ = ["has_async_commands", "is_coroutine_callable", "run_awaitable"]
 
 T = TypeVar("T")
 
@@ -36,3 +36,9 @@ def run_awaitable(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
     return asyncio.run(wait())
+
+
+def has_async_commands(client: Any) -> bool:
+    """True for a `redis.asyncio` client: its ``execute_command`` is ``async def`` (its
+    command methods are plain functions returning coroutines, so they tell nothing)."""
+    return inspect.iscoroutinefunction(getattr(type(client), "execute_command", None))

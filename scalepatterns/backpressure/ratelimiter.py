@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
-from scalepatterns._coroutines import is_coroutine_callable
+from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
 from scalepatterns._deps import require
 from scalepatterns.backpressure.algorithms import (
     GCRA,
@@ -130,7 +129,7 @@ class RateLimiter:
                 "listeners": self._listeners,
                 "name": name,
             }
-            if inspect.iscoroutinefunction(getattr(type(redis), "execute_command", None)):
+            if has_async_commands(redis):
                 self.store = AsyncRedisStore(redis, self.algorithm, **options)
                 self._is_async_store = True
             else:

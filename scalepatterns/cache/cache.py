@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from scalepatterns._coroutines import is_coroutine_callable
+from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
 from scalepatterns.cache.events import CacheBackendError
@@ -225,6 +225,7 @@ class Cache:
                         "(see scalepatterns.cache.CacheBackend)"
                     )
         self._version = 0
+        self._bump_pending = False  # a namespace bump Redis has not seen yet
         self._head = f"{namespace}:"
         self._head_until = 0.0 if self.shared else float("inf")
         self._cores: weakref.WeakSet[Core] = weakref.WeakSet()
@@ -271,7 +272,9 @@ class Cache:
                 ),
             )
             backend: Any = rb.RedisBackend(rb.connect(client_or_url, socket_timeout=socket_timeout))
-        elif is_coroutine_callable(getattr(client_or_url, "get", None)):
+        elif has_async_commands(client_or_url) or is_coroutine_callable(
+            getattr(client_or_url, "get", None)
+        ):
             backend = rb.AsyncRedisBackend(client_or_url)
         else:
             backend = rb.RedisBackend(client_or_url)
@@ -490,10 +493,16 @@ class Cache:
         if self.clock.monotonic() >= self._head_until and self.backend is not None:
             self._head_until = self.clock.monotonic() + self.version_ttl
             backend = self.backend
-            version = self.call_backend(  # on failure, go on with the version we know
-                "get", _name(backend), lambda: int(backend.get(self.version_key) or 0), None
-            )
-            if version is not None:
+
+            def read_version() -> int:
+                if self._bump_pending:  # a bump made while Redis was away: send it now
+                    version = int(backend.incr(self.version_key))
+                    self._bump_pending = False
+                    return version
+                return int(backend.get(self.version_key) or 0)
+
+            version = self.call_backend("get", _name(backend), read_version, None)
+            if version is not None:  # on failure, go on with the version we know
                 self._set_version(version)
         return self._head
 
@@ -504,6 +513,10 @@ class Cache:
             backend = self.async_backend
 
             async def read_version() -> int:
+                if self._bump_pending:  # a bump made while Redis was away: send it now
+                    version = int(await backend.incr(self.version_key))
+                    self._bump_pending = False
+                    return version
                 return int(await backend.get(self.version_key) or 0)
 
             version = await self.acall_backend("get", _name(backend), read_version, None)
@@ -608,9 +621,14 @@ class Cache:
         version = self._version + 1
         backend = self.backend
         if backend is not None:
-            version = self.call_backend(
-                "incr", _name(backend), lambda: int(backend.incr(self.version_key)), version
+            bumped = self.call_backend(
+                "incr", _name(backend), lambda: int(backend.incr(self.version_key)), None
             )
+            # Redis unreachable: this process moves on now, and the bump goes to Redis
+            # with the next version read that reaches it (or Redis's older version would
+            # bring the invalidated entries back).
+            self._bump_pending = bumped is None
+            version = version if bumped is None else bumped
         self._set_version(version)
         if self.local is not None and self.shared:
             self.local.clear()
@@ -623,10 +641,12 @@ class Cache:
         if self.async_backend is None or self.backend is not None:
             return self.invalidate_namespace()
         backend = self.async_backend
-        version = await self.acall_backend(
-            "incr", _name(backend), lambda: backend.incr(self.version_key), self._version + 1
+        bumped = await self.acall_backend(
+            "incr", _name(backend), lambda: backend.incr(self.version_key), None
         )
-        self._set_version(int(version))
+        self._bump_pending = bumped is None  # as in `invalidate_namespace`
+        version = self._version + 1 if bumped is None else int(bumped)
+        self._set_version(version)
         if self.local is not None:
             self.local.clear()
         return version

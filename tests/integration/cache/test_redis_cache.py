@@ -102,6 +102,36 @@ def test_async_redis_backend_matches_sync(redis_url: str, unique_name: str) -> N
     assert loads == ["a", "a"]
 
 
+@pytest.mark.parametrize("local_ttl", [None, 5.0], ids=["redis", "two-tier"])
+def test_cache_redis_takes_a_redis_asyncio_client(
+    redis_url: str, unique_name: str, local_ttl: float | None
+) -> None:
+    """Its command methods are plain functions returning coroutines: it was taken for a
+    sync client and every call failed on a coroutine."""
+    import redis.asyncio as aioredis
+
+    async def scenario() -> list[str]:
+        client = aioredis.Redis.from_url(redis_url)
+        cache = Cache.redis(client, namespace=unique_name, ttl=60, local_ttl=local_ttl)
+        loads: list[str] = []
+
+        @cache.cached()
+        async def upper(s: str) -> str:
+            loads.append(s)
+            return s.upper()
+
+        assert [await upper("a") for _ in range(3)] == ["A"] * 3
+        assert await client.exists(*[k async for k in client.scan_iter(f"{unique_name}*")])
+        await upper.invalidate("a")
+        assert await upper("a") == "A"
+        assert cache.backend_errors == 0
+        await cache.aclose()
+        await client.aclose()
+        return loads
+
+    assert asyncio.run(scenario()) == ["a", "a"]
+
+
 def _stampede_worker(url: str, namespace: str, counter: str, start_at: float) -> str:
     cache = Cache(RedisBackend(connect(url)), namespace=namespace, ttl=60)
 

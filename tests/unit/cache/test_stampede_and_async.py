@@ -11,6 +11,7 @@ import pytest
 
 from scalepatterns.cache import Cache, CacheBackendError, MemoryBackend
 from scalepatterns.cache.redis_backend import AsyncRedisBackend, RedisBackend
+from scalepatterns.clock import FakeClock
 from scalepatterns.errors import ConfigurationError
 
 
@@ -469,3 +470,30 @@ def test_invalidation_while_redis_is_down_stays_local_and_costs_no_call() -> Non
     f(1)
     assert loads == [1, 1]  # the memory tier was dropped all the same
     cache.close()
+
+
+def test_a_namespace_bump_made_while_redis_was_down_reaches_it_afterwards() -> None:
+    """Reading Redis's older version after the outage brought the invalidated entries back."""
+    server = fakeredis.FakeServer()
+    clock = FakeClock()
+    cache = Cache(
+        RedisBackend(fakeredis.FakeRedis(server=server)),
+        namespace="bump",
+        version_ttl=1.0,
+        clock=clock,
+    )
+    state = {"v": "old"}
+
+    @cache.cached(ttl=3600)
+    def read(k: str) -> str:
+        return state["v"]
+
+    assert read("k") == "old"  # stored in Redis under version 0
+    server.connected = False
+    cache.invalidate_namespace()  # Redis unreachable: this process moves on alone
+    state["v"] = "new"
+    server.connected = True
+    clock.advance(2.0)  # past version_ttl: the next call reads the version again
+    assert read("k") == "new"
+    other = Cache(RedisBackend(fakeredis.FakeRedis(server=server)), namespace="bump")
+    assert other.head() == cache.head()  # the bump reached Redis: every process sees it
