@@ -120,8 +120,8 @@ class _Base:
         core = self.core
         values = core.keys.bind(args, kwargs)
         lkey = core.local_key(values)
-        if self.backend is None and lkey is None:
-            return values, core.shared_key(values)
+        if self.backend is None and lkey is None:  # unhashable: the text key, this function's
+            return values, (core.token, core.shared_key(values))
         return values, lkey
 
     def batch_begin(self, items: Iterable[Any]) -> _Batch:

@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import math
 import random
 import threading
 import weakref
@@ -123,8 +124,14 @@ class _Decorator(Protocol):
 def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        accepted = "seconds >= 0" + (" or None (no expiry)" if allow_none else "")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value < math.inf  # also refuses nan: Redis takes no such expiry
+    ):
+        accepted = "a finite number of seconds >= 0" + (
+            " or None (no expiry)" if allow_none else ""
+        )
         raise ConfigurationError(name, value, accepted)
 
 
@@ -183,8 +190,12 @@ class Cache:
             ("lock_wait", lock_wait),
         ):
             _check_seconds(name, value)
-        if not isinstance(lock_ttl, (int, float)) or lock_ttl <= 0:
-            raise ConfigurationError("lock_ttl", lock_ttl, "seconds > 0")
+        if (
+            isinstance(lock_ttl, bool)
+            or not isinstance(lock_ttl, (int, float))
+            or not 0 < lock_ttl < math.inf
+        ):
+            raise ConfigurationError("lock_ttl", lock_ttl, "a finite number of seconds > 0")
         self.namespace = namespace
         self.ttl = ttl
         self.jitter = float(jitter)

@@ -62,8 +62,27 @@ def encode_arguments(values: tuple[Any, ...]) -> str:
 
 
 def _escape(value: Any) -> str:
-    # Template fields are readable, so escape only what could forge a separator.
-    return str(value).replace("%", "%25").replace(":", "%3A").replace("{", "%7B")
+    # Letters and digits as they are, anything else percent-encoded: no value can reach
+    # into its neighbour's part of the key ("{a}-{b}" with "x-y", "z" and with "x", "y-z"),
+    # forge a separator, or spell one of the cache's own keys ("__version__").
+    text = str(value)
+    if text.isascii() and text.isalnum():
+        return text
+    return "".join(
+        char if char.isascii() and char.isalnum() else "".join(f"%{b:02X}" for b in char.encode())
+        for char in text
+    )
+
+
+def _typed(value: Any) -> Any:
+    """`value` for a local key: a tuple or frozenset carries its items' types, so (1,) and
+    (True,) are two keys, as 1 and True are."""
+    kind = value.__class__
+    if kind is tuple:
+        return tuple((_typed(item), item.__class__) for item in value)
+    if kind is frozenset:
+        return frozenset((_typed(item), item.__class__) for item in value)
+    return value
 
 
 class KeyBuilder:
@@ -105,6 +124,10 @@ class KeyBuilder:
         self.template = template
         if template is not None:
             fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+            if template.startswith("_"):
+                raise ConfigurationError(
+                    "key", template, "a template not starting with '_' (the cache's own keys do)"
+                )
             if not fields <= set(self.names):
                 raise ConfigurationError(
                     "key", template, f"a template over the parameters {self.names}"
@@ -128,7 +151,7 @@ class KeyBuilder:
 
     def local(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """A hashable key for the in-process tier (raises TypeError if a value is unhashable)."""
-        key = (*values, *map(type, values))
+        key = (*map(_typed, values), *map(type, values))
         hash(key)
         return key
 
@@ -139,15 +162,22 @@ class KeyBuilder:
         n, skip = self.key_params, self.skip_first
         if n == 0:
             return lambda t, args: (t,)
+        typed = _typed
         if n == 1:
             if skip:
-                return lambda t, args: (t, args[1], args[1].__class__)
-            return lambda t, args: (t, args[0], args[0].__class__)
+                return lambda t, args: (t, typed(args[1]), args[1].__class__)
+            return lambda t, args: (t, typed(args[0]), args[0].__class__)
         if n == 2 and not skip:
-            return lambda t, args: (t, args[0], args[1], args[0].__class__, args[1].__class__)
+            return lambda t, args: (
+                t,
+                typed(args[0]),
+                typed(args[1]),
+                args[0].__class__,
+                args[1].__class__,
+            )
         if skip:
-            return lambda t, args: (t, *args[1:], *map(type, args[1:]))
-        return lambda t, args: (t, *args, *map(type, args))
+            return lambda t, args: (t, *map(typed, args[1:]), *map(type, args[1:]))
+        return lambda t, args: (t, *map(typed, args), *map(type, args))
 
     def shared(self, values: tuple[Any, ...], head: str) -> str:
         """The string key for shared backends; `head` is ``namespace[@version]:``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 import fakeredis
 import pytest
@@ -203,6 +204,13 @@ def test_bad_configuration_is_refused_at_construction() -> None:
         Cache.memory().cached(key="user:{nope}")(lambda user_id: user_id)
     with pytest.raises(TypeError):
         Cache(object())
+    for bad in (float("inf"), float("nan"), True):  # Redis can set no such expiry
+        with pytest.raises(ConfigurationError, match="finite"):
+            Cache.memory(ttl=bad)
+        with pytest.raises(ConfigurationError, match="finite"):
+            Cache.memory().cached(ttl=bad)
+        with pytest.raises(ConfigurationError, match="lock_ttl"):
+            Cache(RedisBackend(fakeredis.FakeRedis()), lock_ttl=bad)
 
 
 def test_methods_leave_self_out_of_the_key() -> None:
@@ -497,3 +505,39 @@ def test_a_namespace_bump_made_while_redis_was_down_reaches_it_afterwards() -> N
     assert read("k") == "new"
     other = Cache(RedisBackend(fakeredis.FakeRedis(server=server)), namespace="bump")
     assert other.head() == cache.head()  # the bump reached Redis: every process sees it
+
+
+def test_keys_do_not_collide_across_nested_types_closures_and_template_values() -> None:
+    cache = Cache.memory()
+    calls: list[object] = []
+
+    @cache.cached()
+    def nested(value: object) -> str:
+        calls.append(value)
+        return type(value[0]).__name__  # type: ignore[index]
+
+    assert [nested((1,)), nested((True,)), nested((1.0,))] == ["int", "bool", "float"]
+
+    def adder(n: int) -> Any:  # two closures: the same qualname, different results
+        return cache.cached()(lambda items: sum(items) + n)
+
+    add0, add100 = adder(0), adder(100)
+    assert (add0([1, 2, 3]), add100([1, 2, 3])) == (6, 106)  # unhashable: the text key
+
+    shared = Cache(RedisBackend(fakeredis.FakeRedis()), namespace="t")
+
+    @shared.cached(key="{a}-{b}")
+    def pair(a: str, b: str) -> str:
+        return f"{a}|{b}"
+
+    assert (pair("x-y", "z"), pair("x", "y-z")) == ("x-y|z", "x|y-z")
+
+    @shared.cached(key="{name}")
+    def named(name: str) -> str:
+        return name
+
+    assert named("__version__") == "__version__"
+    assert shared.head() == "t:"  # the value did not overwrite the namespace version
+    assert shared.backend_errors == 0
+    with pytest.raises(ConfigurationError, match="'_'"):
+        shared.cached(key="__{name}")(named)
