@@ -118,7 +118,16 @@ class _Base:
         """(bound values, local/flight key); without a backend the shared key stands in
         for a missing local one."""
         core = self.core
-        values = core.keys.bind(args, kwargs)
+        try:
+            values = core.keys.bind(args, kwargs)
+        except TypeError as exc:
+            if not core.keys.skip_first:
+                raise
+            # `obj.method.refresh(x)` arrives without `obj`: the loader needs it.
+            raise TypeError(
+                f"{exc}; a cached method's refresh() and get_many() take the instance "
+                f"first: {core.function}.refresh(obj, ...), get_many([(obj, ...), ...])"
+            ) from exc
         lkey = core.local_key(values)
         if self.backend is None and lkey is None:  # unhashable: the text key, this function's
             return values, (core.token, core.shared_key(values))

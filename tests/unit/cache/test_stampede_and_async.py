@@ -228,6 +228,12 @@ def test_methods_leave_self_out_of_the_key() -> None:
     Repo.find.invalidate(1)
     Repo().find(1)
     assert loads == [1, 1]
+    repo = Repo()
+    assert Repo.find.refresh(repo, 1) == 1  # the loader needs the instance: first
+    assert Repo.find.get_many([(repo, 2), (repo, 3)]) == [2, 3]
+    assert loads == [1, 1, 1, 2, 3]
+    with pytest.raises(TypeError, match="take the instance first"):
+        repo.find.refresh(1)  # type: ignore[call-arg]
 
 
 def test_template_keys_are_readable_and_plain_values_interoperate() -> None:
