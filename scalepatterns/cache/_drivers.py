@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -213,6 +214,8 @@ class SyncDriver(_Base):
     def __init__(self, core: Core, backend: Any) -> None:
         super().__init__(core, backend)
         self.flight: SingleFlight[Any] = SingleFlight()
+        self._queued: set[Hashable] = set()  # keys with a background refresh submitted
+        self._queued_lock = threading.Lock()
         self.locking = (
             backend is not None and core.options.lock and isinstance(backend, LockingBackend)
         )
@@ -392,14 +395,29 @@ class SyncDriver(_Base):
         kwargs: dict[str, Any],
         skey: str | None = None,
     ) -> None:
-        if self.flight.in_flight(fkey):
-            return
+        # Claimed at submit: a refresh waiting for a pool thread is not in flight yet, and
+        # every stale hit meanwhile would queue another load of the same key.
+        with self._queued_lock:
+            if fkey in self._queued or self.flight.in_flight(fkey):
+                return
+            self._queued.add(fkey)
 
         def refresh() -> None:
-            with contextlib.suppress(Exception):
-                self.flight.do(fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=True))
+            try:
+                with contextlib.suppress(Exception):
+                    self.flight.do(
+                        fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=True)
+                    )
+            finally:
+                with self._queued_lock:
+                    self._queued.discard(fkey)
 
-        self.core.cache.submit(refresh)
+        try:
+            self.core.cache.submit(refresh)
+        except BaseException:
+            with self._queued_lock:
+                self._queued.discard(fkey)
+            raise
 
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         core = self.core

@@ -547,3 +547,28 @@ def test_keys_do_not_collide_across_nested_types_closures_and_template_values() 
     assert shared.backend_errors == 0
     with pytest.raises(ConfigurationError, match="'_'"):
         shared.cached(key="__{name}")(named)
+
+
+def test_stale_hits_queue_one_background_refresh_while_the_pool_is_busy() -> None:
+    clock = FakeClock()
+    cache = Cache.memory(ttl=10, jitter=0, clock=clock)
+    gate = threading.Event()
+    loads: dict[str, int] = {}
+
+    @cache.cached(stale_ttl=600)
+    def read(key: str) -> str:
+        loads[key] = loads.get(key, 0) + 1
+        if loads[key] > 1 and key in "abcd":
+            gate.wait(10)  # four slow refreshes hold the pool's four threads
+        return key
+
+    for key in "abcde":
+        read(key)
+    clock.advance(11)  # everything stale
+    for key in "abcd":
+        read(key)
+    for _ in range(10):
+        read("e")  # its refresh waits in the queue: not "in flight" yet
+    gate.set()
+    assert cache.wait_background(timeout=10)
+    assert loads["e"] == 2  # one refresh queued, not ten
