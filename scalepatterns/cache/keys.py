@@ -45,6 +45,25 @@ _encode = json.JSONEncoder(
 ).encode
 
 
+def _tagged(value: Any) -> Any:
+    """`value` with what JSON would blur made explicit: a tuple is not a list, and a dict
+    with keys other than strings keeps their types ({1: x} is not {"1": x})."""
+    kind = type(value)
+    if kind is tuple:
+        return {"!tuple": [_tagged(item) for item in value]}
+    if kind is list:
+        return [_tagged(item) for item in value]
+    if kind is dict:
+        if all(type(key) is str for key in value):
+            return {key: _tagged(item) for key, item in value.items()}
+        return {
+            "!dict": sorted(
+                [encode_arguments((key,)), _tagged(item)] for key, item in value.items()
+            )
+        }
+    return value
+
+
 def encode_arguments(values: tuple[Any, ...]) -> str:
     """The arguments as compact, sorted JSON; values JSON cannot hold get a tagged form."""
     # Ints and strings (most keys) are written directly: the same text the encoder
@@ -57,7 +76,7 @@ def encode_arguments(values: tuple[Any, ...]) -> str:
         elif kind is str:
             parts.append(_quote(value))
         else:
-            return _encode(values)
+            return _encode([_tagged(value) for value in values])
     return "[" + ",".join(parts) + "]"
 
 

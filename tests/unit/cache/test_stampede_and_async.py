@@ -543,6 +543,14 @@ def test_keys_do_not_collide_across_nested_types_closures_and_template_values() 
         return name
 
     assert named("__version__") == "__version__"
+
+    @shared.cached()
+    def echo(value: object) -> str:
+        return repr(value)
+
+    for a, b in (((1, 2), [1, 2]), ({1: "x"}, {"1": "x"})):  # one JSON text before
+        assert (echo(a), echo(b)) == (repr(a), repr(b))
+    assert echo({1: "x", "b": 2}) == repr({1: "x", "b": 2})  # mixed keys: sort_keys raised
     assert shared.head() == "t:"  # the value did not overwrite the namespace version
     assert shared.backend_errors == 0
     with pytest.raises(ConfigurationError, match="'_'"):
