@@ -241,6 +241,7 @@ class Cache:
         self._head_until = 0.0 if self.shared else float("inf")
         self._cores: weakref.WeakSet[Core] = weakref.WeakSet()
         self._tag_index: dict[str, set[Hashable]] = {}
+        self._tagged = 0  # (tag, entry) pairs in the index, pruned or not
         self._reverse: dict[str, Hashable] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
@@ -609,8 +610,18 @@ class Cache:
 
     def tag_local(self, lkey: Hashable, tags: list[str]) -> None:
         with self._lock:
+            index = self._tag_index
             for tag in tags:
-                self._tag_index.setdefault(tag, set()).add(lkey)
+                index.setdefault(tag, set()).add(lkey)
+            self._tagged += len(tags)
+            local = self.local
+            if local is not None and self._tagged > 2 * local.maxsize:
+                # Entries the memory tier evicted or expired leave their tags behind:
+                # prune them, amortised over as many taggings as the tier holds entries.
+                data = local._data
+                pruned = {tag: {k for k in keys if k in data} for tag, keys in index.items()}
+                self._tag_index = {tag: keys for tag, keys in pruned.items() if keys}
+                self._tagged = sum(map(len, self._tag_index.values()))
 
     def _drop_local(self, skeys: Iterable[str]) -> None:
         local = self.local

@@ -580,3 +580,16 @@ def test_stale_hits_queue_one_background_refresh_while_the_pool_is_busy() -> Non
     gate.set()
     assert cache.wait_background(timeout=10)
     assert loads["e"] == 2  # one refresh queued, not ten
+
+
+def test_the_tag_index_forgets_entries_the_memory_tier_evicted() -> None:
+    cache = Cache.memory(maxsize=100)
+
+    @cache.cached(tags=lambda x: [f"group:{x % 7}"])
+    def read(x: int) -> int:
+        return x
+
+    for x in range(20_000):
+        read(x)
+    assert sum(map(len, cache._tag_index.values())) <= 2 * 100  # bounded, not 20,000
+    assert cache.invalidate_tags("group:3") <= 2 * (100 // 7 + 1)  # not the 2,857 ever tagged
