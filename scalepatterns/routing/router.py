@@ -18,6 +18,7 @@ The rules (each statement of a routed session, decided in `ReadWriteRouter._rout
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -213,8 +214,11 @@ class ReadWriteRouter:
         if read_only_replicas:
             setting = _READ_ONLY_SQL.get(self._primary.dialect.name)
             if setting is not None:
+                set_read_only = _read_only_on_connect(*setting)
                 for engine in self._replicas.values():
-                    event.listen(engine, "connect", _read_only_on_connect(*setting))
+                    # once per engine, however many routers are built over it
+                    if not event.contains(engine, "connect", set_read_only):
+                        event.listen(engine, "connect", set_read_only)
 
     # -- engines and sessions ---------------------------------------------------------------
 
@@ -609,6 +613,7 @@ class ReplicaMonitor:
         self.stop()
 
 
+@functools.cache
 def _read_only_on_connect(sql: str, commit: bool) -> Any:
     def set_read_only(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()

@@ -34,8 +34,10 @@ __all__ = ["RoutingSession", "classify"]
 # (``SELECT nextval(...)``) must be sent there with `force_primary()`; on a replica opened
 # read-only it fails loudly instead of writing.
 _READ_TEXT = re.compile(r"\s*\(*\s*(?:select|show|explain|values|table)\b", re.I)
+# EXPLAIN ANALYZE runs its statement; a ";" followed by more SQL is a second statement.
 _NOT_READ_TEXT = re.compile(
-    r"\bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b|\binto\b", re.I
+    r"\bfor\s+(?:no\s+key\s+)?(?:update|share|key\s+share)\b|\binto\b|\banalyze\b|;\s*\S",
+    re.I,
 )
 
 

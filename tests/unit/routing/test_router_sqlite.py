@@ -137,6 +137,9 @@ def test_select_for_update_goes_to_the_primary(cluster: SqliteCluster) -> None:
         ("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x", "write"),
         ("CALL proc()", "write"),
         ("VACUUM", "write"),
+        ("EXPLAIN ANALYZE DELETE FROM t", "write"),  # ANALYZE runs the statement
+        ("SELECT 1; DELETE FROM t", "write"),  # a second statement
+        ("select 1;", None),
     ],
 )
 def test_text_statements_are_reads_only_when_they_plainly_read(
@@ -205,6 +208,11 @@ def test_replica_connections_are_opened_read_only(cluster: SqliteCluster) -> Non
     ):
         # forcing a write onto a replica connection: refused by the connection itself
         session.execute(text("DELETE FROM users"), bind_arguments={"bind": replica})
+    listeners = len(replica.pool.dispatch.connect)
+    engines = cluster.engines("primary", "replica1")
+    for _ in range(3):  # routers over the same engines add the read-only hook once
+        ReadWriteRouter(engines["primary"], [engines["replica1"]])
+    assert len(engines["replica1"].pool.dispatch.connect) == listeners
     unprotected = make_router(cluster, read_only_replicas=False)
     with unprotected.sessionmaker()() as session:
         replica = unprotected.replicas["replica1"]
