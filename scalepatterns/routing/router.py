@@ -17,12 +17,14 @@ The rules (each statement of a routed session, decided in `ReadWriteRouter._rout
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -525,14 +527,25 @@ class ReadWriteRouter:
                     primary_lsn = probe.current_wal_lsn(conn)
             except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
                 self._after_probe_error(exc)  # the primary's position is unknown this round
-        for name, engine in self._replicas.items():
-            sample: LagSample | None
+
+        def measure(engine: Engine) -> LagSample | None:
             try:
                 with engine.connect() as conn:
-                    sample = probe.measure_replica(conn, primary_lsn, self.wal)
+                    return probe.measure_replica(conn, primary_lsn, self.wal)
             except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
-                sample = self._after_probe_error(exc)
-            self._record(name, sample)
+                return self._after_probe_error(exc)
+
+        # All at once, each recorded as it answers: a replica that hangs (until the
+        # driver's timeouts) delays neither the others' measurements nor their verdicts.
+        replicas = self._replicas
+        if len(replicas) <= 1:
+            for name, engine in replicas.items():
+                self._record(name, measure(engine))
+        else:
+            with ThreadPoolExecutor(len(replicas), thread_name_prefix="sp-probe") as pool:
+                futures = {pool.submit(measure, engine): name for name, engine in replicas.items()}
+                for future in as_completed(futures):
+                    self._record(futures[future], future.result())
         return self.status()
 
     async def acheck(self) -> list[ReplicaStatus]:
@@ -546,7 +559,8 @@ class ReadWriteRouter:
                     primary_lsn = await aconn.run_sync(probe.current_wal_lsn)
             except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
                 self._after_probe_error(exc)  # the primary's position is unknown this round
-        for name in self._replicas:
+
+        async def measure(name: str) -> None:
             sample: LagSample | None
             try:
                 async with self._given[name].connect() as aconn:
@@ -554,6 +568,8 @@ class ReadWriteRouter:
             except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
                 sample = self._after_probe_error(exc)
             self._record(name, sample)
+
+        await asyncio.gather(*(measure(name) for name in self._replicas))  # as in `check`
         return self.status()
 
     def start_monitor(self, interval: float = 1.0) -> ReplicaMonitor:
