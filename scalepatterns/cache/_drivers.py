@@ -303,7 +303,7 @@ class SyncDriver(_Base):
             if lkey is not None and left is not None:
                 core.local_put(lkey, value, left, 0.0, skey)
             if refresh:
-                self.background(skey, lkey, args, kwargs, skey)
+                self.background(skey, lkey, args, kwargs, skey, seen=data)
             return value
         stale = stale_shared if stale_shared is not None else stale
         core.miss()
@@ -313,6 +313,33 @@ class SyncDriver(_Base):
         data = self.op("get", self.backend.get, skey)
         value, _, _, _ = self.judge_shared(data, skey)
         return value
+
+    def load_early(
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seen: bytes | None,
+    ) -> None:
+        """A background refresh of the entry `seen`. With a shared lock, only the process
+        that takes it loads, and none once another has stored a new entry."""
+        if not self.locking or skey is None:
+            self.load(lkey, skey, args, kwargs, None, early=True)
+            return
+        core, opts = self.core, self.options
+        token = core.lock_token()
+        lock_key = skey + "|lock"
+        got = self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
+        if got is False:
+            return  # another process is loading it; its value will be stored
+        try:
+            data = self.op("get", self.backend.get, skey)
+            if data is None or data == seen:  # not refreshed by another process meanwhile
+                self.load(lkey, skey, args, kwargs, None, early=True)
+        finally:
+            if got:
+                self.op("unlock", self.backend.release_lock, lock_key, token)
 
     def load_locked(
         self, lkey: Hashable, skey: str, args: tuple[Any, ...], kwargs: dict[str, Any], stale: Any
@@ -394,6 +421,8 @@ class SyncDriver(_Base):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         skey: str | None = None,
+        *,
+        seen: bytes | None = None,
     ) -> None:
         # Claimed at submit: a refresh waiting for a pool thread is not in flight yet, and
         # every stale hit meanwhile would queue another load of the same key.
@@ -405,9 +434,7 @@ class SyncDriver(_Base):
         def refresh() -> None:
             try:
                 with contextlib.suppress(Exception):
-                    self.flight.do(
-                        fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=True)
-                    )
+                    self.flight.do(fkey, lambda: self.load_early(lkey, skey, args, kwargs, seen))
             finally:
                 with self._queued_lock:
                     self._queued.discard(fkey)
@@ -513,7 +540,7 @@ class AsyncDriver(_Base):
             if lkey is not None and left is not None:
                 core.local_put(lkey, value, left, 0.0, skey)
             if refresh:
-                self.background(skey, lkey, skey, args, kwargs)
+                self.background(skey, lkey, skey, args, kwargs, seen=data)
             return value
         core.miss()
         return await self.flight.do(skey, lambda: self.load_locked(lkey, skey, args, kwargs, stale))
@@ -522,6 +549,32 @@ class AsyncDriver(_Base):
         data = await self.op("get", self.backend.get, skey)
         value, _, _, _ = self.judge_shared(data, skey)
         return value
+
+    async def load_early(
+        self,
+        lkey: Hashable,
+        skey: str | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        seen: bytes | None,
+    ) -> None:
+        """`SyncDriver.load_early` for async functions."""
+        if not self.locking or skey is None:
+            await self.load(lkey, skey, args, kwargs, None, early=True)
+            return
+        core, opts = self.core, self.options
+        token = core.lock_token()
+        lock_key = skey + "|lock"
+        got = await self.op("lock", self.backend.acquire_lock, lock_key, token, opts.lock_ttl)
+        if got is False:
+            return
+        try:
+            data = await self.op("get", self.backend.get, skey)
+            if data is None or data == seen:
+                await self.load(lkey, skey, args, kwargs, None, early=True)
+        finally:
+            if got:
+                await self.op("unlock", self.backend.release_lock, lock_key, token)
 
     async def load_locked(
         self, lkey: Hashable, skey: str, args: tuple[Any, ...], kwargs: dict[str, Any], stale: Any
@@ -599,12 +652,12 @@ class AsyncDriver(_Base):
         skey: str | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        *,
+        seen: bytes | None = None,
     ) -> None:
         if self.flight.in_flight(fkey):
             return
-        task = self.flight.start(
-            fkey, lambda: self.load(lkey, skey, args, kwargs, None, early=True)
-        )
+        task = self.flight.start(fkey, lambda: self.load_early(lkey, skey, args, kwargs, seen))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -320,3 +321,38 @@ def test_a_frozen_redis_costs_a_few_timeouts_then_nothing(throwaway_redis: Redis
         inc(100)
     assert not cache.guard.is_open
     cache.close()
+
+
+def test_a_stale_key_is_refreshed_by_one_process_not_each(redis_url: str, unique_name: str) -> None:
+    """Background refreshes take the Redis lock: caches that each served the stale value
+    (as four processes would) leave one of them to load it."""
+    from scalepatterns.clock import FakeClock
+
+    clock = FakeClock()
+    loads: list[int] = []
+    lock = threading.Lock()
+    caches = [Cache.redis(redis_url, namespace=unique_name, clock=clock) for _ in range(4)]
+    reads = []
+    for cache in caches:
+
+        @cache.cached(name="report", ttl=10, stale_ttl=600)
+        def report(day: int) -> str:
+            with lock:
+                loads.append(day)
+            time.sleep(0.3)  # long enough for every cache to see the stale entry
+            return f"report {day} #{len(loads)}"
+
+        reads.append(report)
+    assert reads[0](1) == "report 1 #1"
+    clock.advance(11)  # stale for everyone
+    threads = [threading.Thread(target=read, args=(1,)) for read in reads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for cache in caches:
+        assert cache.wait_background(timeout=10)
+    assert len(loads) == 2  # the first load and one refresh
+    assert reads[3](1) == "report 1 #2"
+    for cache in caches:
+        cache.close()
