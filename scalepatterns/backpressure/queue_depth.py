@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from scalepatterns._checks import seconds
 from scalepatterns._deps import require
 from scalepatterns.backpressure.events import QueueReleased, QueueThrottled, WorkShed
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
@@ -25,13 +26,6 @@ from scalepatterns.events import Listeners, default_listeners
 __all__ = ["QueueBackpressure", "RabbitMQQueueDepth", "RedisListDepth", "RedisStreamDepth"]
 
 _MODES = ("block", "reject", "shed")
-
-
-def _seconds(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigurationError(name, value, "a number of seconds >= 0")
 
 
 class QueueBackpressure:
@@ -94,11 +88,9 @@ class QueueBackpressure:
             raise ConfigurationError("low", low, f"an integer with 0 <= low < high ({high})")
         if mode not in _MODES:
             raise ConfigurationError("mode", mode, f"one of {', '.join(_MODES)}")
-        _seconds("check_every", check_every)
-        _seconds("wait_interval", wait_interval)
-        if wait_interval == 0:
-            raise ConfigurationError("wait_interval", wait_interval, "a number of seconds > 0")
-        _seconds("timeout", timeout, allow_none=True)
+        seconds("check_every", check_every)
+        seconds("wait_interval", wait_interval, positive=True)
+        seconds("timeout", timeout, allow_none=True)
         if isinstance(shed_priority, bool) or not isinstance(shed_priority, int):
             raise ConfigurationError(
                 "shed_priority", shed_priority, "an integer (work at or above it is shed)"

@@ -24,7 +24,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import math
 import random
 import threading
 import weakref
@@ -33,6 +32,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
@@ -121,20 +121,6 @@ class _Decorator(Protocol):
     def __call__(self, fn: Callable[P, R]) -> CachedFunction[P, R]: ...
 
 
-def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value < math.inf  # also refuses nan: Redis takes no such expiry
-    ):
-        accepted = "a finite number of seconds >= 0" + (
-            " or None (no expiry)" if allow_none else ""
-        )
-        raise ConfigurationError(name, value, accepted)
-
-
 class Cache:
     """A cache-aside store for functions: memory, a shared backend, or both (two-tier).
 
@@ -181,7 +167,7 @@ class Cache:
     ) -> None:
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise ConfigurationError("namespace", namespace, "a non-empty string without ':'")
-        _check_seconds("ttl", ttl, allow_none=True)
+        seconds("ttl", ttl, allow_none=True)
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
             raise ConfigurationError("jitter", jitter, "a fraction in [0, 1)")
         for name, value in (
@@ -189,13 +175,8 @@ class Cache:
             ("version_ttl", version_ttl),
             ("lock_wait", lock_wait),
         ):
-            _check_seconds(name, value)
-        if (
-            isinstance(lock_ttl, bool)
-            or not isinstance(lock_ttl, (int, float))
-            or not 0 < lock_ttl < math.inf
-        ):
-            raise ConfigurationError("lock_ttl", lock_ttl, "a finite number of seconds > 0")
+            seconds(name, value)
+        seconds("lock_ttl", lock_ttl, positive=True)
         self.namespace = namespace
         self.ttl = ttl
         self.jitter = float(jitter)
@@ -411,10 +392,10 @@ class Cache:
         return decorate if fn is None else decorate(fn)
 
     def _check(self, options: Options, sensitive: bool) -> None:
-        _check_seconds("ttl", options.ttl, allow_none=True)
-        _check_seconds("negative_ttl", options.negative_ttl, allow_none=True)
+        seconds("ttl", options.ttl, allow_none=True)
+        seconds("negative_ttl", options.negative_ttl, allow_none=True)
         for name in ("stale_ttl", "stale_if_error", "early_refresh"):
-            _check_seconds(name, getattr(options, name))
+            seconds(name, getattr(options, name))
         if sensitive and self.shared:
             raise ConfigurationError(
                 "sensitive",

@@ -553,8 +553,8 @@ class RabbitMQBroker:
     def _fail_pending(
         self, reason: str, *, lost: bool, refused: Callable[[str, int], bool] | None = None
     ) -> None:
-        """Settle every message waiting for a confirm: refused (`refused(exchange, size)`
-        says which), lost, or else refused."""
+        """Settle every message waiting for a confirm: as refused those `refused(exchange,
+        size)` picks, the others as lost when `lost`, else as refused too."""
         pending, self._pending = self._pending, {}
         self._tags_by_id.clear()
         self._returned.clear()

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from scalepatterns._checks import seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 
@@ -156,8 +157,7 @@ class ReplicaHealth:
             raise ConfigurationError("max_lag_bytes", max_lag_bytes, "bytes >= 0, or None")
         if not isinstance(failure_threshold, int) or failure_threshold < 1:
             raise ConfigurationError("failure_threshold", failure_threshold, "an integer >= 1")
-        if not (isinstance(cooldown, (int, float)) and 0 < cooldown < math.inf):
-            raise ConfigurationError("cooldown", cooldown, "a finite number of seconds > 0")
+        seconds("cooldown", cooldown, positive=True)
         self.max_lag_seconds = max_lag_seconds
         self.max_lag_bytes = max_lag_bytes
         self.failure_threshold = failure_threshold

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,6 +31,7 @@ from sqlalchemy import Engine, event, orm
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import util as sa_util
 
+from scalepatterns._checks import seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, ScalePatternsError
 from scalepatterns.events import Listeners, default_listeners
@@ -181,11 +181,8 @@ class ReadWriteRouter:
         postgres = self._primary.dialect.name == "postgresql"
         if consistency == "lsn" and not postgres:
             raise ConfigurationError("consistency", consistency, "'lsn' only on PostgreSQL")
-        if not (isinstance(sticky_for, (int, float)) and 0 <= sticky_for < math.inf):
-            raise ConfigurationError("sticky_for", sticky_for, "a finite number of seconds >= 0")
-        if not (isinstance(token_wait, (int, float)) and 0 <= token_wait < math.inf):
-            # with no bound a reader would wait forever on a replica whose replay is paused
-            raise ConfigurationError("token_wait", token_wait, "a finite number of seconds >= 0")
+        seconds("sticky_for", sticky_for)
+        seconds("token_wait", token_wait)  # unbounded, a reader could wait forever
         if no_replica not in ("primary", "raise"):
             raise ConfigurationError("no_replica", no_replica, "'primary' or 'raise'")
         self.name = name
