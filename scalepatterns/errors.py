@@ -43,7 +43,8 @@ class ScalePatternsError(Exception):
 class ConfigurationError(ScalePatternsError, ValueError):
     """An argument has a value the component cannot work with.
 
-    Raised at construction (or at the call that received the argument), never later.
+    Raised at construction or at the call that received the argument; a setting only a
+    server can judge (a password, a vhost) is refused at the first call that reaches it.
 
     Attributes:
         parameter: the argument's name.

@@ -151,19 +151,25 @@ def delay_queue(queue: str, delay_ms: int) -> str:
     return f"{queue}.delay.{delay_ms}ms"
 
 
-def delay_queue_arguments(queue: str, delay_ms: int) -> dict[str, Any]:
+def delay_queue_arguments(queue: str, delay_ms: int, queue_type: str = "classic") -> dict[str, Any]:
     """Messages wait `delay_ms` at the head, then dead-letter back into `queue`.
 
     The delay queue deletes itself after being unused for a while (`x-expires`), long
-    after its last message expired.
+    after its last message expired. A quorum delay queue moves its messages at least once
+    (``x-dead-letter-strategy``), which RabbitMQ allows only with ``x-overflow`` set to
+    ``reject-publish``.
     """
-    return {
-        "x-queue-type": "classic",
+    arguments: dict[str, Any] = {
+        "x-queue-type": queue_type,
         "x-message-ttl": delay_ms,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": queue,
         "x-expires": delay_ms * 2 + 600_000,
     }
+    if queue_type == "quorum":
+        arguments["x-dead-letter-strategy"] = "at-least-once"
+        arguments["x-overflow"] = "reject-publish"
+    return arguments
 
 
 class Broker(Protocol):
@@ -180,8 +186,9 @@ class Broker(Protocol):
         """Declare `QueueSpec(name)` unless a queue of that name already exists."""
         ...
 
-    def declare_delay(self, queue: str, delay_ms: int) -> str:
-        """Declare the delay queue for `queue` and `delay_ms`; return its name."""
+    def declare_delay(self, queue: str, delay: float) -> str:
+        """Declare the delay queue that feeds `queue` after `delay` seconds (rounded to
+        its tier, see `delay_tier_ms`); return its name."""
         ...
 
     def declare_exchange(self, name: str) -> None:

@@ -7,6 +7,7 @@ ScalePatternsError
 │   └── BrokerBlocked         the broker applies flow control (connection.blocked)
 ├── PublishError              the broker refused messages (nack, or unroutable)
 ├── TopologyConflict          a queue exists with other arguments (also a ConfigurationError)
+├── BrokerRefused             wrong credentials or vhost: never retried (a ConfigurationError)
 └── Reject                    raised by a handler: dead-letter this message now, no retry
 ```
 """
@@ -17,7 +18,14 @@ from collections.abc import Sequence
 
 from scalepatterns.errors import BackendUnavailable, ConfigurationError, ScalePatternsError
 
-__all__ = ["BrokerBlocked", "ConnectionLost", "PublishError", "Reject", "TopologyConflict"]
+__all__ = [
+    "BrokerBlocked",
+    "BrokerRefused",
+    "ConnectionLost",
+    "PublishError",
+    "Reject",
+    "TopologyConflict",
+]
 
 
 class ConnectionLost(BackendUnavailable):
@@ -91,6 +99,29 @@ class TopologyConflict(ConfigurationError):
             "declare it with the same arguments, or delete it first",
         )
         self.parameter, self.value, self.accepted = argument or "arguments", None, detail
+
+
+class BrokerRefused(ConfigurationError):
+    """The broker refused the connection itself: wrong credentials, or no such vhost.
+
+    Not transient, so never retried: every call of the broker raises it at once until
+    the URL is fixed (a new broker object).
+
+    Attributes:
+        url: the URL, without its password.
+        reason: the broker's words, e.g. ``"403 ACCESS_REFUSED - Login was refused ..."``.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        ScalePatternsError.__init__(
+            self,
+            f"the broker at {url} refused the connection: {reason}; check the user, "
+            "password and vhost in the URL",
+        )
+        self.parameter, self.value = "url", url
+        self.accepted = "credentials and a vhost the broker accepts"
 
 
 class Reject(ScalePatternsError):

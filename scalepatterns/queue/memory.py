@@ -26,6 +26,7 @@ from scalepatterns.queue.broker import (
     QueueSpec,
     delay_queue,
     delay_queue_arguments,
+    delay_tier_ms,
 )
 from scalepatterns.queue.errors import PublishError, TopologyConflict
 from scalepatterns.queue.topics import topic_matches
@@ -151,9 +152,13 @@ class MemoryBroker:
                 return
         self.declare_queue(QueueSpec(name))
 
-    def declare_delay(self, queue: str, delay_ms: int) -> str:
+    def declare_delay(self, queue: str, delay: float) -> str:
+        delay_ms = delay_tier_ms(delay)
         name = delay_queue(queue, delay_ms)
-        self._declare(name, delay_queue_arguments(queue, delay_ms))
+        with self._cond:
+            work = self._queues.get(queue)
+            queue_type = "classic" if work is None else work.arguments.get("x-queue-type")
+        self._declare(name, delay_queue_arguments(queue, delay_ms, queue_type or "classic"))
         self._start()
         return name
 

@@ -10,7 +10,7 @@ from typing import Any
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.queue.broker import Broker, Outgoing, delay_tier_ms
+from scalepatterns.queue.broker import Broker, Outgoing
 from scalepatterns.queue.errors import ConnectionLost
 from scalepatterns.queue.events import MessagePublished
 from scalepatterns.queue.message import encode
@@ -132,7 +132,7 @@ class Producer:
             self.broker.ensure_queue(queue)
             self._declared.add(queue)
         if delay is not None and delay > 0:
-            target = self.broker.declare_delay(queue, delay_tier_ms(delay))
+            target = self.broker.declare_delay(queue, delay)
             return Outgoing("", target, data, props)
         return Outgoing("", queue, data, props)
 

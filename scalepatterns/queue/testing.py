@@ -206,7 +206,7 @@ class BrokerContract:
     def test_delay_queue_holds_then_delivers(self, broker: Broker, names: Names) -> None:
         queue = names.queue()
         broker.declare_queue(QueueSpec(queue))
-        delayed = broker.declare_delay(queue, 300)
+        delayed = broker.declare_delay(queue, 0.3)
         broker.publish([Outgoing("", delayed, b"later", Properties(message_id="d"))], timeout=10)
         assert broker.depth(queue) == 0
         wait_until(lambda: broker.depth(queue) == 1, what="the delayed message")

@@ -21,7 +21,6 @@ from scalepatterns.queue.broker import (
     Outgoing,
     QueueSpec,
     Subscription,
-    delay_tier_ms,
 )
 from scalepatterns.queue.dedup import Claim, DedupStore
 from scalepatterns.queue.events import (
@@ -356,7 +355,7 @@ class Worker:
     def _requeue_later(
         self, delivery: Delivery, message: Message, delay: float, attempt: int
     ) -> None:
-        target = self.broker.declare_delay(self.queue, delay_tier_ms(delay))
+        target = self.broker.declare_delay(self.queue, delay)
         self._republish(delivery, target, {ATTEMPT_HEADER: attempt})
         delivery.ack()
 

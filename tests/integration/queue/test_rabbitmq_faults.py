@@ -273,7 +273,8 @@ def test_a_block_does_not_outlive_its_connection(
         producer = Producer(broker)
         producer.publish(queue, "before")
         # What pika calls on connection.blocked; then the connection dies while blocked.
-        broker._on_blocked(None, SimpleNamespace(method=SimpleNamespace(reason="low on memory")))
+        blocked = SimpleNamespace(method=SimpleNamespace(reason="low on memory"))
+        broker._link._on_blocked(None, blocked)
         proxy.cut()
         wait_until(lambda: broker.connections == 2, timeout=30)
         producer.publish(queue, "after the reconnect")  # the new connection is not blocked

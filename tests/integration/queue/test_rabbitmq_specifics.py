@@ -86,11 +86,11 @@ def test_flow_control_is_surfaced(broker: RabbitMQBroker, names: Names) -> None:
     # What pika calls when RabbitMQ sends connection.blocked (a memory or disk alarm);
     # the shared server cannot be put under an alarm from a test.
     frame = SimpleNamespace(method=SimpleNamespace(reason="low on memory"))
-    broker._on_blocked(None, frame)
+    broker._link._on_blocked(None, frame)
     with pytest.raises(BrokerBlocked) as caught:
         producer.publish(queue, "while blocked")
     assert caught.value.reason == "low on memory"
-    broker._on_unblocked(None, None)
+    broker._link._on_unblocked(None, None)
     producer.publish(queue, "after")
     assert broker.depth(queue) == 2
 
@@ -101,8 +101,8 @@ def test_publish_waits_for_the_block_to_lift(amqp_url: str, names: Names) -> Non
         queue = names.queue()
         producer = Producer(broker)
         producer.publish(queue, "before")
-        broker._on_blocked(None, SimpleNamespace(method=SimpleNamespace(reason="disk")))
-        release = threading.Timer(0.2, broker._on_unblocked, args=(None, None))
+        broker._link._on_blocked(None, SimpleNamespace(method=SimpleNamespace(reason="disk")))
+        release = threading.Timer(0.2, broker._link._on_unblocked, args=(None, None))
         release.start()
         producer.publish(queue, "waited")  # returns once unblocked, confirmed
         release.join()

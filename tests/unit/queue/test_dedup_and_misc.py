@@ -201,32 +201,24 @@ def test_memory_delay_queues_follow_the_injected_clock() -> None:
     broker.close()
 
 
-def test_a_nack_in_a_batch_that_also_lost_messages_is_not_dropped(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_nack_in_a_batch_that_also_lost_messages_is_not_dropped() -> None:
     """One publish call: message "a" is nacked, then the connection drops before "b" is
     confirmed. Both are unconfirmed; the error must name both, or the Producer publishes
     only "b" again and reports "a" as sent."""
     from scalepatterns.queue import ConnectionLost
-    from scalepatterns.queue.broker import Outgoing, Properties
-    from scalepatterns.queue.rabbitmq import RabbitMQBroker, _Batch
+    from scalepatterns.queue.rabbitmq.confirms import Batch, ConfirmTracker, raise_for_outcome
 
-    broker = RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
-    monkeypatch.setattr(broker, "_wait_ready", lambda timeout: None)
-    broker._ready.set()
-
-    def deliver(fn: Callable[[], None]) -> bool:
-        batch: _Batch = fn.args[1]  # type: ignore[attr-defined]
-        batch.settle("a", "nacked by the broker")
-        batch.lose_rest()
-        return True
-
-    monkeypatch.setattr(broker, "_threadsafe", deliver)
-    messages = [Outgoing("", "q", b"{}", Properties(message_id=message_id)) for message_id in "ab"]
+    finished: list[bool] = []
+    batch = Batch(["a", "b"], lambda: finished.append(True))
+    tracker = ConfirmTracker()
+    tracker.sent(batch, "a", "", 2, mandatory=True)
+    tracker.sent(batch, "b", "", 2, mandatory=True)
+    tracker.confirmed(1, multiple=False, nacked=True)
+    tracker.fail_all("connection lost", lost=True)
+    assert finished == [True]
     with pytest.raises(ConnectionLost) as caught:
-        broker.publish(messages, timeout=5)
+        raise_for_outcome([batch], "q", "amqp://h")
     assert sorted(caught.value.unconfirmed) == ["a", "b"]
-    broker.close()
 
 
 def test_redrive_that_fails_to_publish_keeps_the_dead_letter(
@@ -351,22 +343,30 @@ def test_rabbitmq_delay_queue_is_redeclared_before_its_lease_runs_out(
     publishes of a long-running worker went to a deleted queue (unroutable)."""
     from types import SimpleNamespace
 
-    from scalepatterns.queue import rabbitmq
     from scalepatterns.queue.broker import delay_queue_arguments
+    from scalepatterns.queue.rabbitmq import topology
 
     now = [1000.0]
-    monkeypatch.setattr(rabbitmq, "time", SimpleNamespace(monotonic=lambda: now[0]))
-    broker = rabbitmq.RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
+    monkeypatch.setattr(topology, "time", SimpleNamespace(monotonic=lambda: now[0]))
     declared: list[str] = []
-    monkeypatch.setattr(broker, "_on_temp_channel", lambda name, steps: declared.append(name))
+    link = SimpleNamespace(
+        known_queues={},
+        delays={},
+        on_temp_channel=lambda name, steps, ok, fail: (declared.append(name), ok(None)),
+    )
+    names: list[str] = []
+
+    def declare() -> None:
+        topology.declare_delay(link, "jobs", 1.0, names.append, pytest.fail)  # type: ignore[arg-type]
+
     lease = delay_queue_arguments("jobs", 1000)["x-expires"] / 1000
-    name = broker.declare_delay("jobs", 1000)
-    broker.declare_delay("jobs", 1000)
-    assert declared == [name]  # cached while the lease is fresh
+    declare()
+    declare()
+    assert declared == ["jobs.delay.1000ms"]  # cached while the lease is fresh
     now[0] += lease / 2 + 1
-    broker.declare_delay("jobs", 1000)
-    assert declared == [name, name]  # renewed before RabbitMQ would delete it
-    broker.close()
+    declare()
+    assert declared == ["jobs.delay.1000ms"] * 2  # renewed before RabbitMQ would delete it
+    assert names == ["jobs.delay.1000ms"] * 3
 
 
 @pytest.mark.parametrize("store", ["memory", "redis"])
@@ -470,17 +470,16 @@ def test_a_broker_channel_error_refuses_the_message_it_names(
     """The one message the error is about is refused; the others waiting for a confirm
     are lost (a Producer publishes them again). When the error names no message, all are
     refused: publishing them again would only close the channel again."""
-    from scalepatterns.queue.rabbitmq import RabbitMQBroker, _Batch, _culprit
+    from scalepatterns.queue.rabbitmq.confirms import Batch, ConfirmTracker, culprit
 
-    broker = RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/%2F")
-    batch = _Batch(["small", "big", "elsewhere"])
-    broker._pending = {
-        1: (batch, "small", "", 10),
-        2: (batch, "big", "", 200_000_000),
-        3: (batch, "elsewhere", "gone", 10),
-    }
-    culprit = _culprit(reason)
-    broker._fail_pending(reason, lost=culprit is not None, refused=culprit)
+    batch = Batch(["small", "big", "elsewhere"])
+    tracker = ConfirmTracker()
+    tracker.sent(batch, "small", "", 10, mandatory=True)
+    tracker.sent(batch, "big", "", 200_000_000, mandatory=True)
+    tracker.sent(batch, "elsewhere", "gone", 10, mandatory=False)
+    named = culprit(reason)
+    tracker.fail_all(reason, lost=named is not None, refused=named)
     assert set(batch.failed) == refused
     assert sorted(batch.lost) == sorted(lost)
-    broker.close()
+    assert batch.done
+    assert len(tracker) == 0

@@ -1,0 +1,209 @@
+"""Publisher-confirm bookkeeping: which publish call each delivery tag belongs to, and how
+each message ends (confirmed, refused or lost).
+
+Pure: no pika, no sockets, no event loop. The link feeds it what the broker says
+(``basic.ack`` / ``basic.nack`` with ``multiple``, ``basic.return`` for unroutable
+mandatory messages, a closed channel) in the order it arrives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+
+from scalepatterns.errors import DeadlineExceeded
+from scalepatterns.queue.errors import BrokerBlocked, ConnectionLost, PublishError
+
+__all__ = ["Batch", "ConfirmTracker", "ConfirmWait", "culprit", "raise_for_outcome"]
+
+
+class Batch:
+    """The messages of one publish call: done once each was confirmed, refused or lost.
+
+    `on_done` runs once, on whichever thread settles the last message.
+    """
+
+    __slots__ = ("_lock", "_on_done", "failed", "ids", "lost", "remaining", "settled")
+
+    def __init__(self, ids: list[str], on_done: Callable[[], None] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._on_done = on_done
+        self.ids = ids
+        self.settled: Counter[str] = Counter()
+        self.remaining = len(ids)
+        self.failed: dict[str, str] = {}
+        self.lost: list[str] = []
+        if not ids:
+            self._finish()
+
+    @property
+    def done(self) -> bool:
+        return self.remaining <= 0
+
+    def settle(self, message_id: str, error: str | None = None, *, lost: bool = False) -> None:
+        """One message ended: confirmed (no `error`), refused (`error`) or `lost`."""
+        with self._lock:
+            if self.remaining <= 0:
+                return
+            self.settled[message_id] += 1
+            if lost:
+                self.lost.append(message_id)
+            elif error is not None:
+                self.failed[message_id] = error
+            self.remaining -= 1
+            finished = self.remaining <= 0
+        if finished:
+            self._finish()
+
+    def lose_rest(self) -> None:
+        """The connection died: whatever was not settled yet is lost."""
+        with self._lock:
+            if self.remaining <= 0:
+                return
+            self.lost.extend((Counter(self.ids) - self.settled).elements())
+            self.remaining = 0
+        self._finish()
+
+    def _finish(self) -> None:
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done()
+
+
+def raise_for_outcome(batches: Iterable[Batch], target: str, url: str) -> None:
+    """Raise what the caller of a publish must hear about its settled `batches`.
+
+    `ConnectionLost` when any message was lost (naming the refused ones too: a caller
+    that publishes `unconfirmed` again must not report them as sent), else
+    `PublishError` when any was refused.
+    """
+    failed: dict[str, str] = {}
+    lost: list[str] = []
+    for batch in batches:
+        failed.update(batch.failed)
+        lost.extend(batch.lost)
+    if lost:
+        lost.extend(failed)
+        raise ConnectionLost(
+            f"connection to {url} lost before the broker confirmed {len(lost)} message(s)", lost
+        )
+    if failed:
+        raise PublishError(target, failed)
+
+
+class ConfirmWait:
+    """When a caller waiting for confirms gives up: at its deadline (`DeadlineExceeded`),
+    or once the broker has blocked publishing for `blocked_timeout` (`BrokerBlocked`).
+
+    The caller polls `check` while it waits.
+    """
+
+    def __init__(self, timeout: float, blocked_timeout: float, now: float) -> None:
+        self._timeout = timeout
+        self._deadline = now + timeout
+        self._blocked_timeout = blocked_timeout
+        self._blocked_since: float | None = None
+
+    def check(self, now: float, *, blocked: bool, reason: str) -> None:
+        if blocked:
+            self._blocked_since = self._blocked_since or now
+            if now - self._blocked_since >= self._blocked_timeout:
+                raise BrokerBlocked(reason, now - self._blocked_since)
+        else:
+            self._blocked_since = None
+        if now >= self._deadline:
+            raise DeadlineExceeded(self._timeout, "waiting for publisher confirms")
+
+
+class ConfirmTracker:
+    """Delivery tags of one confirm-mode channel, from publish to confirm."""
+
+    def __init__(self) -> None:
+        # delivery tag -> (batch, message id, exchange, body size), in tag order
+        self._pending: dict[int, tuple[Batch, str, str, int]] = {}
+        self._tags_by_id: dict[str, deque[int]] = {}
+        self._returned: dict[int, str] = {}
+        self._last_tag = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def sent(
+        self, batch: Batch, message_id: str, exchange: str, size: int, *, mandatory: bool
+    ) -> None:
+        """A message went out on the channel (it took the channel's next delivery tag)."""
+        self._last_tag += 1
+        tag = self._last_tag
+        self._pending[tag] = (batch, message_id, exchange, size)
+        if mandatory:
+            self._tags_by_id.setdefault(message_id, deque()).append(tag)
+
+    def returned(self, message_id: str, reason: str) -> None:
+        """``basic.return``: the oldest unconfirmed mandatory message with this id was
+        unroutable. Its confirm (an ack) follows and settles it as refused."""
+        for tag in self._tags_by_id.get(message_id, ()):
+            if tag not in self._returned:
+                self._returned[tag] = reason
+                return
+
+    def confirmed(self, delivery_tag: int, *, multiple: bool, nacked: bool) -> None:
+        """``basic.ack`` / ``basic.nack`` for `delivery_tag` (and every earlier one if
+        `multiple`)."""
+        if multiple:
+            tags = []
+            for tag in self._pending:
+                if tag > delivery_tag:
+                    break
+                tags.append(tag)
+        else:
+            tags = [delivery_tag]
+        for tag in tags:
+            entry = self._pending.pop(tag, None)
+            if entry is None:
+                continue
+            batch, message_id, _, _ = entry
+            queue = self._tags_by_id.get(message_id)
+            if queue:
+                with contextlib.suppress(ValueError):
+                    queue.remove(tag)
+                if not queue:
+                    del self._tags_by_id[message_id]
+            returned = self._returned.pop(tag, None)
+            if returned is not None:
+                batch.settle(message_id, f"unroutable ({returned})")
+            elif nacked:
+                batch.settle(message_id, "nacked by the broker")
+            else:
+                batch.settle(message_id)
+
+    def fail_all(
+        self, reason: str, *, lost: bool, refused: Callable[[str, int], bool] | None = None
+    ) -> None:
+        """The channel closed: settle every unconfirmed message, as refused those
+        `refused(exchange, size)` picks, the others as lost when `lost`, else as refused
+        too. A new channel's tags start over at 1."""
+        pending, self._pending = self._pending, {}
+        self._tags_by_id.clear()
+        self._returned.clear()
+        self._last_tag = 0
+        for batch, message_id, exchange, size in pending.values():
+            if refused is not None and refused(exchange, size):
+                batch.settle(message_id, reason)
+            else:
+                batch.settle(message_id, reason, lost=lost)
+
+
+def culprit(reason: str) -> Callable[[str, int], bool] | None:
+    """Which message (by exchange and body size) a broker's channel error was about, when
+    its text says: ``no exchange 'x'`` (404), ``access to exchange 'x' ... refused`` (403),
+    ``message size N is larger than ...`` (406)."""
+    if match := re.search(r"exchange '(.*?)' in vhost", reason):
+        name = match[1]
+        return lambda exchange, _size: exchange == name
+    if match := re.search(r"message size (\d+)", reason):
+        too_big = int(match[1])
+        return lambda _exchange, size: size == too_big
+    return None
