@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["has_async_commands", "is_coroutine_callable", "run_awaitable"]
+__all__ = ["call_async", "has_async_commands", "is_coroutine_callable", "run_awaitable"]
 
 T = TypeVar("T")
 
@@ -36,6 +36,18 @@ def run_awaitable(awaitable: Awaitable[T]) -> T:
         return await awaitable
 
     return asyncio.run(wait())
+
+
+async def call_async(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `fn` from async code: awaited when it is ``async def``; a plain function runs
+    in a thread (`asyncio.to_thread`) so it cannot stall the loop, and an awaitable it
+    returns is awaited."""
+    if is_coroutine_callable(fn):
+        return await fn(*args, **kwargs)
+    result = await asyncio.to_thread(fn, *args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def has_async_commands(client: Any) -> bool:

@@ -32,10 +32,10 @@ handler with `traced_handler`, and the handler's span is a child of the publishe
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import functools
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -65,10 +65,11 @@ _SCOPE = "scalepatterns"
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _SCALARS = (str, bool, int, float)
 
-# Set by `traced_handler` in the worker thread running a wrapped handler; the listener
-# then knows the handler's span exists and does not make a second one from the
-# completion event the worker emits right after, in the same thread.
-_wrapped = threading.local()
+# Set by `traced_handler` in the context running a wrapped handler (a worker thread, or an
+# async worker's task); the listener then knows the handler's span exists and does not
+# make a second one from the completion event the worker emits right after, in the same
+# context.
+_wrapped: contextvars.ContextVar[bool] = contextvars.ContextVar("sp_traced_handler", default=False)
 
 
 def _trace() -> Any:
@@ -420,7 +421,7 @@ def traced_handler(
     kind = _trace().SpanKind.CONSUMER
 
     def start(message: Any) -> Any:
-        _wrapped.active = True
+        _wrapped.set(True)
         destination = queue or getattr(message, "routing_key", "") or "message"
         attributes = _messaging(destination, "process")
         attributes["messaging.message.id"] = str(getattr(message, "id", ""))
@@ -450,8 +451,8 @@ def traced_handler(
 
 
 def _handled_by_wrapper() -> bool:
-    """True (once) if `traced_handler` already made this thread's handler span."""
-    if getattr(_wrapped, "active", False):
-        _wrapped.active = False
+    """True (once) if `traced_handler` already made this context's handler span."""
+    if _wrapped.get():
+        _wrapped.set(False)
         return True
     return False

@@ -1,6 +1,9 @@
 """Queue: producers and workers that lose nothing, retry with backoff, dead-letter poison.
 
-Brokers: `MemoryBroker` (in-process) and `RabbitMQBroker` (pika, loaded on first use).
+Brokers: `MemoryBroker` (in-process) and `RabbitMQBroker` (pika, loaded on first use), and
+their asyncio forms `AsyncMemoryBroker` and `AsyncRabbitMQBroker`. Each sync class has an
+``Async`` twin with the same methods as coroutines (`AsyncProducer`, `AsyncWorker`,
+`AsyncEventBus`, `AsyncDeadLetters`, `AsyncTask`).
 """
 
 from __future__ import annotations
@@ -8,12 +11,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scalepatterns._deps import lazy_attributes
-from scalepatterns.queue.broker import Broker, Delivery, Outgoing, Properties, QueueSpec
-from scalepatterns.queue.bus import EventBus
-from scalepatterns.queue.deadletters import DeadLetters, DeadMessage
-from scalepatterns.queue.dedup import Claim, DedupStore, MemoryDedupStore, RedisDedupStore
+from scalepatterns.queue.async_producer import AsyncProducer
+from scalepatterns.queue.async_worker import AsyncWorker
+from scalepatterns.queue.broker import (
+    AsyncBroker,
+    AsyncSubscription,
+    Broker,
+    Delivery,
+    Outgoing,
+    Properties,
+    QueueSpec,
+    Subscription,
+)
+from scalepatterns.queue.bus import AsyncEventBus, EventBus
+from scalepatterns.queue.deadletters import AsyncDeadLetters, DeadLetters, DeadMessage
+from scalepatterns.queue.dedup import (
+    AsyncDedupStore,
+    Claim,
+    DedupStore,
+    MemoryDedupStore,
+    RedisDedupStore,
+)
 from scalepatterns.queue.errors import (
     BrokerBlocked,
+    BrokerRefused,
     ConnectionLost,
     PublishError,
     Reject,
@@ -27,20 +48,38 @@ from scalepatterns.queue.events import (
     MessageRetried,
     Reconnected,
 )
-from scalepatterns.queue.memory import MemoryBroker
+from scalepatterns.queue.memory import AsyncMemoryBroker, MemoryBroker
 from scalepatterns.queue.message import Message
 from scalepatterns.queue.producer import Producer
 from scalepatterns.queue.retry import RetryPolicy, exponential_backoff
-from scalepatterns.queue.tasks import Task, TaskRegistry, default_registry, task, task_worker
+from scalepatterns.queue.tasks import (
+    AsyncTask,
+    Task,
+    TaskRegistry,
+    default_registry,
+    task,
+    task_worker,
+)
 from scalepatterns.queue.topics import topic_matches
 from scalepatterns.queue.worker import Handler, Worker
 
 if TYPE_CHECKING:
-    from scalepatterns.queue.rabbitmq import RabbitMQBroker
+    from scalepatterns.queue.rabbitmq import AsyncRabbitMQBroker, RabbitMQBroker
 
 __all__ = [
+    "AsyncBroker",
+    "AsyncDeadLetters",
+    "AsyncDedupStore",
+    "AsyncEventBus",
+    "AsyncMemoryBroker",
+    "AsyncProducer",
+    "AsyncRabbitMQBroker",
+    "AsyncSubscription",
+    "AsyncTask",
+    "AsyncWorker",
     "Broker",
     "BrokerBlocked",
+    "BrokerRefused",
     "Claim",
     "ConnectionLost",
     "DeadLetters",
@@ -67,6 +106,7 @@ __all__ = [
     "RedisDedupStore",
     "Reject",
     "RetryPolicy",
+    "Subscription",
     "Task",
     "TaskRegistry",
     "TopologyConflict",
@@ -79,5 +119,11 @@ __all__ = [
 ]
 
 
-# The RabbitMQ adapter loads only when asked for (pika itself only on construction).
-__getattr__ = lazy_attributes(__name__, {"RabbitMQBroker": "scalepatterns.queue.rabbitmq"})
+# The RabbitMQ brokers load only when asked for (pika itself only on construction).
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "AsyncRabbitMQBroker": "scalepatterns.queue.rabbitmq",
+        "RabbitMQBroker": "scalepatterns.queue.rabbitmq",
+    },
+)

@@ -1,7 +1,8 @@
-"""The small Protocol a broker implements, and the values that cross it.
+"""The small Protocols a broker implements, and the values that cross them.
 
-Two implementations ship: `MemoryBroker` (in-process) and `RabbitMQBroker` (pika). The
-producer, worker, task and event-bus layers only talk to this Protocol, so a broker of
+`Broker` is the sync one (`MemoryBroker`, `RabbitMQBroker`), `AsyncBroker` the awaitable
+one (`AsyncMemoryBroker`, `AsyncRabbitMQBroker`): the same methods, as coroutines. The
+producer, worker, task and event-bus layers only talk to these Protocols, so a broker of
 your own works with all of them once it passes `scalepatterns.queue.testing`'s suite.
 """
 
@@ -14,6 +15,8 @@ from typing import Any, Literal, Protocol
 from scalepatterns.errors import ConfigurationError
 
 __all__ = [
+    "AsyncBroker",
+    "AsyncSubscription",
     "Broker",
     "Delivery",
     "Outgoing",
@@ -56,7 +59,8 @@ class Outgoing:
 class Delivery(Protocol):
     """A message handed to a consumer; settle it exactly once with `ack` or `reject`.
 
-    Both are safe to call from any thread.
+    Both are safe to call from any thread, and never block (the sync and async brokers
+    hand out the same kind of delivery): the settlement goes out with the next batch.
     """
 
     body: bytes
@@ -230,3 +234,50 @@ class Broker(Protocol):
     def delete_exchange(self, name: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+class AsyncSubscription(Protocol):
+    """A running consumer of an `AsyncBroker`."""
+
+    async def cancel(self) -> None:
+        """Stop new deliveries; deliveries already received can still be settled."""
+        ...
+
+    async def close(self) -> None:
+        """Stop and give every unsettled delivery back to the queue (redelivered)."""
+        ...
+
+
+class AsyncBroker(Protocol):
+    """`Broker`'s methods as coroutines, for asyncio services; none blocks the loop."""
+
+    async def declare_queue(self, spec: QueueSpec) -> None: ...
+
+    async def ensure_queue(self, name: str) -> None: ...
+
+    async def declare_delay(self, queue: str, delay: float) -> str: ...
+
+    async def declare_exchange(self, name: str) -> None: ...
+
+    async def bind(self, exchange: str, queue: str, pattern: str) -> None: ...
+
+    async def publish(self, messages: Sequence[Outgoing], *, timeout: float) -> None:
+        """As `Broker.publish`. A cancelled call never reports a message as sent."""
+        ...
+
+    async def consume(
+        self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> AsyncSubscription:
+        """As `Broker.consume`; `on_delivery` runs on the event loop and must return
+        quickly (hand the delivery to a task)."""
+        ...
+
+    async def get(self, queue: str) -> Delivery | None: ...
+
+    async def depth(self, queue: str) -> int: ...
+
+    async def delete_queue(self, name: str) -> None: ...
+
+    async def delete_exchange(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...

@@ -7,17 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scalepatterns.queue.broker import Broker, Delivery, Outgoing, dead_letter_queue
-from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, header_int
-from scalepatterns.queue.worker import (
+from scalepatterns.queue.broker import AsyncBroker, Broker, Delivery, Outgoing, dead_letter_queue
+from scalepatterns.queue.handling import (
     ERROR_MESSAGE_HEADER,
     ERROR_TYPE_HEADER,
     FAILED_AT_HEADER,
     ORIGINAL_QUEUE_HEADER,
 )
+from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, header_int
 from scalepatterns.serializers import JsonSerializer, Serializer
 
-__all__ = ["DeadLetters", "DeadMessage"]
+__all__ = ["AsyncDeadLetters", "DeadLetters", "DeadMessage", "describe", "redriven"]
 
 _ERROR_HEADERS = (ERROR_TYPE_HEADER, ERROR_MESSAGE_HEADER, FAILED_AT_HEADER, ORIGINAL_QUEUE_HEADER)
 
@@ -33,6 +33,40 @@ class DeadMessage:
     error_message: str | None
     attempts: int
     raw: bytes
+
+
+def describe(delivery: Delivery, serializer: Serializer) -> DeadMessage:
+    """What a dead letter says about itself (an undecodable one is shown raw)."""
+    headers = dict(delivery.properties.headers or {})
+    try:
+        message: Message | None = decode(delivery.body, delivery.properties, serializer)
+    except Exception:  # noqa: BLE001 - an undecodable dead letter is shown raw
+        message = None
+    return DeadMessage(
+        id=delivery.properties.message_id,
+        type=delivery.properties.type,
+        body=message.body if message else delivery.body,
+        error_type=_text(headers.get(ERROR_TYPE_HEADER)),
+        error_message=_text(headers.get(ERROR_MESSAGE_HEADER)),
+        attempts=header_int(headers.get(ATTEMPT_HEADER), 1),
+        raw=delivery.body,
+    )
+
+
+def redriven(delivery: Delivery, queue: str) -> Outgoing:
+    """A dead letter as a fresh first attempt on `queue`, without its error headers."""
+    headers = {
+        k: v for k, v in (delivery.properties.headers or {}).items() if k not in _ERROR_HEADERS
+    }
+    headers[ATTEMPT_HEADER] = 1
+    return Outgoing(
+        "", queue, delivery.body, dataclasses.replace(delivery.properties, headers=headers)
+    )
+
+
+def _give_back(deliveries: list[Delivery]) -> None:
+    for delivery in reversed(deliveries):
+        delivery.reject(requeue=True)
 
 
 class DeadLetters:
@@ -57,39 +91,15 @@ class DeadLetters:
     def count(self) -> int:
         return self.broker.depth(self.name)
 
-    def _take(self, limit: int) -> list[Delivery]:
-        taken: list[Delivery] = []
-        while len(taken) < limit:
-            delivery = self.broker.get(self.name)
-            if delivery is None:
-                break
-            taken.append(delivery)
-        return taken
-
-    def _describe(self, delivery: Delivery) -> DeadMessage:
-        headers = dict(delivery.properties.headers or {})
-        try:
-            message: Message | None = decode(delivery.body, delivery.properties, self._serializer)
-        except Exception:  # noqa: BLE001 - an undecodable dead letter is shown raw
-            message = None
-        return DeadMessage(
-            id=delivery.properties.message_id,
-            type=delivery.properties.type,
-            body=message.body if message else delivery.body,
-            error_type=_text(headers.get(ERROR_TYPE_HEADER)),
-            error_message=_text(headers.get(ERROR_MESSAGE_HEADER)),
-            attempts=header_int(headers.get(ATTEMPT_HEADER), 1),
-            raw=delivery.body,
-        )
-
     def inspect(self, limit: int = 100) -> list[DeadMessage]:
         """Look at up to `limit` dead letters without removing them."""
-        taken = self._take(limit)
+        taken: list[Delivery] = []
         try:
-            return [self._describe(d) for d in taken]
+            while len(taken) < limit and (delivery := self.broker.get(self.name)) is not None:
+                taken.append(delivery)
+            return [describe(d, self._serializer) for d in taken]
         finally:
-            for delivery in reversed(taken):
-                delivery.reject(requeue=True)
+            _give_back(taken)
 
     def redrive(
         self,
@@ -103,31 +113,19 @@ class DeadLetters:
         duplicates rather than loses. Returns how many were moved.
         """
         moved = 0
-        keep: list[Delivery] = []
-        remaining = limit if limit is not None else 1_000_000_000
+        keep: list[Delivery] = []  # given back unless moved: also when `where` or publishing fails
         try:
-            while moved < remaining:
+            while moved < (limit if limit is not None else _ALL):
                 delivery = self.broker.get(self.name)
                 if delivery is None:
                     break
-                # Kept (given back) unless moved: also when `where` or publishing fails.
                 keep.append(delivery)
-                if where is not None and not where(self._describe(delivery)):
-                    continue
-                headers = {
-                    k: v
-                    for k, v in (delivery.properties.headers or {}).items()
-                    if k not in _ERROR_HEADERS
-                }
-                headers[ATTEMPT_HEADER] = 1
-                props = dataclasses.replace(delivery.properties, headers=headers)
-                self.broker.publish([Outgoing("", self.queue, delivery.body, props)], timeout=30.0)
-                keep.pop()
-                delivery.ack()
-                moved += 1
+                if where is None or where(describe(delivery, self._serializer)):
+                    self.broker.publish([redriven(delivery, self.queue)], timeout=30.0)
+                    keep.pop().ack()
+                    moved += 1
         finally:
-            for delivery in reversed(keep):
-                delivery.reject(requeue=True)
+            _give_back(keep)
         return moved
 
     def purge(self) -> int:
@@ -137,6 +135,65 @@ class DeadLetters:
             delivery.ack()
             count += 1
         return count
+
+
+class AsyncDeadLetters:
+    """`DeadLetters` on an `AsyncBroker`: the same methods, awaitable."""
+
+    def __init__(
+        self, broker: AsyncBroker, queue: str, *, serializer: Serializer | None = None
+    ) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.name = dead_letter_queue(queue)
+        self._serializer = serializer or JsonSerializer()
+
+    async def count(self) -> int:
+        return await self.broker.depth(self.name)
+
+    async def inspect(self, limit: int = 100) -> list[DeadMessage]:
+        """Look at up to `limit` dead letters without removing them."""
+        taken: list[Delivery] = []
+        try:
+            while len(taken) < limit and (delivery := await self.broker.get(self.name)) is not None:
+                taken.append(delivery)
+            return [describe(d, self._serializer) for d in taken]
+        finally:
+            _give_back(taken)
+
+    async def redrive(
+        self,
+        limit: int | None = None,
+        *,
+        where: Callable[[DeadMessage], bool] | None = None,
+    ) -> int:
+        """As `DeadLetters.redrive`: published (confirmed) before removed."""
+        moved = 0
+        keep: list[Delivery] = []
+        try:
+            while moved < (limit if limit is not None else _ALL):
+                delivery = await self.broker.get(self.name)
+                if delivery is None:
+                    break
+                keep.append(delivery)
+                if where is None or where(describe(delivery, self._serializer)):
+                    await self.broker.publish([redriven(delivery, self.queue)], timeout=30.0)
+                    keep.pop().ack()
+                    moved += 1
+        finally:
+            _give_back(keep)
+        return moved
+
+    async def purge(self) -> int:
+        """Delete every dead letter; return how many."""
+        count = 0
+        while (delivery := await self.broker.get(self.name)) is not None:
+            delivery.ack()
+            count += 1
+        return count
+
+
+_ALL = 1_000_000_000
 
 
 def _text(value: object) -> str | None:

@@ -16,11 +16,12 @@ import enum
 import threading
 from typing import Any, Protocol
 
+from scalepatterns._coroutines import has_async_commands
 from scalepatterns._deps import require
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError
 
-__all__ = ["Claim", "DedupStore", "MemoryDedupStore", "RedisDedupStore"]
+__all__ = ["AsyncDedupStore", "Claim", "DedupStore", "MemoryDedupStore", "RedisDedupStore"]
 
 
 class Claim(enum.Enum):
@@ -54,13 +55,23 @@ class DedupStore(Protocol):
         ...
 
 
+class AsyncDedupStore(Protocol):
+    """`DedupStore` for an `AsyncWorker`: the same methods, awaitable, `a`-prefixed."""
+
+    async def aclaim(self, message_id: str, ttl: float) -> Claim: ...
+
+    async def acomplete(self, message_id: str, ttl: float) -> None: ...
+
+    async def arelease(self, message_id: str) -> None: ...
+
+
 # bytes, or str from a client created with decode_responses=True
 _DONE = (b"done", "done")
-_BUSY = (b"busy", "busy")
+_ACQUIRED = (b"acquired", "acquired")
 
 
 class MemoryDedupStore:
-    """An in-process dedup store (one worker process only)."""
+    """An in-process dedup store (one worker process only); sync and async."""
 
     def __init__(self, *, clock: Clock = SYSTEM_CLOCK, max_entries: int = 1_000_000) -> None:
         self._clock = clock
@@ -89,6 +100,15 @@ class MemoryDedupStore:
             if mark is not None and not mark[0]:
                 del self._marks[message_id]
 
+    async def aclaim(self, message_id: str, ttl: float) -> Claim:
+        return self.claim(message_id, ttl)
+
+    async def acomplete(self, message_id: str, ttl: float) -> None:
+        self.complete(message_id, ttl)
+
+    async def arelease(self, message_id: str) -> None:
+        self.release(message_id)
+
     def _evict(self, now: float) -> None:
         for key in [k for k, (_, expiry) in self._marks.items() if expiry <= now]:
             del self._marks[key]
@@ -99,11 +119,36 @@ class MemoryDedupStore:
         return len(self._marks)
 
 
+# One round trip each, atomic: a claim that finds a mark reads it in the same step, and a
+# release deletes only an in-progress mark (never a "done" one a later worker wrote).
+_CLAIM = """
+if redis.call('set', KEYS[1], 'busy', 'NX', 'PX', ARGV[1]) then return 'acquired' end
+return redis.call('get', KEYS[1])
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == 'busy' then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+def _claimed(reply: object) -> Claim:
+    if reply in _ACQUIRED:
+        return Claim.ACQUIRED
+    return Claim.DONE if reply in _DONE else Claim.BUSY
+
+
+def _ms(ttl: float) -> int:
+    return max(1, int(ttl * 1000))
+
+
 class RedisDedupStore:
-    """A dedup store in Redis shared by every worker: ``SET key busy NX PX ttl``.
+    """A dedup store in Redis shared by every worker (one Lua script per claim/release).
 
     Args:
-        client: a `redis.Redis` client (or a URL to create one).
+        client: a `redis.Redis` client, a URL to create one, or a `redis.asyncio.Redis`
+            client for an `AsyncWorker` (its methods are then `aclaim`, `acomplete`,
+            `arelease`). Redis Cluster and Sentinel-managed clients work: each mark is
+            one key.
         prefix: key prefix; a worker's marks are ``<prefix><queue>:<message id>`` (see
             `key`).
     """
@@ -111,27 +156,79 @@ class RedisDedupStore:
     def __init__(self, client: Any, *, prefix: str = "sp:dedup:") -> None:
         if isinstance(client, str):
             redis = require("redis", extra="redis", feature="RedisDedupStore")
-            client = redis.Redis.from_url(client)
+            try:
+                client = redis.Redis.from_url(client)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    "client", client, "a redis:// URL or a redis client"
+                ) from exc
         if not prefix:
             raise ConfigurationError("prefix", prefix, "a non-empty key prefix")
         self._client = client
         self._prefix = prefix
+        self._async = has_async_commands(client)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    @property
+    def asynchronous(self) -> bool:
+        """True for a `redis.asyncio` client: the store of an `AsyncWorker`."""
+        return self._async
+
+    def _sync_client(self, method: str) -> None:
+        if self._async:
+            raise TypeError(
+                f"RedisDedupStore.{method} needs a sync redis client; with a redis.asyncio "
+                f"client use a{method} (an AsyncWorker does)"
+            )
+
+    def _async_client(self, method: str) -> None:
+        if not self._async:
+            raise TypeError(
+                f"RedisDedupStore.a{method} needs a redis.asyncio client; this one is sync "
+                f"(use {method}, as a Worker does)"
+            )
 
     def claim(self, message_id: str, ttl: float) -> Claim:
-        key = self._prefix + message_id
+        self._sync_client("claim")
         try:
-            if self._client.set(key, b"busy", nx=True, px=max(1, int(ttl * 1000))):
-                return Claim.ACQUIRED
-            value = self._client.get(key)
+            return _claimed(self._claim(keys=[self._prefix + message_id], args=[_ms(ttl)]))
         except Exception as exc:
             raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
-        if value is None:  # expired between SET and GET: try once more
-            return self.claim(message_id, ttl)
-        return Claim.DONE if value in _DONE else Claim.BUSY
 
     def complete(self, message_id: str, ttl: float) -> None:
+        self._sync_client("complete")
         try:
-            self._client.set(self._prefix + message_id, b"done", px=max(1, int(ttl * 1000)))
+            self._client.set(self._prefix + message_id, b"done", px=_ms(ttl))
+        except Exception as exc:
+            raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
+
+    def release(self, message_id: str) -> None:
+        self._sync_client("release")
+        try:
+            self._release(keys=[self._prefix + message_id])
+        except Exception as exc:
+            raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
+
+    async def aclaim(self, message_id: str, ttl: float) -> Claim:
+        self._async_client("claim")
+        try:
+            reply = await self._claim(keys=[self._prefix + message_id], args=[_ms(ttl)])
+        except Exception as exc:
+            raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
+        return _claimed(reply)
+
+    async def acomplete(self, message_id: str, ttl: float) -> None:
+        self._async_client("complete")
+        try:
+            await self._client.set(self._prefix + message_id, b"done", px=_ms(ttl))
+        except Exception as exc:
+            raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
+
+    async def arelease(self, message_id: str) -> None:
+        self._async_client("release")
+        try:
+            await self._release(keys=[self._prefix + message_id])
         except Exception as exc:
             raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
 
@@ -142,24 +239,6 @@ class RedisDedupStore:
         write ``SET <key> done PX <dedup_ttl>`` in the same transaction as the effect.
         """
         return f"{self._prefix}{queue}:{message_id}"
-
-    def release(self, message_id: str) -> None:
-        key = self._prefix + message_id
-        try:
-            # Only an in-progress mark is dropped; a "done" one stays (WATCH makes the
-            # check and the delete one step: a concurrent "done" aborts the delete).
-            with self._client.pipeline() as pipe:
-                pipe.watch(key)
-                if pipe.get(key) in _BUSY:
-                    pipe.multi()
-                    pipe.delete(key)
-                    pipe.execute()
-                else:
-                    pipe.unwatch()
-        except Exception as exc:
-            if type(exc).__name__ == "WatchError":
-                return
-            raise BackendUnavailable("redis", f"dedup store: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"RedisDedupStore(prefix={self._prefix!r})"

@@ -9,6 +9,7 @@ Messages live in memory only: they do not survive the process.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
@@ -31,7 +32,7 @@ from scalepatterns.queue.broker import (
 from scalepatterns.queue.errors import PublishError, TopologyConflict
 from scalepatterns.queue.topics import topic_matches
 
-__all__ = ["MemoryBroker"]
+__all__ = ["AsyncMemoryBroker", "MemoryBroker"]
 
 _log = logging.getLogger("scalepatterns.queue")
 
@@ -143,8 +144,8 @@ class MemoryBroker:
                     )
 
     def declare_queue(self, spec: QueueSpec) -> None:
-        self._declare(spec.dead_letter, {"x-queue-type": spec.queue_type})
         self._declare(spec.name, spec.arguments())
+        self._declare(spec.dead_letter, {"x-queue-type": spec.queue_type})
 
     def ensure_queue(self, name: str) -> None:
         with self._cond:
@@ -397,3 +398,94 @@ class MemoryBroker:
 
     def __repr__(self) -> str:
         return f"MemoryBroker({len(self._queues)} queues)"
+
+
+class _AsyncMemorySubscription:
+    def __init__(self, subscription: _MemorySubscription) -> None:
+        self._subscription = subscription
+
+    async def cancel(self) -> None:
+        self._subscription.cancel()
+
+    async def close(self) -> None:
+        self._subscription.close()
+
+
+class AsyncMemoryBroker:
+    """A `MemoryBroker` for asyncio code: the same queues behind awaitable methods.
+
+    It wraps `broker` (a new one by default, kept as `.sync`), so sync and async
+    producers and workers can share queues. Deliveries reach `on_delivery` on the loop
+    that started consuming.
+
+    ```python
+    import asyncio
+    from scalepatterns.queue import AsyncMemoryBroker, AsyncProducer
+
+    async def main() -> None:
+        broker = AsyncMemoryBroker()
+        await AsyncProducer(broker).publish("jobs", {"n": 1})
+        assert await broker.depth("jobs") == 1
+        await broker.close()
+
+    asyncio.run(main())
+    ```
+    """
+
+    def __init__(self, broker: MemoryBroker | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.sync = broker if broker is not None else MemoryBroker(clock=clock)
+
+    async def declare_queue(self, spec: QueueSpec) -> None:
+        self.sync.declare_queue(spec)
+
+    async def ensure_queue(self, name: str) -> None:
+        self.sync.ensure_queue(name)
+
+    async def declare_delay(self, queue: str, delay: float) -> str:
+        return self.sync.declare_delay(queue, delay)
+
+    async def declare_exchange(self, name: str) -> None:
+        self.sync.declare_exchange(name)
+
+    async def bind(self, exchange: str, queue: str, pattern: str) -> None:
+        self.sync.bind(exchange, queue, pattern)
+
+    async def publish(self, messages: Sequence[Outgoing], *, timeout: float = 30.0) -> None:
+        self.sync.publish(messages, timeout=timeout)
+
+    async def consume(
+        self, queue: str, *, prefetch: int, on_delivery: Callable[[Delivery], None]
+    ) -> _AsyncMemorySubscription:
+        loop = asyncio.get_running_loop()
+
+        def to_loop(delivery: Delivery) -> None:  # on the dispatcher thread
+            loop.call_soon_threadsafe(on_delivery, delivery)
+
+        return _AsyncMemorySubscription(
+            self.sync.consume(queue, prefetch=prefetch, on_delivery=to_loop)
+        )
+
+    async def get(self, queue: str) -> Delivery | None:
+        return self.sync.get(queue)
+
+    async def depth(self, queue: str) -> int:
+        return self.sync.depth(queue)
+
+    async def delete_queue(self, name: str) -> None:
+        self.sync.delete_queue(name)
+
+    async def delete_exchange(self, name: str) -> None:
+        self.sync.delete_exchange(name)
+
+    async def close(self) -> None:
+        """Stop the dispatcher (off the loop: it joins a thread)."""
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> AsyncMemoryBroker:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncMemoryBroker({self.sync!r})"

@@ -1,4 +1,8 @@
-"""`Producer`: publish messages that the broker confirmed, or raise."""
+"""`Producer`: publish messages that the broker confirmed, or raise.
+
+`Publishing` holds what `Producer` and `AsyncProducer` share: encoding, which queues
+still need declaring, and when to publish unconfirmed messages again.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from scalepatterns._checks import seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
-from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.queue.broker import Broker, Outgoing
 from scalepatterns.queue.errors import ConnectionLost
@@ -16,9 +20,86 @@ from scalepatterns.queue.events import MessagePublished
 from scalepatterns.queue.message import encode
 from scalepatterns.serializers import JsonSerializer, Serializer
 
-__all__ = ["Producer"]
+__all__ = ["Producer", "Publishing", "Resend"]
 
 _log = logging.getLogger("scalepatterns.queue")
+
+
+def _id(message: Outgoing) -> str:
+    return message.properties.message_id or ""
+
+
+class Resend:
+    """Which messages of one publish call are still unconfirmed, and how long to wait
+    before publishing them again after a lost connection (or to give up)."""
+
+    def __init__(self, messages: Sequence[Outgoing], clock: Clock, reconnect_timeout: float):
+        self.pending = list(messages)
+        self._clock = clock
+        self._deadline = clock.monotonic() + reconnect_timeout
+        self._attempt = 0
+
+    def after(self, lost: ConnectionLost, target: str) -> float:
+        """Seconds to wait before publishing `pending` again; re-raises `lost` once the
+        reconnect timeout has run out."""
+        self._attempt += 1
+        if self._clock.monotonic() >= self._deadline:
+            raise lost
+        unconfirmed = set(lost.unconfirmed)
+        if unconfirmed:  # a broker names an id-less message "" (see Broker.publish)
+            self.pending = [m for m in self.pending if _id(m) in unconfirmed]
+        _log.warning(
+            "connection lost while publishing to %s; publishing %d again (try %d)",
+            target,
+            len(self.pending),
+            self._attempt,
+        )
+        backoff: float = min(2.0, 0.05 * 2**self._attempt)
+        return backoff * random.uniform(0.5, 1.0)
+
+
+class Publishing:
+    """What a producer does besides talking to the broker (shared by both producers)."""
+
+    def __init__(  # noqa: PLR0917 - the producer's own arguments, passed through
+        self,
+        serializer: Serializer | None,
+        confirm_timeout: float,
+        reconnect_timeout: float,
+        declare: bool,
+        clock: Clock,
+        listeners: Listeners | None,
+    ) -> None:
+        seconds("confirm_timeout", confirm_timeout, positive=True)
+        seconds("reconnect_timeout", reconnect_timeout)
+        self.serializer = serializer or JsonSerializer()
+        self.confirm_timeout = confirm_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._declare = declare
+        self._declared: set[str] = set()
+        self.clock = clock
+        self.listeners = listeners or default_listeners
+
+    def must_declare(self, queue: str) -> bool:
+        """True until `queue` was declared, when declaring is on."""
+        return self._declare and queue not in self._declared
+
+    def declared(self, queue: str) -> None:
+        self._declared.add(queue)
+
+    def encode(
+        self, target: str, body: Any, *, exchange: str = "", mandatory: bool = True, **kw: Any
+    ) -> Outgoing:
+        """One message to `target` (a routing key) with `encode`'s options."""
+        data, props = encode(body, self.serializer, self.clock, **kw)
+        return Outgoing(exchange, target, data, props, mandatory=mandatory)
+
+    def resend(self, messages: Sequence[Outgoing]) -> Resend:
+        return Resend(messages, self.clock, self.reconnect_timeout)
+
+    def published(self, target: str, count: int) -> None:
+        if self.listeners.active:
+            self.listeners.emit(MessagePublished(source=target, count=count))
 
 
 class Producer:
@@ -61,18 +142,10 @@ class Producer:
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
     ) -> None:
-        if confirm_timeout <= 0:
-            raise ConfigurationError("confirm_timeout", confirm_timeout, "seconds > 0")
-        if reconnect_timeout < 0:
-            raise ConfigurationError("reconnect_timeout", reconnect_timeout, "seconds >= 0")
         self.broker = broker
-        self._serializer = serializer or JsonSerializer()
-        self._confirm_timeout = confirm_timeout
-        self._reconnect_timeout = reconnect_timeout
-        self._declare = declare
-        self._declared: set[str] = set()
-        self._clock = clock
-        self._listeners = listeners or default_listeners
+        self.publishing = Publishing(
+            serializer, confirm_timeout, reconnect_timeout, declare, clock, listeners
+        )
 
     def publish(
         self,
@@ -90,17 +163,12 @@ class Producer:
         `delay` (seconds) holds it in a delay queue first; `message_id` defaults to a
         fresh unique id (pass your own to make publishing idempotent end to end).
         """
-        data, props = encode(
-            body,
-            self._serializer,
-            self._clock,
-            message_id=message_id,
-            type=type,
-            headers=headers,
-            priority=priority,
+        target = self._target(queue, delay)
+        out = self.publishing.encode(
+            target, body, message_id=message_id, type=type, headers=headers, priority=priority
         )
-        self.send(queue, [self._route(queue, data, props, delay)])
-        return props.message_id or ""
+        self.send(queue, [out])
+        return _id(out)
 
     def publish_many(
         self,
@@ -117,51 +185,32 @@ class Producer:
         Returns once every message was confirmed; if some were refused, raises
         `PublishError` naming them (the others were stored).
         """
-        batch = []
-        for body in bodies:
-            data, props = encode(
-                body, self._serializer, self._clock, type=type, headers=headers, priority=priority
-            )
-            batch.append(self._route(queue, data, props, delay))
+        target = self._target(queue, delay)
+        encode = self.publishing.encode
+        batch = [encode(target, b, type=type, headers=headers, priority=priority) for b in bodies]
         if batch:
             self.send(queue, batch)
-        return [out.properties.message_id or "" for out in batch]
+        return [_id(out) for out in batch]
 
-    def _route(self, queue: str, data: bytes, props: Any, delay: float | None) -> Outgoing:
-        if self._declare and queue not in self._declared:
+    def _target(self, queue: str, delay: float | None) -> str:
+        """Where to publish for `queue`: the queue, or its delay queue."""
+        if self.publishing.must_declare(queue):
             self.broker.ensure_queue(queue)
-            self._declared.add(queue)
+            self.publishing.declared(queue)
         if delay is not None and delay > 0:
-            target = self.broker.declare_delay(queue, delay)
-            return Outgoing("", target, data, props)
-        return Outgoing("", queue, data, props)
+            return self.broker.declare_delay(queue, delay)
+        return queue
 
     def send(self, target: str, messages: Sequence[Outgoing]) -> None:
         """Publish prepared messages, publishing unconfirmed ones again after a reconnect."""
-        deadline = self._clock.monotonic() + self._reconnect_timeout
-        pending = list(messages)
-        attempt = 0
+        resend = self.publishing.resend(messages)
         while True:
             try:
-                self.broker.publish(pending, timeout=self._confirm_timeout)
+                self.broker.publish(resend.pending, timeout=self.publishing.confirm_timeout)
                 break
-            except ConnectionLost as exc:
-                attempt += 1
-                if self._clock.monotonic() >= deadline:
-                    raise
-                unconfirmed = set(exc.unconfirmed)
-                if unconfirmed:
-                    # a broker names an id-less message "" (see Broker.publish)
-                    pending = [m for m in pending if (m.properties.message_id or "") in unconfirmed]
-                _log.warning(
-                    "connection lost while publishing to %s; publishing %d again (try %d)",
-                    target,
-                    len(pending),
-                    attempt,
-                )
-                self._clock.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
-        if self._listeners.active:
-            self._listeners.emit(MessagePublished(source=target, count=len(messages)))
+            except ConnectionLost as lost:
+                self.publishing.clock.sleep(resend.after(lost, target))
+        self.publishing.published(target, len(messages))
 
     def __repr__(self) -> str:
         return f"Producer({self.broker!r})"

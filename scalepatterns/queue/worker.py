@@ -1,58 +1,142 @@
-"""`Worker`: consume a queue, run a handler, ack after it returned, retry, dead-letter."""
+"""`Worker`: consume a queue, run a handler on threads, ack after it returned, retry,
+dead-letter (the steps themselves are in `handling.py`, shared with `AsyncWorker`)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
-import dataclasses
+import contextvars
+import functools
+import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from scalepatterns._coroutines import is_coroutine_callable, run_awaitable
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
-from scalepatterns.errors import ConfigurationError, SerializationError
+from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
-from scalepatterns.queue.broker import (
-    Broker,
-    Delivery,
-    Outgoing,
-    QueueSpec,
-    Subscription,
-)
+from scalepatterns.queue.broker import Broker, Delivery, Outgoing, QueueSpec, Subscription
 from scalepatterns.queue.dedup import Claim, DedupStore
-from scalepatterns.queue.events import (
-    MessageDeadLettered,
-    MessageDuplicate,
-    MessageHandled,
-    MessageRetried,
-)
-from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, new_id
-from scalepatterns.queue.retry import DeadLetter, Retry, RetryPolicy
+from scalepatterns.queue.handling import Handler, Step, WorkerSettings, handle
+from scalepatterns.queue.message import Message
+from scalepatterns.queue.retry import RetryPolicy
 from scalepatterns.serializers import JsonSerializer, Serializer
 
-__all__ = [
-    "ERROR_MESSAGE_HEADER",
-    "ERROR_TYPE_HEADER",
-    "FAILED_AT_HEADER",
-    "Handler",
-    "ORIGINAL_QUEUE_HEADER",
-    "Worker",
-]
+__all__ = ["Handler", "Worker"]
 
 _log = logging.getLogger("scalepatterns.queue")
 # Seconds a worker waits before giving back a message it could not settle.
 _GIVE_BACK_PAUSE = 1.0
 
-Handler = Callable[[Message], Any]
-"""A handler takes a `Message`; it may be an ``async def``."""
 
-ERROR_TYPE_HEADER = "x-sp-error-type"
-ERROR_MESSAGE_HEADER = "x-sp-error-message"
-FAILED_AT_HEADER = "x-sp-failed-at"
-ORIGINAL_QUEUE_HEADER = "x-sp-original-queue"
+class _HandlerLoop:
+    """One event loop on a thread of its own, for the `async def` handlers of one worker:
+    they share it (and the async clients they create) across messages."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        """Run `awaitable` on the loop and wait for its result (from a handler thread).
+
+        It runs in a copy of the calling thread's context, and the context variables it
+        sets are set in the calling thread afterwards, as if it had run there.
+        """
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="sp-worker-loop", daemon=True
+                )
+                self._thread.start()
+            loop = self._loop
+        caller = contextvars.copy_context()
+        outcome: concurrent.futures.Future[tuple[Any, contextvars.Context]] = (
+            concurrent.futures.Future()
+        )
+
+        async def run_and_keep_context() -> tuple[Any, contextvars.Context]:
+            return await awaitable, contextvars.copy_context()
+
+        def start() -> None:
+            task = caller.run(loop.create_task, run_and_keep_context())
+            task.add_done_callback(functools.partial(_settle, outcome))
+
+        loop.call_soon_threadsafe(start)
+        result, after = outcome.result()
+        for variable, value in after.items():
+            variable.set(value)
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
+            loop.close()
+
+
+def _settle(outcome: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        outcome.cancel()
+    elif (error := task.exception()) is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(task.result())
+
+
+class _Calls:
+    """The I/O of `handle`, as plain calls."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def claim(self, mark: str, ttl: float) -> Claim:
+        assert self._worker._dedup is not None  # asked only with a store
+        return self._worker._dedup.claim(mark, ttl)
+
+    def complete(self, mark: str, ttl: float) -> None:
+        assert self._worker._dedup is not None
+        self._worker._dedup.complete(mark, ttl)
+
+    def release(self, mark: str) -> None:
+        assert self._worker._dedup is not None
+        self._worker._dedup.release(mark)
+
+    def call(self, message: Message) -> None:
+        result = self._worker._handler(message)
+        if inspect.isawaitable(result):
+            self._worker._loop.run(result)
+
+    def declare_delay(self, delay: float) -> str:
+        return self._worker.broker.declare_delay(self._worker.queue, delay)
+
+    def publish(self, message: Outgoing) -> None:
+        self._worker.broker.publish([message], timeout=30.0)
+
+
+def _drive(flow: Generator[Step, Any, bool | None]) -> bool | None:
+    """Run `handle`'s steps as plain calls."""
+    result: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            function, arguments = flow.send(result) if error is None else flow.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        try:
+            result, error = function(*arguments), None
+        except Exception as exc:  # noqa: BLE001 - thrown into the flow, which decides
+            result, error = None, exc
 
 
 class Worker:
@@ -63,7 +147,9 @@ class Worker:
     published to a delay queue and comes back after the retry policy's backoff; after
     the last attempt (or for `Reject` and non-retried errors) it goes to the dead-letter
     queue ``<queue>.dead`` with headers ``x-sp-error-type``, ``x-sp-error-message`` and
-    ``x-sp-attempt``. An undecodable message goes there at once.
+    ``x-sp-attempt``. An undecodable message goes there at once. An ``async def`` handler
+    runs on one event loop the worker keeps on a thread of its own, so its async clients
+    live across messages.
 
     Args:
         broker: the broker.
@@ -110,36 +196,34 @@ class Worker:
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
     ) -> None:
-        if not callable(handler):
-            raise TypeError(f"handler must be a callable taking a Message, not {handler!r}")
-        if not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError("concurrency", concurrency, "an int >= 1")
-        if prefetch is not None and (
-            isinstance(prefetch, bool)
-            or not isinstance(prefetch, int)
-            or not 1 <= prefetch <= 65535
-        ):  # AMQP's prefetch-count is 16 bits
-            raise ConfigurationError("prefetch", prefetch, "an int in 1..65535, or None")
-        for name, value in (("dedup_ttl", dedup_ttl), ("in_progress_ttl", in_progress_ttl)):
-            if value <= 0:
-                raise ConfigurationError(name, value, "seconds > 0")
-        if shutdown_timeout < 0:
-            raise ConfigurationError("shutdown_timeout", shutdown_timeout, "seconds >= 0")
+        self.settings = WorkerSettings.check(
+            queue,
+            handler,
+            concurrency,
+            prefetch,
+            retry,
+            dedup is not None,
+            dedup_ttl,
+            in_progress_ttl,
+            shutdown_timeout,
+            serializer or JsonSerializer(),
+            clock,
+            listeners or default_listeners,
+        )
+        if getattr(dedup, "asynchronous", False):
+            raise ConfigurationError(
+                "dedup", dedup, "a DedupStore with sync methods (a sync redis client)"
+            )
         self.broker = broker
-        self.spec = queue if isinstance(queue, QueueSpec) else QueueSpec(queue)
+        self.spec = self.settings.spec
         self.queue = self.spec.name
+        self.concurrency = self.settings.concurrency
+        self.prefetch = self.settings.prefetch
+        self.retry = self.settings.retry
         self._handler = handler
-        self._is_async = is_coroutine_callable(handler)
-        self.concurrency = concurrency
-        self.prefetch = prefetch or 2 * concurrency
-        self.retry = retry or RetryPolicy()
         self._dedup = dedup
-        self._dedup_ttl = dedup_ttl
-        self._in_progress_ttl = in_progress_ttl
-        self._shutdown_timeout = shutdown_timeout
-        self._serializer = serializer or JsonSerializer()
-        self._clock = clock
-        self._listeners = listeners or default_listeners
+        self._calls = _Calls(self)
+        self._loop = _HandlerLoop()
         self._lock = threading.Condition()
         self._in_flight = 0
         self._executor: ThreadPoolExecutor | None = None
@@ -176,22 +260,25 @@ class Worker:
         Messages not settled by then go back to the queue (redelivered to another
         worker). Returns True if everything in flight finished.
         """
-        timeout = self._shutdown_timeout if timeout is None else timeout
+        timeout = self.settings.shutdown_timeout if timeout is None else timeout
         subscription, executor = self._subscription, self._executor
         if subscription is None or executor is None:
             return True
+        clock = self.settings.clock
         self._stopping.set()
         subscription.cancel()
-        deadline = self._clock.monotonic() + timeout
+        deadline = clock.monotonic() + timeout
         with self._lock:
-            while self._in_flight and self._clock.monotonic() < deadline:
-                self._lock.wait(timeout=min(0.1, max(0.0, deadline - self._clock.monotonic())))
+            while self._in_flight and clock.monotonic() < deadline:
+                self._lock.wait(timeout=min(0.1, max(0.0, deadline - clock.monotonic())))
             finished = self._in_flight == 0
         subscription.close()
         # Queued ones are not cancelled: each returns at once (stopping) and counts itself
         # out of `in_flight`, which a later start() and stop() rely on.
         executor.shutdown(wait=False)
         self._subscription = self._executor = None
+        if finished:
+            self._loop.close()  # else the last handler to finish closes it
         return finished
 
     def run(self) -> None:
@@ -236,13 +323,22 @@ class Worker:
     def _done(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            idle = self._in_flight == 0
             self._lock.notify_all()
+        if idle and self._executor is None:  # the last handler of a stopped run
+            self._loop.close()
 
     def _process(self, delivery: Delivery, stopping: threading.Event) -> None:
         try:
             if stopping.is_set():  # this run stopped before the delivery got a thread:
                 return  # it went back to the queue when the subscription closed
-            self._handle(delivery)
+            outcome = _drive(handle(delivery, self.settings, self._calls))
+            if outcome is not None:
+                with self._lock:
+                    if outcome:
+                        self.handled += 1
+                    else:
+                        self.failed += 1
         except Exception:  # noqa: BLE001 - a worker thread must survive anything
             _log.exception(
                 "worker on %s could not settle a message (a retry or dead-letter publish "
@@ -259,135 +355,6 @@ class Worker:
         self._stopping.wait(_GIVE_BACK_PAUSE)
         with contextlib.suppress(Exception):  # settled already, or the channel is gone:
             delivery.reject(requeue=True)  # the broker redelivers it either way
-
-    def _handle(self, delivery: Delivery) -> None:
-        try:
-            message = decode(
-                delivery.body,
-                delivery.properties,
-                self._serializer,
-                routing_key=delivery.routing_key,
-                redelivered=delivery.redelivered,
-            )
-        except SerializationError as exc:
-            self._dead_letter(delivery, None, 1, exc)
-            return
-        dedup = self._dedup if message.has_id else None
-        # Marks are per queue: the same event fanned out to two queues is handled by both.
-        mark = f"{self.queue}:{message.id}"
-        if dedup is not None:
-            try:
-                claim = dedup.claim(mark, self._in_progress_ttl)
-            except Exception as exc:  # noqa: BLE001 - any dedup-store failure: try the message again later
-                _log.warning("dedup store failed on %s (%s); retrying later", self.queue, exc)
-                self._requeue_later(delivery, message, 1.0, message.attempt)
-                return
-            if claim is Claim.DONE:
-                delivery.ack()
-                if self._listeners.active:
-                    self._listeners.emit(MessageDuplicate(source=self.queue))
-                return
-            if claim is Claim.BUSY:
-                # Another worker holds it, or died holding it: look again later.
-                self._requeue_later(
-                    delivery, message, min(self._in_progress_ttl, 5.0), message.attempt
-                )
-                return
-        started = self._clock.monotonic()
-        try:
-            self._call(message)
-        except Exception as exc:  # noqa: BLE001 - any handler error is retried or dead-lettered by policy
-            with self._lock:
-                self.failed += 1
-            if dedup is not None:
-                with contextlib.suppress(Exception):
-                    dedup.release(mark)
-            try:
-                decision = self.retry.decide(message.attempt, exc)
-            except Exception as policy_error:  # noqa: BLE001 - a broken policy dead-letters, never loops
-                decision = DeadLetter(f"the retry policy failed: {policy_error!r}")
-            if isinstance(decision, Retry):
-                self._requeue_later(delivery, message, decision.delay, message.attempt + 1)
-                if self._listeners.active:
-                    self._listeners.emit(
-                        MessageRetried(
-                            source=self.queue,
-                            attempt=message.attempt + 1,
-                            delay=decision.delay,
-                            error=type(exc).__name__,
-                        )
-                    )
-            else:
-                self._dead_letter(delivery, message, message.attempt, exc, decision)
-            return
-        if dedup is not None:
-            try:
-                dedup.complete(mark, self._dedup_ttl)
-            except Exception as exc:  # noqa: BLE001 - the effect happened: ack it regardless
-                _log.warning("dedup store could not mark %s done: %s", message.id, exc)
-        delivery.ack()
-        with self._lock:
-            self.handled += 1
-        if self._listeners.active:
-            self._listeners.emit(
-                MessageHandled(
-                    source=self.queue,
-                    attempt=message.attempt,
-                    seconds=self._clock.monotonic() - started,
-                )
-            )
-
-    def _call(self, message: Message) -> None:
-        if not self._is_async:
-            self._handler(message)
-            return
-        run_awaitable(self._handler(message))
-
-    def _republish(self, delivery: Delivery, target: str, headers: dict[str, Any]) -> None:
-        props = delivery.properties
-        merged = dict(props.headers or {})
-        merged.update(headers)
-        new_props = dataclasses.replace(
-            props, headers=merged, message_id=props.message_id or new_id()
-        )
-        self.broker.publish([Outgoing("", target, delivery.body, new_props)], timeout=30.0)
-
-    def _requeue_later(
-        self, delivery: Delivery, message: Message, delay: float, attempt: int
-    ) -> None:
-        target = self.broker.declare_delay(self.queue, delay)
-        self._republish(delivery, target, {ATTEMPT_HEADER: attempt})
-        delivery.ack()
-
-    def _dead_letter(
-        self,
-        delivery: Delivery,
-        message: Message | None,
-        attempt: int,
-        error: BaseException,
-        decision: DeadLetter | None = None,
-    ) -> None:
-        headers = {
-            ERROR_TYPE_HEADER: type(error).__name__,
-            ERROR_MESSAGE_HEADER: str(error)[:1000],
-            ATTEMPT_HEADER: attempt,
-            FAILED_AT_HEADER: int(self._clock.time() * 1000),
-            ORIGINAL_QUEUE_HEADER: self.queue,
-        }
-        self._republish(delivery, self.spec.dead_letter, headers)
-        delivery.ack()
-        _log.warning(
-            "message %s on %s dead-lettered after %d attempt(s): %s: %s",
-            message.id if message else delivery.properties.message_id,
-            self.queue,
-            attempt,
-            type(error).__name__,
-            decision.reason if decision else error,
-        )
-        if self._listeners.active:
-            self._listeners.emit(
-                MessageDeadLettered(source=self.queue, attempt=attempt, error=type(error).__name__)
-            )
 
     def __repr__(self) -> str:
         return (

@@ -32,7 +32,7 @@ from scalepatterns.queue.errors import BrokerRefused, ConnectionLost, TopologyCo
 from scalepatterns.queue.events import Reconnected
 from scalepatterns.queue.rabbitmq.confirms import Batch, ConfirmTracker, culprit
 
-__all__ = ["EventLoop", "Flag", "Link", "NotFound", "Ok", "Fail", "translate"]
+__all__ = ["EventLoop", "Fail", "Flag", "Link", "NotFound", "Ok", "translate"]
 
 _log = logging.getLogger("scalepatterns.queue.rabbitmq")
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)' for (?:queue|exchange) '([^']*)'")
@@ -391,7 +391,10 @@ class Link:
     # -- one-shot operations ----------------------------------------------------------
 
     def run(self, op: Op, ok: Ok, fail: Fail, what: str) -> None:
-        """Run `op(ok, fail)` now; a lost connection fails it with `ConnectionLost`."""
+        """Run `op(ok, fail)` now, after the acks asked for before it (a consumer closed
+        right after an ack must not give that message back); a lost connection fails it
+        with `ConnectionLost`."""
+        self._flush_settles()
         if self.refused is not None:
             fail(self.refused)
             return
@@ -508,8 +511,13 @@ class Link:
 
 
 def _broker_words(error: BaseException) -> str:
-    """The broker's own reason inside pika's connection error, else the error's text."""
+    """The broker's own reason inside pika's connection error (``403 ACCESS_REFUSED ...``),
+    or the socket error under pika's workflow error, else the error's text."""
     text = str(error)
     if match := re.search(r"\((\d+)\) '([^']*)'", text):
         return f"{match[1]} {match[2]}"
+    for arg in error.args:
+        attempts = getattr(arg, "exceptions", None)  # pika's AMQPConnectionWorkflowFailed
+        if attempts:
+            return repr(attempts[-1])
     return text or type(error).__name__

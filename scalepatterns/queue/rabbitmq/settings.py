@@ -14,7 +14,7 @@ from scalepatterns._deps import require
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 
-__all__ = ["DEFAULT_URL", "BrokerSettings", "node_urls", "redact"]
+__all__ = ["BrokerSettings", "DEFAULT_URL", "node_urls", "redact"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 _ACCEPTED = (

@@ -1,13 +1,14 @@
-"""The broker contract against a real RabbitMQ."""
+"""The broker contracts against a real RabbitMQ, sync and async."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from scalepatterns.queue import RabbitMQBroker
-from scalepatterns.queue.testing import BrokerContract
+from scalepatterns.queue import AsyncRabbitMQBroker, RabbitMQBroker
+from scalepatterns.queue.broker import AsyncBroker
+from scalepatterns.queue.testing import AsyncBrokerContract, BrokerContract
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -18,3 +19,9 @@ class TestRabbitMQBroker(BrokerContract):
         broker = RabbitMQBroker(amqp_url)
         yield broker
         broker.close()
+
+
+class TestAsyncRabbitMQBroker(AsyncBrokerContract):
+    @pytest.fixture
+    def make_broker(self, amqp_url: str) -> Callable[[], AsyncBroker]:
+        return lambda: AsyncRabbitMQBroker(amqp_url)

@@ -1,4 +1,4 @@
-"""The broker contract against `MemoryBroker`."""
+"""The broker contracts against `MemoryBroker` and `AsyncMemoryBroker`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scalepatterns.queue import MemoryBroker
-from scalepatterns.queue.testing import BrokerContract
+from scalepatterns.queue import AsyncMemoryBroker, MemoryBroker
+from scalepatterns.queue.testing import AsyncBrokerContract, BrokerContract
 
 
 class TestMemoryBroker(BrokerContract):
@@ -16,3 +16,9 @@ class TestMemoryBroker(BrokerContract):
         broker = MemoryBroker()
         yield broker
         broker.close()
+
+
+class TestAsyncMemoryBroker(AsyncBrokerContract):
+    @pytest.fixture
+    def make_broker(self) -> type[AsyncMemoryBroker]:
+        return AsyncMemoryBroker
