@@ -29,6 +29,7 @@ from scalepatterns.queue.errors import BrokerBlocked, ConnectionLost
 from scalepatterns.queue.rabbitmq import topology
 from scalepatterns.queue.rabbitmq.confirms import Batch, ConfirmWait, raise_for_outcome
 from scalepatterns.queue.rabbitmq.consumer import Consumer, RabbitDelivery
+from scalepatterns.queue.rabbitmq.frames import batching
 from scalepatterns.queue.rabbitmq.link import Link, NotFound, Op
 from scalepatterns.queue.rabbitmq.settings import DEFAULT_URL, BrokerSettings
 
@@ -53,9 +54,11 @@ class _Loop:
     """The application's asyncio loop as the `EventLoop` the link runs on."""
 
     def __init__(self, pika: ModuleType, loop: asyncio.AbstractEventLoop) -> None:
-        self._connection_class = require(
-            "pika.adapters.asyncio_connection", extra="rabbitmq", feature="AsyncRabbitMQBroker"
-        ).AsyncioConnection
+        self._connection_class = batching(
+            require(
+                "pika.adapters.asyncio_connection", extra="rabbitmq", feature="AsyncRabbitMQBroker"
+            ).AsyncioConnection
+        )
         self.loop = loop
 
     def connect(

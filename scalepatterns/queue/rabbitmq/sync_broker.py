@@ -26,6 +26,7 @@ from scalepatterns.queue.errors import BrokerBlocked, ConnectionLost
 from scalepatterns.queue.rabbitmq import topology
 from scalepatterns.queue.rabbitmq.confirms import Batch, ConfirmWait, raise_for_outcome
 from scalepatterns.queue.rabbitmq.consumer import Consumer, RabbitDelivery
+from scalepatterns.queue.rabbitmq.frames import batching
 from scalepatterns.queue.rabbitmq.link import Link, NotFound, Op
 from scalepatterns.queue.rabbitmq.settings import DEFAULT_URL, BrokerSettings
 
@@ -66,7 +67,7 @@ class _IOThread:
     """pika's IOLoop on a daemon thread: the `EventLoop` the sync broker's link runs on."""
 
     def __init__(self, pika: ModuleType) -> None:
-        self._pika = pika
+        self._connection_class = batching(pika.SelectConnection)
         self.ioloop = pika.adapters.select_connection.IOLoop()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -116,7 +117,7 @@ class _IOThread:
         on_open_error: Callable[[Any, BaseException], None],
         on_close: Callable[[Any, BaseException], None],
     ) -> Any:
-        return self._pika.SelectConnection(
+        return self._connection_class(
             parameters,
             on_open_callback=on_open,
             on_open_error_callback=on_open_error,
