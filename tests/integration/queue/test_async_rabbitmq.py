@@ -317,3 +317,20 @@ def test_a_dropped_broker_stops_reconnecting(caplog: pytest.LogCaptureFixture) -
     caplog.clear()
     time.sleep(0.3)
     assert not [r for r in caplog.records if "cannot connect" in r.getMessage()]
+
+
+@pytest.mark.parametrize("form", ["list", "commas", "hosts"])
+def test_a_broker_moves_to_the_next_node_when_one_is_down(amqp_url: str, form: str) -> None:
+    """The first node refuses connections; the broker connects to the second, in each
+    form of giving several nodes."""
+    dead = free_port()
+    live = amqp_url.replace("amqp://guest:guest@", "")
+    urls = {
+        "list": [f"amqp://guest:guest@127.0.0.1:{dead}/%2F", amqp_url],
+        "commas": f"amqp://guest:guest@127.0.0.1:{dead}/%2F, {amqp_url}",
+        "hosts": f"amqp://guest:guest@127.0.0.1:{dead},{live}",
+    }[form]
+    with RabbitMQBroker(urls, reconnect_max_delay=0.2) as broker:
+        assert broker.depth(f"sp_test_missing_{form}") == 0  # answered by the live node
+        assert broker.connections == 1
+        assert str(dead) in broker.url  # every node is named

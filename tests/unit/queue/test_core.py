@@ -180,3 +180,41 @@ def test_the_current_opentelemetry_span_travels_in_the_envelope() -> None:
     # a caller's own traceparent wins
     _, props = encode(1, JsonSerializer(), FakeClock(), headers={"traceparent": "00-x-y-01"})
     assert props.headers["traceparent"] == "00-x-y-01"
+
+
+def test_node_urls_accept_every_form_of_several_nodes() -> None:
+    from scalepatterns.queue.rabbitmq.settings import node_urls
+
+    one = "amqp://u:p@h1:5672/v"
+    assert node_urls(one) == [one]
+    assert node_urls([one, "amqps://u:p@h2:5671/v"]) == [one, "amqps://u:p@h2:5671/v"]
+    assert node_urls("amqp://u:p@h1:5672/v, amqp://u:p@h2:5673/v") == [
+        one,
+        "amqp://u:p@h2:5673/v",
+    ]
+    assert node_urls("amqp://u:p@h1:5672/v;amqp://u:p@h2:5673/v")[1] == "amqp://u:p@h2:5673/v"
+    assert node_urls("amqp://u:p@h1:5672,h2:5673/v?heartbeat=5") == [
+        "amqp://u:p@h1:5672/v?heartbeat=5",
+        "amqp://u:p@h2:5673/v?heartbeat=5",
+    ]
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "notaurl", "amqp://u:p@h1,,h2/v", [], [1]]
+)
+def test_a_url_that_is_not_amqp_is_refused_naming_the_parameter(url: object) -> None:
+    from scalepatterns.queue.rabbitmq.settings import BrokerSettings
+
+    with pytest.raises(ConfigurationError) as caught:
+        BrokerSettings(url)  # type: ignore[arg-type]
+    assert caught.value.parameter == "url"
+    assert "amqp://" in str(caught.value)
+
+
+def test_broker_settings_refuse_durations_that_are_not_finite() -> None:
+    from scalepatterns.queue.rabbitmq.settings import BrokerSettings
+
+    for name in ("connect_timeout", "blocked_timeout", "reconnect_max_delay"):
+        with pytest.raises(ConfigurationError) as caught:
+            BrokerSettings(**{name: float("nan")})
+        assert caught.value.parameter == name
