@@ -279,6 +279,7 @@ class Link:
         if channel is not self._pub_channel:
             return
         self._pub_channel = None
+        self.ready.clear()  # before the waiting publishers hear of it: they wait again
         connection = self.connection
         alive = connection is not None and connection.is_open
         # The broker closed the channel over one message. When its reply names it (an
@@ -294,7 +295,6 @@ class Link:
             self._confirms.fail_all(str(reason), lost=True)
         if alive and not self.closing:
             _log.warning("publishing channel closed (%s); opening another", reason)
-            self.ready.clear()
             connection.channel(
                 on_open_callback=functools.partial(self._on_pub_channel, fresh=False)
             )
@@ -398,8 +398,10 @@ class Link:
         if self.refused is not None:
             fail(self.refused)
             return
+        # An open connection is enough: the operations use channels of their own, and the
+        # publishing channel may be reopening after a broker error meanwhile.
         connection = self.connection
-        if connection is None or not connection.is_open or not self.ready.is_set():
+        if connection is None or not connection.is_open:
             fail(ConnectionLost(f"not connected to {self.url}: {what}"))
             return
         with self._lock:
