@@ -16,7 +16,7 @@ import enum
 import threading
 from typing import Any, Protocol
 
-from scalepatterns._deps import require
+from scalepatterns._redis_url import client_from_url
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError
 
@@ -103,15 +103,16 @@ class RedisDedupStore:
     """A dedup store in Redis shared by every worker: ``SET key busy NX PX ttl``.
 
     Args:
-        client: a `redis.Redis` client (or a URL to create one).
+        client: a `redis.Redis` client (a Sentinel-managed one too:
+            ``Sentinel(...).master_for(name)``), or a URL to create one
+            (``redis+sentinel://`` too).
         prefix: key prefix; a worker's marks are ``<prefix><queue>:<message id>`` (see
             `key`).
     """
 
     def __init__(self, client: Any, *, prefix: str = "sp:dedup:") -> None:
         if isinstance(client, str):
-            redis = require("redis", extra="redis", feature="RedisDedupStore")
-            client = redis.Redis.from_url(client)
+            client = client_from_url(client, parameter="client", feature="RedisDedupStore")
         if not prefix:
             raise ConfigurationError("prefix", prefix, "a non-empty key prefix")
         self._client = client
