@@ -152,8 +152,10 @@ def _one_failover(group: SentinelGroup, cooldowns: dict[str, float]) -> dict[str
 def run(bench: Bench) -> None:
     if shutil.which("redis-server") is None:
         bench.skip("redis-server is not on PATH (the throw-away Sentinel group needs it)")
-    # The cache logs each time its guard opens; expected here, and noise in the output.
-    logging.getLogger("scalepatterns.cache").setLevel(logging.ERROR)
+    # The cache logs each time its guard opens: expected here, noise in the output.
+    log = logging.getLogger("scalepatterns.cache")
+    level = log.level
+    log.setLevel(logging.ERROR)
     cooldowns = COOLDOWNS if not bench.quick else {"cool-down 0.5 s": 0.5}
     group = SentinelGroup()
     try:
@@ -161,6 +163,7 @@ def run(bench: Bench) -> None:
         runs = [_one_failover(group, cooldowns) for _ in range(bench.scale(5, 1))]
     finally:
         group.stop()
+        log.setLevel(level)
     values: dict[str, Any] = {}
     for name in runs[0]:
         seconds = [r[name] for r in runs]

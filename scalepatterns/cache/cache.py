@@ -756,12 +756,12 @@ class Cache:
                 if not self.unsent:
                     self.unsent.thread = None
                     return
-            self.head()
+            self._send_unsent(self.backend)
 
     async def _aresend(self) -> None:
         while self.unsent:
             await asyncio.sleep(RESEND_EVERY)
-            await self.ahead()
+            await self._asend_unsent(self.async_backend)
 
     def _send_unsent(self, backend: Any) -> bool:
         """Send the unsent invalidations through a sync backend; True when none are left."""
