@@ -766,27 +766,18 @@ class Cache:
     def _send_unsent(self, backend: Any) -> bool:
         """Send the unsent invalidations through a sync backend; True when none are left."""
         with self.unsent.send_lock:  # one sender; other callers wait, then read Redis
-            batch = self.unsent.take()
-            if not batch:
-                self.unsent.done()
+            batch = self._take_unsent()
+            if batch is None:
                 return not self.unsent
-            if not self.guard.allow():
-                self.unsent.give_back(batch)
-                return False
             try:
                 version = send(backend, batch, self.version_key)
             except Exception as exc:  # noqa: BLE001 - kept for the next try
-                self.unsent.give_back(batch)
-                self.backend_failed("invalidate", exc, _name(backend), "")
+                self._not_sent(batch, exc, backend)
                 return False
             except BaseException:
-                self.unsent.give_back(batch)
-                self.guard.release_probe()
+                self._not_sent(batch, None, backend)
                 raise
-            self.unsent.done()
-            self.guard.record_success()
-        self._sent(batch, version)
-        return not self.unsent
+            return self._was_sent(batch, version)
 
     async def _asend_unsent(self, backend: Any) -> bool:
         """`_send_unsent` through an asyncio backend."""
@@ -794,27 +785,42 @@ class Cache:
         if sending is not None:  # another task is sending: wait for it, then read Redis
             await asyncio.shield(sending)
             return not self.unsent
-        batch = self.unsent.take()
-        if not batch:
-            self.unsent.done()
+        batch = self._take_unsent()
+        if batch is None:
             return not self.unsent
-        if not self.guard.allow():
-            self.unsent.give_back(batch)
-            return False
         self.unsent.asending = finished = asyncio.get_running_loop().create_future()
         try:
             version = await asend(backend, batch, self.version_key)
         except Exception as exc:  # noqa: BLE001 - kept for the next try
-            self.unsent.give_back(batch)
-            self.backend_failed("invalidate", exc, _name(backend), "")
+            self._not_sent(batch, exc, backend)
             return False
         except BaseException:
-            self.unsent.give_back(batch)
-            self.guard.release_probe()
+            self._not_sent(batch, None, backend)
             raise
         finally:
             self.unsent.asending = None
             finished.set_result(None)
+        return self._was_sent(batch, version)
+
+    # What the two senders share: taking a batch past the guard, and the verdict.
+
+    def _take_unsent(self) -> Batch | None:
+        """The invalidations to send now; None if none wait or the guard says not now."""
+        batch = self.unsent.take()
+        if batch and self.guard.allow():
+            return batch
+        self.unsent.give_back(batch)
+        return None
+
+    def _not_sent(self, batch: Batch, exc: Exception | None, backend: Any) -> None:
+        """Keep `batch` for the next try; `exc` None: interrupted, no verdict on Redis."""
+        self.unsent.give_back(batch)
+        if exc is None:
+            self.guard.release_probe()
+        else:
+            self.backend_failed("invalidate", exc, _name(backend), "")
+
+    def _was_sent(self, batch: Batch, version: int | None) -> bool:
         self.unsent.done()
         self.guard.record_success()
         self._sent(batch, version)
