@@ -243,6 +243,41 @@ def test_invalidations_made_while_redis_is_unreachable_reach_it_when_it_answers(
     direct.close()
 
 
+def test_two_tier_drops_its_memory_tier_when_redis_py_reconnects_the_subscriber_itself(
+    throwaway_redis: RedisServer,
+) -> None:
+    """redis-py's default client retries: its pub/sub reconnects and subscribes again
+    inside `get_message`, and messages published meanwhile are lost all the same."""
+    direct = redis.Redis(port=throwaway_redis.port)
+    channel = b"silent:__invalidate__"
+    with TcpProxy(throwaway_redis.port) as proxy:
+        client = redis.Redis(port=proxy.port)  # redis-py's default retry policy
+        cache = Cache.two_tier(client, namespace="silent", local_ttl=300)
+
+        @cache.cached()
+        def square(n: int) -> int:
+            return n * n
+
+        def subscribed() -> bool:
+            return bool(direct.pubsub_numsub(channel) == [(channel, 1)])
+
+        deadline = time.monotonic() + 10
+        while not subscribed() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [square(n) for n in range(3)] == [0, 1, 4]
+        assert cache.local is not None
+        assert len(cache.local) == 3
+        proxy.cut()  # the subscriber's connection drops; redis-py makes a new one
+        deadline = time.monotonic() + 10
+        while len(cache.local) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(cache.local) == 0
+        assert subscribed()
+        cache.close()
+        client.close()
+    direct.close()
+
+
 def test_two_tier_invalidation_reaches_another_process_memory_tier(
     redis_url: str, unique_name: str
 ) -> None:
