@@ -257,8 +257,10 @@ class Cache:
         maxsize: int = 10_000,
         **options: Any,
     ) -> Cache:
-        """A cache on Redis: a URL, a redis-py client (`Redis`/`RedisCluster`) or a
-        `redis.asyncio` client. With `local_ttl`, a memory tier sits in front (two-tier).
+        """A cache on Redis: a URL (``redis://``, ``rediss://``, ``unix://`` or
+        ``redis+sentinel://host[:port][,...]/service[/db]``), a redis-py client (`Redis`,
+        `RedisCluster`, ``Sentinel(...).master_for(name)``) or a `redis.asyncio` client.
+        With `local_ttl`, a memory tier sits in front (two-tier).
 
         From a URL both a sync and an asyncio client are made (short timeouts, no driver
         retries: the outage guard decides), so `def` and `async def` functions both work.
