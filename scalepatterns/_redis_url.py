@@ -1,8 +1,8 @@
 """Redis clients from a URL, for every block that takes one: plain Redis and Sentinel.
 
 redis-py reads ``redis://``, ``rediss://`` and ``unix://`` URLs but has no URL for a
-master found through Sentinel, so this module adds the form other clients use (kombu,
-LangChain, Prefect)::
+master found through Sentinel, so this module adds the form other libraries read
+(RedisVL, Prefect)::
 
     redis+sentinel://[[username]:password@]host[:port][,host[:port]...]/service[/db][?option=value...]
 
