@@ -40,6 +40,8 @@ class DirectConnections:
       timeouts, protocol), never more than the pool's ``max_connections``: with all of
       them busy a call waits for one, as a ``BlockingConnectionPool`` does (up to its
       ``timeout``, 20 s otherwise), then raises redis-py's ``ConnectionError``.
+    - Connections to a Sentinel-managed master find it through the sentinels, as the
+      client's own do (see `for_client`).
     - A command is sent at most once: a connection idle for a second or more is checked
       before the send (and replaced if the server closed it); one that fails during the
       call is disconnected and dropped, and the error goes to the caller.
@@ -71,16 +73,35 @@ class DirectConnections:
     @classmethod
     def for_client(cls, client: Any) -> DirectConnections | None:
         """The connections shared by the limiters of `client`'s pool; None for a client
-        that must keep its own ``evalsha``: a Cluster, Sentinel or fake client, or one whose
-        credentials are re-issued on its pool's connections (a streaming provider)."""
+        that must keep its own ``evalsha``: a Cluster or fake client, or one whose
+        credentials are re-issued on its pool's connections (a streaming provider).
+
+        A Sentinel-managed client (``Sentinel(...).master_for(name)``) qualifies: its
+        connection class asks the sentinels for the master's address on every connect, and
+        turns a READONLY reply (a demoted master) into a ``ConnectionError``, so a
+        connection dropped after a failover is replaced by one to the new master.
+        """
         import redis
         from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+        from redis.sentinel import (
+            SentinelConnectionPool,
+            SentinelManagedConnection,
+            SentinelManagedSSLConnection,
+        )
 
         pool: Any = getattr(client, "connection_pool", None)
+        pools = (redis.ConnectionPool, redis.BlockingConnectionPool, SentinelConnectionPool)
+        connections = (
+            Connection,
+            SSLConnection,
+            UnixDomainSocketConnection,
+            SentinelManagedConnection,
+            SentinelManagedSSLConnection,
+        )
         if (
             not isinstance(client, redis.Redis)
-            or type(pool) not in (redis.ConnectionPool, redis.BlockingConnectionPool)
-            or pool.connection_class not in (Connection, SSLConnection, UnixDomainSocketConnection)
+            or type(pool) not in pools
+            or pool.connection_class not in connections
             or _streams_credentials(pool.connection_kwargs.get("credential_provider"))
         ):
             return None
@@ -162,7 +183,11 @@ class DirectConnections:
         pool = self._pool()
         if pool is None:  # a limiter holds its client, and the client its pool
             raise RuntimeError("the connection pool of this rate limiter is gone")
-        return pool.connection_class(**pool.connection_kwargs)
+        connection = pool.connection_class(**pool.connection_kwargs)
+        # Connected here, through the class's own connect(): a Sentinel-managed one finds
+        # the master there; a first send would connect to its default address instead.
+        connection.connect()
+        return connection
 
     def _checkin(self, connection: Any, generation: int, keep: bool) -> None:
         with self._lock:
@@ -191,8 +216,8 @@ def _disconnect_all(idle: list[tuple[Any, float]]) -> None:
 
 
 def _drop_if_closed(connection: Any) -> None:
-    """Disconnect `connection` if the server closed it (or left bytes on it) while it sat
-    idle; the send then connects afresh."""
+    """Connect `connection` afresh if the server closed it (or left bytes on it) while it
+    sat idle (a Sentinel-managed one asks the sentinels where the master is now)."""
     from redis.exceptions import ConnectionError
 
     try:
@@ -201,6 +226,7 @@ def _drop_if_closed(connection: Any) -> None:
         stale = True
     if stale:
         connection.disconnect()
+        connection.connect()
 
 
 def _streams_credentials(provider: Any) -> bool:

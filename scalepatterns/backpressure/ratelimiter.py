@@ -64,8 +64,9 @@ class RateLimiter:
         period: seconds, when `rate` is an integer.
         algorithm: ``"gcra"`` (default, token-bucket equivalent), ``"sliding-window"`` or
             ``"fixed-window"``.
-        redis: a redis-py ``Redis`` or ``redis.asyncio.Redis`` client; None keeps the state in
-            this process.
+        redis: a redis-py ``Redis`` or ``redis.asyncio.Redis`` client (a ``RedisCluster``, or
+            a Sentinel-managed one: ``Sentinel(...).master_for(name)``); None keeps the
+            state in this process.
         prefix: prefix of the Redis keys (``<prefix>:{<key>}``).
         fail_open: when Redis is unreachable, allow (True, the default) or refuse calls.
         failure_threshold, cooldown: the `OutageGuard` that stops calling a dead Redis.

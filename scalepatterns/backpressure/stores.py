@@ -135,8 +135,8 @@ class _RedisBase:
 class RedisStore(_RedisBase):
     """State in Redis through a synchronous redis-py client (one EVALSHA per decision).
 
-    On a plain ``redis.Redis`` the EVALSHA goes over `DirectConnections`; on a Cluster,
-    Sentinel or other client, through the client's ``evalsha``.
+    On a plain or Sentinel-managed ``redis.Redis`` the EVALSHA goes over
+    `DirectConnections`; on a Cluster or other client, through the client's ``evalsha``.
     """
 
     def __init__(self, client: Any, algorithm: Algorithm, **options: Any) -> None:

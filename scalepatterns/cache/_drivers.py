@@ -454,8 +454,10 @@ class SyncDriver(_Base):
             core.local.pop(lkey)
         if self.backend is not None:
             skey = core.shared_key(values)
-            self.op("delete", self.backend.delete, skey)
-            core.cache.publish_keys([skey])
+            if self.op("delete", self.backend.delete, skey) is None:
+                core.cache.defer(keys=(skey,))  # Redis away: sent when it answers
+            else:
+                core.cache.publish_keys([skey])
 
     def with_self(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         # `obj.method.invalidate(x)` reaches us without `self`, which keys leave out anyway.
@@ -670,8 +672,10 @@ class AsyncDriver(_Base):
             core.local.pop(lkey)
         if self.backend is not None:
             skey = await core.cache.ashared_key(core, values)
-            await self.op("delete", self.backend.delete, skey)
-            core.cache.publish_keys([skey])
+            if await self.op("delete", self.backend.delete, skey) is None:
+                core.cache.defer(keys=(skey,))
+            else:
+                core.cache.publish_keys([skey])
 
     async def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         core = self.core

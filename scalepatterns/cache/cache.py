@@ -20,6 +20,7 @@ assert square(4) == 16 and calls == [4, 4]
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import functools
@@ -34,12 +35,14 @@ from typing_extensions import ParamSpec
 
 from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
+from scalepatterns._redis_url import aclose_client, close_client
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
 from scalepatterns.cache.events import CacheBackendError
 from scalepatterns.cache.keys import KeyBuilder
 from scalepatterns.cache.memory import MemoryBackend
 from scalepatterns.cache.policy import HEADER, MAGIC
+from scalepatterns.cache.unsent import Batch, Unsent, asend, send
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, SerializationError
 from scalepatterns.events import Listeners, default_listeners
@@ -53,6 +56,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 _log = logging.getLogger("scalepatterns.cache")
+
+# Seconds between two tries of the background sender of unsent invalidations (each try
+# goes through the outage guard, so a dead Redis is not touched more often than it allows).
+RESEND_EVERY = 0.25
 
 
 def _name(backend: Any) -> str:
@@ -217,7 +224,8 @@ class Cache:
                         "(see scalepatterns.cache.CacheBackend)"
                     )
         self._version = 0
-        self._bump_pending = False  # a namespace bump Redis has not seen yet
+        self.unsent = Unsent()  # invalidations Redis has not seen yet
+        self._closing = threading.Event()
         self._head = f"{namespace}:"
         self._head_until = 0.0 if self.shared else float("inf")
         self._cores: weakref.WeakSet[Core] = weakref.WeakSet()
@@ -249,8 +257,10 @@ class Cache:
         maxsize: int = 10_000,
         **options: Any,
     ) -> Cache:
-        """A cache on Redis: a URL, a redis-py client (`Redis`/`RedisCluster`) or a
-        `redis.asyncio` client. With `local_ttl`, a memory tier sits in front (two-tier).
+        """A cache on Redis: a URL (``redis://``, ``rediss://``, ``unix://`` or
+        ``redis+sentinel://host[:port][,...]/service[/db]``), a redis-py client (`Redis`,
+        `RedisCluster`, ``Sentinel(...).master_for(name)``) or a `redis.asyncio` client.
+        With `local_ttl`, a memory tier sits in front (two-tier).
 
         From a URL both a sync and an asyncio client are made (short timeouts, no driver
         retries: the outage guard decides), so `def` and `async def` functions both work.
@@ -482,19 +492,19 @@ class Cache:
                 core.token = object()  # every local entry of the old version is now unreachable
 
     def head(self) -> str:
-        """``namespace[@version]:``, the start of every shared key."""
+        """``namespace[@version]:``, the start of every shared key.
+
+        Invalidations Redis has not taken yet (it was unreachable) are sent first, so
+        this process does not read an entry it invalidated.
+        """
         if self.clock.monotonic() >= self._head_until and self.backend is not None:
-            self._head_until = self.clock.monotonic() + self.version_ttl
             backend = self.backend
-
-            def read_version() -> int:
-                if self._bump_pending:  # a bump made while Redis was away: send it now
-                    version = int(backend.incr(self.version_key))
-                    self._bump_pending = False
-                    return version
-                return int(backend.get(self.version_key) or 0)
-
-            version = self.call_backend("get", _name(backend), read_version, None)
+            if self.unsent and not self._send_unsent(backend):
+                return self._head  # Redis still away: try again on the next call
+            self._head_until = self.clock.monotonic() + self.version_ttl
+            version = self.call_backend(
+                "get", _name(backend), lambda: int(backend.get(self.version_key) or 0), None
+            )
             if version is not None:  # on failure, go on with the version we know
                 self._set_version(version)
         return self._head
@@ -502,14 +512,12 @@ class Cache:
     async def ahead(self) -> str:
         """`head()` for asyncio callers."""
         if self.clock.monotonic() >= self._head_until and self.async_backend is not None:
-            self._head_until = self.clock.monotonic() + self.version_ttl
             backend = self.async_backend
+            if self.unsent and not await self._asend_unsent(backend):
+                return self._head
+            self._head_until = self.clock.monotonic() + self.version_ttl
 
             async def read_version() -> int:
-                if self._bump_pending:  # a bump made while Redis was away: send it now
-                    version = int(await backend.incr(self.version_key))
-                    self._bump_pending = False
-                    return version
                 return int(await backend.get(self.version_key) or 0)
 
             version = await self.acall_backend("get", _name(backend), read_version, None)
@@ -627,10 +635,11 @@ class Cache:
             bumped = self.call_backend(
                 "incr", _name(backend), lambda: int(backend.incr(self.version_key)), None
             )
-            # Redis unreachable: this process moves on now, and the bump goes to Redis
-            # with the next version read that reaches it (or Redis's older version would
-            # bring the invalidated entries back).
-            self._bump_pending = bumped is None
+            if bumped is None:
+                # Redis unreachable: this process moves on now, and the bump goes to Redis
+                # before it is read again (or its older version would bring the
+                # invalidated entries back).
+                self.defer(bump=True)
             version = version if bumped is None else bumped
         self._set_version(version)
         if self.local is not None and self.shared:
@@ -647,7 +656,8 @@ class Cache:
         bumped = await self.acall_backend(
             "incr", _name(backend), lambda: backend.incr(self.version_key), None
         )
-        self._bump_pending = bumped is None  # as in `invalidate_namespace`
+        if bumped is None:  # as in `invalidate_namespace`
+            self.defer(bump=True)
         version = self._version + 1 if bumped is None else int(bumped)
         self._set_version(version)
         if self.local is not None:
@@ -673,14 +683,16 @@ class Cache:
         backend = self.backend
         if backend is None or not hasattr(backend, "pop_tagged"):
             return local_count
+        batch = Batch(tags=set(names))
 
-        def pop_and_delete() -> list[str]:
-            skeys = list(backend.pop_tagged(names))
-            if skeys:
-                backend.delete(*skeys)
-            return skeys
+        def pop_and_delete() -> bool:
+            send(backend, batch, self.version_key)
+            return True
 
-        skeys: list[str] = self.call_backend("tag", _name(backend), pop_and_delete, [])
+        if not self.call_backend("tag", _name(backend), pop_and_delete, False):
+            self.defer(keys=batch.keys, tags=batch.tags)  # sent when Redis answers
+            return 0
+        skeys = sorted(batch.keys)
         self._drop_local(skeys)
         self.publish_keys(skeys)
         return len(skeys)
@@ -693,16 +705,140 @@ class Cache:
         names, local_count = self._pop_local_tags(tags)
         if not hasattr(backend, "pop_tagged"):
             return local_count
+        batch = Batch(tags=set(names))
 
-        async def pop_and_delete() -> list[str]:
-            skeys = list(await backend.pop_tagged(names))
-            if skeys:
-                await backend.delete(*skeys)
-            return skeys
+        async def pop_and_delete() -> bool:
+            await asend(backend, batch, self.version_key)
+            return True
 
-        skeys: list[str] = await self.acall_backend("tag", _name(backend), pop_and_delete, [])
+        if not await self.acall_backend("tag", _name(backend), pop_and_delete, False):
+            self.defer(keys=batch.keys, tags=batch.tags)
+            return 0
+        skeys = sorted(batch.keys)
         self._drop_local(skeys)
         return len(skeys)
+
+    # -- invalidations Redis has not taken yet ----------------------------------------------
+
+    @property
+    def unsent_invalidations(self) -> int:
+        """Invalidations waiting for the shared backend to answer (0 when all were sent).
+
+        Shared keys to delete and tags to pop, made while it was unreachable; they are sent
+        before this cache reads it again, and by a background sender as soon as it answers.
+        """
+        return len(self.unsent)
+
+    def defer(
+        self, *, keys: Iterable[str] = (), tags: Iterable[str] = (), bump: bool = False
+    ) -> None:
+        """Keep invalidations the shared backend did not take, to send when it answers."""
+        self.unsent.add(keys=keys, tags=tags, bump=bump)
+        self._head_until = 0.0  # the next key computed sends them first
+        if self.backend is not None:
+            with self._lock:
+                if self.unsent.thread is None and not self._closing.is_set():
+                    self.unsent.thread = threading.Thread(
+                        target=self._resend,
+                        name=f"scalepatterns-cache-unsent-{self.namespace}",
+                        daemon=True,
+                    )
+                    self.unsent.thread.start()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here: the next `ahead()` sends them
+            return
+        if self.unsent.task is None or self.unsent.task.done():
+            self.unsent.task = loop.create_task(self._aresend())
+
+    def _resend(self) -> None:
+        while not self._closing.wait(RESEND_EVERY):
+            with self._lock:
+                if not self.unsent:
+                    self.unsent.thread = None
+                    return
+            self._send_unsent(self.backend)
+
+    async def _aresend(self) -> None:
+        while self.unsent:
+            await asyncio.sleep(RESEND_EVERY)
+            await self._asend_unsent(self.async_backend)
+
+    def _send_unsent(self, backend: Any) -> bool:
+        """Send the unsent invalidations through a sync backend; True when none are left."""
+        with self.unsent.send_lock:  # one sender; other callers wait, then read Redis
+            batch = self._take_unsent()
+            if batch is None:
+                return not self.unsent
+            try:
+                version = send(backend, batch, self.version_key)
+            except Exception as exc:  # noqa: BLE001 - kept for the next try
+                self._not_sent(batch, exc, backend)
+                return False
+            except BaseException:
+                self._not_sent(batch, None, backend)
+                raise
+            return self._was_sent(batch, version)
+
+    async def _asend_unsent(self, backend: Any) -> bool:
+        """`_send_unsent` through an asyncio backend."""
+        sending = self.unsent.asending
+        if sending is not None:  # another task is sending: wait for it, then read Redis
+            await asyncio.shield(sending)
+            return not self.unsent
+        batch = self._take_unsent()
+        if batch is None:
+            return not self.unsent
+        self.unsent.asending = finished = asyncio.get_running_loop().create_future()
+        try:
+            version = await asend(backend, batch, self.version_key)
+        except Exception as exc:  # noqa: BLE001 - kept for the next try
+            self._not_sent(batch, exc, backend)
+            return False
+        except BaseException:
+            self._not_sent(batch, None, backend)
+            raise
+        finally:
+            self.unsent.asending = None
+            finished.set_result(None)
+        return self._was_sent(batch, version)
+
+    # What the two senders share: taking a batch past the guard, and the verdict.
+
+    def _take_unsent(self) -> Batch | None:
+        """The invalidations to send now; None if none wait or the guard says not now."""
+        batch = self.unsent.take()
+        if batch and self.guard.allow():
+            return batch
+        self.unsent.give_back(batch)
+        return None
+
+    def _not_sent(self, batch: Batch, exc: Exception | None, backend: Any) -> None:
+        """Keep `batch` for the next try; `exc` None: interrupted, no verdict on Redis."""
+        self.unsent.give_back(batch)
+        if exc is None:
+            self.guard.release_probe()
+        else:
+            self.backend_failed("invalidate", exc, _name(backend), "")
+
+    def _was_sent(self, batch: Batch, version: int | None) -> bool:
+        self.unsent.done()
+        self.guard.record_success()
+        self._sent(batch, version)
+        return not self.unsent
+
+    def _sent(self, batch: Batch, version: int | None) -> None:
+        """Tell the memory tiers (this one and, through pub/sub, the others)."""
+        skeys = sorted(batch.keys)
+        self._drop_local(skeys)
+        self.publish_keys(skeys)
+        if version is not None:
+            self._set_version(version)
+            if self.local is not None:
+                self.local.clear()
+                self._reverse.clear()
+            self._publish("n")
 
     # -- two-tier invalidation messages ----------------------------------------------------
 
@@ -776,6 +912,17 @@ class Cache:
     def close(self) -> None:
         """Stop the pub/sub listener and background refreshes; close the sync client
         `Cache.redis(url)` made (use `aclose()` to close its asyncio client too)."""
+        self._closing.set()
+        sender = self.unsent.thread
+        if sender is not None:
+            sender.join(timeout=5)
+        if self.unsent:
+            _log.warning(
+                "closing %r with %d invalidations Redis never took: its entries stay "
+                "until their TTL",
+                self,
+                len(self.unsent),
+            )
         if self._subscriber is not None:
             self._subscriber.stop()
             self._subscriber = None
@@ -783,14 +930,20 @@ class Cache:
             _log.warning("closing %r with background refreshes still running", self)
         if self._owns_clients and self.backend is not None:
             with contextlib.suppress(Exception):
-                self.backend.client.close()
+                close_client(self.backend.client)
 
     async def aclose(self) -> None:
         """`close()`, and close the asyncio client `Cache.redis(url)` made."""
+        task = self.unsent.task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.unsent.task = None
         self.close()
         if self._owns_clients and self.async_backend is not None:
             with contextlib.suppress(Exception):
-                await self.async_backend.client.aclose()
+                await aclose_client(self.async_backend.client)
 
     def __repr__(self) -> str:
         kind = (
@@ -810,6 +963,7 @@ class _Subscriber:
         self.client = client
         self.channel = cache.channel
         self._stop = threading.Event()
+        self._reconnected = False
         self._thread = threading.Thread(
             target=self._run, name=f"scalepatterns-cache-{cache.namespace}", daemon=True
         )
@@ -821,6 +975,9 @@ class _Subscriber:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def _on_connect(self, connection: Any) -> None:
+        self._reconnected = True
+
     def _run(self) -> None:
         pubsub = None
         while not self._stop.is_set():
@@ -828,6 +985,14 @@ class _Subscriber:
                 if pubsub is None:
                     pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.channel)
+                    # A client with driver retries reconnects and subscribes again inside
+                    # redis-py (after a failover, to the new master), unseen here.
+                    register = getattr(pubsub.connection, "register_connect_callback", None)
+                    if register is not None:
+                        register(self._on_connect)
+                    self._reconnected = True
+                if self._reconnected:
+                    self._reconnected = False
                     cache = self.cache()
                     if cache is None:
                         return

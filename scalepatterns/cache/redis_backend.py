@@ -1,7 +1,9 @@
 """Redis backends: `RedisBackend` (redis-py) and `AsyncRedisBackend` (`redis.asyncio`).
 
 Both only move bytes. A `RedisCluster` client works too: batch reads use its
-`mget_nonatomic` (keys of one batch may live on different slots). Loaded only when a
+`mget_nonatomic` (keys of one batch may live on different slots); so does a
+Sentinel-managed one (``Sentinel(...).master_for(name)``), which finds the new master
+after a failover. Loaded only when a
 Redis cache is built, so `import scalepatterns` never imports redis.
 """
 
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scalepatterns._deps import require
+from scalepatterns._redis_url import client_from_url
 
 __all__ = ["AsyncRedisBackend", "RedisBackend", "connect", "connect_async"]
 
@@ -54,15 +57,23 @@ def _client_kwargs(socket_timeout: float) -> dict[str, Any]:
 
 
 def connect(url: str, *, socket_timeout: float = 0.5) -> Any:
-    """A redis-py client for `url` with short timeouts and no driver retries."""
-    redis = require("redis", extra="redis", feature="Cache.redis()")
-    return redis.Redis.from_url(url, **_client_kwargs(socket_timeout))
+    """A redis-py client for `url` (``redis+sentinel://`` too) with short timeouts and no
+    driver retries."""
+    return client_from_url(
+        url, parameter="client_or_url", feature="Cache.redis()", **_client_kwargs(socket_timeout)
+    )
 
 
 def connect_async(url: str, *, socket_timeout: float = 0.5) -> Any:
-    """A `redis.asyncio` client for `url` with short timeouts and no driver retries."""
-    aioredis = require("redis.asyncio", extra="redis", feature="Cache.redis()")
-    return aioredis.Redis.from_url(url, **_client_kwargs(socket_timeout))
+    """A `redis.asyncio` client for `url` (``redis+sentinel://`` too) with short timeouts
+    and no driver retries."""
+    return client_from_url(
+        url,
+        parameter="client_or_url",
+        feature="Cache.redis()",
+        asyncio=True,
+        **_client_kwargs(socket_timeout),
+    )
 
 
 class RedisBackend:

@@ -17,7 +17,7 @@ import threading
 from typing import Any, Protocol
 
 from scalepatterns._coroutines import has_async_commands
-from scalepatterns._deps import require
+from scalepatterns._redis_url import client_from_url
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError
 
@@ -145,23 +145,17 @@ class RedisDedupStore:
     """A dedup store in Redis shared by every worker (one Lua script per claim/release).
 
     Args:
-        client: a `redis.Redis` client, a URL to create one, or a `redis.asyncio.Redis`
-            client for an `AsyncWorker` (its methods are then `aclaim`, `acomplete`,
-            `arelease`). Redis Cluster and Sentinel-managed clients work: each mark is
-            one key.
+        client: a `redis.Redis` client (Cluster and Sentinel-managed ones too:
+            ``Sentinel(...).master_for(name)``; each mark is one key), a URL to create
+            one (``redis+sentinel://`` too), or a `redis.asyncio.Redis` client for an
+            `AsyncWorker` (its methods are then `aclaim`, `acomplete`, `arelease`).
         prefix: key prefix; a worker's marks are ``<prefix><queue>:<message id>`` (see
             `key`).
     """
 
     def __init__(self, client: Any, *, prefix: str = "sp:dedup:") -> None:
         if isinstance(client, str):
-            redis = require("redis", extra="redis", feature="RedisDedupStore")
-            try:
-                client = redis.Redis.from_url(client)
-            except ValueError as exc:
-                raise ConfigurationError(
-                    "client", client, "a redis:// URL or a redis client"
-                ) from exc
+            client = client_from_url(client, parameter="client", feature="RedisDedupStore")
         if not prefix:
             raise ConfigurationError("prefix", prefix, "a non-empty key prefix")
         self._client = client

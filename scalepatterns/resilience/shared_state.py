@@ -51,8 +51,9 @@ class RedisBreakerState:
     """Breaker state shared through Redis (a redis-py ``Redis`` client, sync).
 
     Args:
-        client: a ``redis.Redis`` (or anything with ``get``, ``set(..., px=)``,
-            ``delete``); fakeredis works for tests.
+        client: a ``redis.Redis`` (a Sentinel-managed one too:
+            ``Sentinel(...).master_for(name)``), or anything with ``get``,
+            ``set(..., px=)``, ``delete``; fakeredis works for tests.
         prefix: key prefix; give each application (and each test) its own.
         guard: the `OutageGuard` that skips a dead Redis (default: 3 failures, 5 s).
         clock: wall-clock source for expiries.

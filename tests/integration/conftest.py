@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import services
+from tests.support.redis_sentinel import SentinelGroup
 from tests.support.servers import RedisServer, free_cluster_port, wait_for_port
 
 
@@ -93,6 +94,31 @@ def throwaway_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A throw-away Redis master, replica and three sentinels, started once per module."""
+    group = SentinelGroup()
+    try:
+        group.start()
+    except (RuntimeError, TimeoutError) as exc:
+        group.stop()
+        if services.services_required():
+            pytest.fail(f"could not start a throw-away Sentinel group: {exc}", pytrace=False)
+        pytest.skip(f"could not start a throw-away Sentinel group: {exc}")
+    try:
+        yield group
+    finally:
+        group.stop()
+
+
+@pytest.fixture
+def sentinel(sentinel_group: SentinelGroup) -> SentinelGroup:
+    """The module's Sentinel group with a clean topology: a master and a healthy replica
+    (a server an earlier test killed is back, as a replica)."""
+    sentinel_group.restore()
+    return sentinel_group
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ import redis
 from scalepatterns.cache import Cache
 from scalepatterns.cache.redis_backend import AsyncRedisBackend, RedisBackend, connect
 from scalepatterns.cache.testing import BackendContract
-from tests.support.servers import RedisServer
+from scalepatterns.outage import OutageGuard
+from tests.support.servers import RedisServer, TcpProxy
 
 pytestmark = pytest.mark.redis
 
@@ -202,6 +203,79 @@ def test_killed_redis_keeps_answering_and_caching_resumes_after_restart(
     assert double(7) == 14
     assert len(loads) == before + 1  # cached again
     cache.close()
+
+
+def test_invalidations_made_while_redis_is_unreachable_reach_it_when_it_answers(
+    throwaway_redis: RedisServer,
+) -> None:
+    """Redis lives on, cut off: what it should delete waits in this process, not in Redis."""
+    direct = redis.Redis(port=throwaway_redis.port)
+    with TcpProxy(throwaway_redis.port) as proxy:
+        cache = Cache.redis(
+            f"redis://127.0.0.1:{proxy.port}/0",
+            namespace="cut",
+            socket_timeout=0.2,
+            guard=OutageGuard(3, 0.2),
+        )
+        state = {"a": 1, "b": 1}
+
+        @cache.cached(ttl=3600, tags=lambda key: [key])
+        def read(key: str) -> int:
+            return state[key]
+
+        assert [read("a"), read("b")] == [1, 1]
+        entries = [k for k in direct.keys("cut:*") if b"__" not in k]
+        assert len(entries) == 2
+        proxy.block()
+        state.update(a=2, b=2)
+        read.invalidate("a")
+        assert cache.invalidate_tags("b") == 0
+        assert cache.unsent_invalidations == 2
+        assert direct.exists(*entries) == 2  # nothing reached Redis
+        assert [read("a"), read("b")] == [2, 2]  # the function answers meanwhile
+        proxy.unblock()
+        deadline = time.monotonic() + 10
+        while cache.unsent_invalidations and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cache.unsent_invalidations == 0
+        assert direct.exists(*entries) == 0
+        cache.close()
+    direct.close()
+
+
+def test_two_tier_drops_its_memory_tier_when_redis_py_reconnects_the_subscriber_itself(
+    throwaway_redis: RedisServer,
+) -> None:
+    """redis-py's default client retries: its pub/sub reconnects and subscribes again
+    inside `get_message`, and messages published meanwhile are lost all the same."""
+    direct = redis.Redis(port=throwaway_redis.port)
+    channel = b"silent:__invalidate__"
+    with TcpProxy(throwaway_redis.port) as proxy:
+        client = redis.Redis(port=proxy.port)  # redis-py's default retry policy
+        cache = Cache.two_tier(client, namespace="silent", local_ttl=300)
+
+        @cache.cached()
+        def square(n: int) -> int:
+            return n * n
+
+        def subscribed() -> bool:
+            return bool(direct.pubsub_numsub(channel) == [(channel, 1)])
+
+        deadline = time.monotonic() + 10
+        while not subscribed() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [square(n) for n in range(3)] == [0, 1, 4]
+        assert cache.local is not None
+        assert len(cache.local) == 3
+        proxy.cut()  # the subscriber's connection drops; redis-py makes a new one
+        deadline = time.monotonic() + 10
+        while len(cache.local) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(cache.local) == 0
+        assert subscribed()
+        cache.close()
+        client.close()
+    direct.close()
 
 
 def test_two_tier_invalidation_reaches_another_process_memory_tier(

@@ -462,7 +462,7 @@ def test_waiting_for_background_refreshes_honours_its_timeout() -> None:
     release.set()
 
 
-def test_invalidation_while_redis_is_down_stays_local_and_costs_no_call() -> None:
+def test_invalidation_while_redis_is_down_drops_the_memory_tier_and_costs_no_call() -> None:
     server = fakeredis.FakeServer()
     cache = Cache.two_tier(fakeredis.FakeRedis(server=server), namespace="down", local_ttl=60)
     loads: list[int] = []
@@ -478,7 +478,8 @@ def test_invalidation_while_redis_is_down_stays_local_and_costs_no_call() -> Non
         cache.invalidate_namespace()  # incr fails three times: the guard opens
     assert cache.guard.is_open
     errors = cache.backend_errors
-    assert cache.invalidate_tags("all") == 0  # no shared key could be deleted
+    assert cache.invalidate_tags("all") == 0  # no shared key could be deleted...
+    assert cache.unsent_invalidations == 2  # ...so the tag is kept, with the bump
     assert cache.invalidate_namespace() == 4  # the local version still moves on
     assert cache.backend_errors == errors  # skipped, not tried: no call while open
     f(1)
