@@ -58,7 +58,6 @@ class Timeline:
         return f"{self.system_id:X}:{self.timeline_id:X}"
 
 
-
 class TimelineWatch:
     """The newest WAL history seen on the primary and the replicas (thread-safe, no I/O)."""
 

@@ -26,9 +26,7 @@ from scalepatterns.routing.token import format_lsn, parse_lsn
 
 NAMES = ["r1", "r2", "r3"]
 lsns = st.integers(min_value=0, max_value=2**64 - 1)
-timelines = st.builds(
-    Timeline, st.integers(0, 2**64 - 1), st.integers(1, 2**32 - 1)
-)
+timelines = st.builds(Timeline, st.integers(0, 2**64 - 1), st.integers(1, 2**32 - 1))
 samples = st.builds(
     LagSample,
     lag_bytes=st.none() | st.integers(0, 10**9),
