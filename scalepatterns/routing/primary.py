@@ -13,12 +13,12 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
-from sqlalchemy import Engine, event
+from sqlalchemy import URL, Engine, event
 from sqlalchemy import util as sa_util
 
 from scalepatterns.errors import ConfigurationError
 
-__all__ = ["FindPrimary", "point_at", "server_of"]
+__all__ = ["FindPrimary", "check_primary_url", "point_at", "server_of"]
 
 FindPrimary: TypeAlias = "Callable[[], str | tuple[str, int] | Awaitable[str | tuple[str, int]]]"
 
@@ -40,6 +40,33 @@ def _host_and_port(found: object) -> tuple[str, int | None]:
     raise ConfigurationError(
         "find_primary", found, "a callable returning a host str or a (host, port) tuple"
     )
+
+
+def check_primary_url(url: URL) -> None:
+    """Refuse multi-host primary URLs that would not fail over (`ConfigurationError`).
+
+    SQLAlchemy takes several hosts as ``host=h1:p1&host=h2:p2`` or ``host=h1,h2&port=p1,p2``;
+    ``host=h1:p1,h2:p2`` reaches libpq as one host name that does not resolve. Without
+    ``target_session_attrs=read-write`` (or ``primary``) libpq keeps the first host that
+    answers, a standby as often as not, which the router then refuses.
+    """
+    hosts = url.query.get("host")
+    listed = [hosts] if isinstance(hosts, str) else list(hosts or ())
+    names = [name for entry in listed for name in entry.split(",")]
+    if len(names) < 2:
+        return
+    shown = url.render_as_string(hide_password=True)
+    if isinstance(hosts, str) and any(":" in name for name in names):
+        raise ConfigurationError(
+            "primary", shown, "hosts as host=h1:p1&host=h2:p2 or host=h1,h2&port=p1,p2"
+        )
+    if url.query.get("target_session_attrs") not in ("read-write", "primary"):
+        raise ConfigurationError(
+            "primary",
+            shown,
+            "a multi-host URL with target_session_attrs=read-write, so libpq keeps the "
+            "host that accepts writes",
+        )
 
 
 def point_at(engine: Engine, find_primary: FindPrimary) -> None:

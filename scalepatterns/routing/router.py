@@ -53,7 +53,12 @@ from scalepatterns.routing.events import (
     TimelineChanged,
 )
 from scalepatterns.routing.health import LagSample, ReplicaHealth, ReplicaStatus, Transition
-from scalepatterns.routing.primary import FindPrimary, point_at, server_of
+from scalepatterns.routing.primary import (
+    FindPrimary,
+    check_primary_url,
+    point_at,
+    server_of,
+)
 from scalepatterns.routing.session import RoutingSession, _RouteState, classify
 from scalepatterns.routing.timeline import Timeline, TimelineWatch
 from scalepatterns.routing.token import ConsistencyToken
@@ -494,6 +499,7 @@ class ReadWriteRouter:
     # -- the primary: its connections and its timeline -------------------------------------
 
     def _guard_primary(self, find_primary: FindPrimary | None) -> None:
+        check_primary_url(self._primary.url)
         if find_primary is not None:
             if not callable(find_primary):
                 raise ConfigurationError(
