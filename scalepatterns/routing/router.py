@@ -442,10 +442,9 @@ class ReadWriteRouter:
             if self.no_replica == "raise":
                 raise NoHealthyReplica(self.name)
             return self._pin_primary(state, "no_replica")
-        if min_lsn is not None:
+        if token is not None and min_lsn is not None:
             # Positions compare only on one WAL history, and only the newest one counts: a
             # token from before a promotion (or from another cluster) reads from the primary.
-            assert token is not None
             current = self._current_timeline()
             if current is None or token.timeline != current:
                 return self._pin_primary(state, "token")

@@ -59,6 +59,28 @@ def pg_bindir() -> Path:
 _LOGGED_WRITE = re.compile(r"LOG:\s+(?:statement|execute [^:]*): (.*)")
 
 
+def _process_group(pgid: int) -> list[int]:
+    """The processes of process group `pgid` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # fields after the parenthesised command: state, ppid, pgrp, ...
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    members.append(int(entry.name))
+    return members
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (a zombie has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 class PostgresCluster:
     """A primary and one streaming replica in a temporary directory, on free ports."""
 
@@ -311,15 +333,20 @@ class PostgresCluster:
     def kill_primary(self) -> None:
         """SIGKILL the primary's postmaster and every backend with it, as when its node dies.
 
-        Returns at once: the processes are gone and their sockets closed (connections to the
-        port are refused); reaping them may take a moment longer (see `rejoin_former_primary`).
-        pg_ctl starts the postmaster in its own session, so its process group is the server.
+        Returns once every one of those processes has exited (their sockets are closed:
+        connections are refused or cut); reaping them may take a moment longer (see
+        `rejoin_former_primary`). pg_ctl starts the postmaster in its own session, so its
+        process group is the server.
         """
         pid = self._postmaster_pid(self.primary_dir)
         if pid is None:
             raise RuntimeError("the primary is not running")
+        members = _process_group(pid)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_running(member) for member in members) and time.monotonic() < deadline:
+            time.sleep(0.002)
         self._killed = pid
 
     def promote_replica(self) -> None:
