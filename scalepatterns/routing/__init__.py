@@ -20,12 +20,18 @@ from __future__ import annotations
 
 from scalepatterns.routing import _sqlalchemy  # noqa: F401 - first: names the extra if missing
 from scalepatterns.routing.balance import Balancer, LeastLag, RandomChoice, RoundRobin, Weighted
-from scalepatterns.routing.errors import InvalidToken, NoHealthyReplica, ReadOnlyViolation
+from scalepatterns.routing.errors import (
+    InvalidToken,
+    NoHealthyReplica,
+    NotPrimary,
+    ReadOnlyViolation,
+)
 from scalepatterns.routing.events import (
     LagSampled,
     ReplicaEjected,
     ReplicaReadmitted,
     RouteDecided,
+    TimelineChanged,
 )
 from scalepatterns.routing.health import (
     LagSample,
@@ -36,6 +42,7 @@ from scalepatterns.routing.health import (
 )
 from scalepatterns.routing.router import ReadWriteRouter, ReplicaMonitor
 from scalepatterns.routing.session import RoutingSession
+from scalepatterns.routing.timeline import Timeline, TimelineWatch
 from scalepatterns.routing.token import ConsistencyToken
 
 __all__ = [
@@ -46,6 +53,7 @@ __all__ = [
     "LagSampled",
     "LeastLag",
     "NoHealthyReplica",
+    "NotPrimary",
     "RandomChoice",
     "ReadOnlyViolation",
     "ReadWriteRouter",
@@ -58,6 +66,9 @@ __all__ = [
     "RoundRobin",
     "RouteDecided",
     "RoutingSession",
+    "Timeline",
+    "TimelineChanged",
+    "TimelineWatch",
     "Transition",
     "Weighted",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scalepatterns.events import Event
+from scalepatterns.routing.timeline import Timeline
 
-__all__ = ["LagSampled", "ReplicaEjected", "ReplicaReadmitted", "RouteDecided"]
+__all__ = ["LagSampled", "ReplicaEjected", "ReplicaReadmitted", "RouteDecided", "TimelineChanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +48,13 @@ class LagSampled(Event):
     replica: str
     lag_bytes: int | None
     lag_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineChanged(Event):
+    """The router saw a newer WAL history than before: a standby was promoted (`previous` to
+    `current`), or the primary engine now reaches another cluster. Tokens taken on `previous`
+    read from the primary from now on."""
+
+    previous: Timeline
+    current: Timeline

@@ -39,6 +39,7 @@ from typing import Protocol
 from scalepatterns._checks import seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
+from scalepatterns.routing.timeline import Timeline
 
 __all__ = ["LagSample", "ReplicaHealth", "ReplicaStatus", "ReplicaView", "Transition"]
 
@@ -50,12 +51,15 @@ class LagSample:
     Attributes:
         lag_bytes: WAL bytes received or produced on the primary but not yet replayed.
         lag_seconds: seconds the replayed state is behind (0 when nothing is pending).
-        replay_lsn: the replica's ``pg_last_wal_replay_lsn()`` as an integer.
+        replay_lsn: the replica's ``pg_last_wal_replay_lsn()`` as an integer (for a server
+            out of recovery, its insert position).
+        timeline: the WAL history `replay_lsn` belongs to (None if unknown).
     """
 
     lag_bytes: int | None = None
     lag_seconds: float | None = None
     replay_lsn: int | None = None
+    timeline: Timeline | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class ReplicaStatus:
     lag_seconds: float | None
     replay_lsn: int | None
     consecutive_failures: int
+    timeline: Timeline | None = None
 
 
 class _Replica:
@@ -102,6 +107,7 @@ class _Replica:
         "lag_seconds",
         "name",
         "replay_lsn",
+        "timeline",
         "unreachable_until",
         "weight",
     )
@@ -112,6 +118,7 @@ class _Replica:
         self.lag_bytes: int | None = None
         self.lag_seconds: float | None = None
         self.replay_lsn: int | None = None
+        self.timeline: Timeline | None = None
         self.failures = 0
         self.lag_ejected = False
         # 0.0 while reachable; else the monotonic time the cool-down ends.
@@ -187,8 +194,10 @@ class ReplicaHealth:
         now = self._clock.monotonic()
         return [r.name for r in self._order if self._available(r, now)]
 
-    def candidates(self, min_lsn: int | None = None) -> list[ReplicaView]:
-        """Replicas in rotation (known to have replayed `min_lsn`, when given)."""
+    def candidates(
+        self, min_lsn: int | None = None, timeline: Timeline | None = None
+    ) -> list[ReplicaView]:
+        """Replicas in rotation (known to have replayed `min_lsn` on `timeline`, when given)."""
         if not self._troubled and min_lsn is None:
             return list(self._order)
         now = self._clock.monotonic()
@@ -196,7 +205,10 @@ class ReplicaHealth:
             r
             for r in self._order
             if self._available(r, now)
-            and (min_lsn is None or (r.replay_lsn is not None and r.replay_lsn >= min_lsn))
+            and (
+                min_lsn is None
+                or (r.replay_lsn is not None and r.replay_lsn >= min_lsn and r.timeline == timeline)
+            )
         ]
 
     def is_available(self, name: str) -> bool:
@@ -215,6 +227,13 @@ class ReplicaHealth:
 
     def replay_lsn(self, name: str) -> int | None:
         return self._replicas[name].replay_lsn
+
+    def _place(self, replica: _Replica, lsn: int, timeline: Timeline | None) -> None:
+        """Record a position (call with the lock held): positions only move on within one
+        timeline; one on another timeline replaces it (a promotion, or a rebuilt server)."""
+        if replica.timeline != timeline or replica.replay_lsn is None or lsn > replica.replay_lsn:
+            replica.replay_lsn = lsn
+            replica.timeline = timeline
 
     def _measures(self, sample: LagSample) -> bool:
         """Whether `sample` carries a figure one of the lag bounds is checked against."""
@@ -235,12 +254,10 @@ class ReplicaHealth:
             and sample.lag_bytes > self.max_lag_bytes
         )
 
-    def note_replay_lsn(self, name: str, replay_lsn: int) -> None:
-        """Record a replay position seen outside a full sample (positions only move on)."""
-        replica = self._replicas[name]
+    def note_position(self, name: str, lsn: int, timeline: Timeline | None) -> None:
+        """Record a replay position seen outside a full sample."""
         with self._lock:
-            if replica.replay_lsn is None or replay_lsn > replica.replay_lsn:
-                replica.replay_lsn = replay_lsn
+            self._place(self._replicas[name], lsn, timeline)
 
     def record_sample(self, name: str, sample: LagSample) -> list[Transition]:
         """A successful measurement: updates lag, and counts as a successful connection."""
@@ -251,6 +268,7 @@ class ReplicaHealth:
             replica.lag_seconds = sample.lag_seconds
             if sample.replay_lsn is not None:
                 replica.replay_lsn = sample.replay_lsn
+                replica.timeline = sample.timeline
             # A sample with no lag figure (the primary's position could not be read) says
             # nothing about lag: a replica ejected for it stays out until one does.
             lagging = self._lagging(sample) if self._measures(sample) else replica.lag_ejected
@@ -313,6 +331,7 @@ class ReplicaHealth:
                     lag_seconds=r.lag_seconds,
                     replay_lsn=r.replay_lsn,
                     consecutive_failures=r.failures,
+                    timeline=r.timeline,
                 )
             )
         return out

@@ -13,6 +13,13 @@ The rules (each statement of a routed session, decided in `ReadWriteRouter._rout
 | a read within ``sticky_for`` seconds of a time token's write | primary |
 | any other read | the session's pinned replica |
 | any read when no replica is in rotation | primary (or `NoHealthyReplica`) |
+
+On PostgreSQL every new connection of the primary engine is checked before use
+(`_check_primary_connection`): a server in recovery, or one on an older timeline than the
+router has seen, gets no statement (`NotPrimary`). A running server never goes back into
+recovery (a standby is promoted in place; a primary becomes a standby only by restarting,
+which ends every connection), so every statement on a checked connection reaches a server
+out of recovery.
 """
 
 from __future__ import annotations
@@ -37,15 +44,23 @@ from scalepatterns.errors import ConfigurationError, ScalePatternsError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.routing import probe
 from scalepatterns.routing.balance import BalanceOption, resolve_balancer
-from scalepatterns.routing.errors import NoHealthyReplica, ReadOnlyViolation
+from scalepatterns.routing.errors import NoHealthyReplica, NotPrimary, ReadOnlyViolation
 from scalepatterns.routing.events import (
     LagSampled,
     ReplicaEjected,
     ReplicaReadmitted,
     RouteDecided,
+    TimelineChanged,
 )
 from scalepatterns.routing.health import LagSample, ReplicaHealth, ReplicaStatus, Transition
+from scalepatterns.routing.primary import (
+    FindPrimary,
+    check_primary_url,
+    point_at,
+    server_of,
+)
 from scalepatterns.routing.session import RoutingSession, _RouteState, classify
+from scalepatterns.routing.timeline import Timeline, TimelineWatch
 from scalepatterns.routing.token import ConsistencyToken
 
 if TYPE_CHECKING:
@@ -92,7 +107,12 @@ class ReadWriteRouter:
     """Routes a SQLAlchemy session's reads to replicas and its writes to the primary.
 
     Args:
-        primary: the writable `Engine` (or `AsyncEngine`).
+        primary: the writable `Engine` (or `AsyncEngine`). On PostgreSQL it may reach a
+            primary that moves: a libpq multi-host URL with
+            ``target_session_attrs=read-write``, or `find_primary`. Every new connection is
+            checked (`NotPrimary` for a standby or a former primary); set
+            ``pool_pre_ping=True`` so pooled connections to a dead primary are replaced
+            before use rather than failing one statement.
         replicas: replica engines, as a list (named ``replica1``, ``replica2``...) or a
             ``{name: engine}`` mapping. All engines share one dialect and are all sync or
             all async. With no replica, everything goes to the primary.
@@ -115,6 +135,10 @@ class ReadWriteRouter:
             `NoHealthyReplica`.
         read_only_replicas: open replica connections read-only where the dialect allows
             (PostgreSQL, SQLite, MySQL), so a misrouted write fails loudly.
+        find_primary: a callable naming the current primary for each new primary
+            connection (PostgreSQL): a host, or a ``(host, port)`` tuple, e.g. from your
+            failover manager's API or a DNS lookup. It may be ``async`` with async engines.
+            The engine's other connection settings (user, database, options) still apply.
         listeners: event registry (default `default_listeners`).
         clock: time source.
 
@@ -141,6 +165,7 @@ class ReadWriteRouter:
         cooldown: float = 5.0,
         no_replica: Literal["primary", "raise"] = "primary",
         read_only_replicas: bool = True,
+        find_primary: FindPrimary | None = None,
         listeners: Listeners | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
@@ -204,6 +229,11 @@ class ReadWriteRouter:
             cooldown=cooldown,
             clock=clock,
         )
+        self.timelines = TimelineWatch()
+        if postgres:
+            self._guard_primary(find_primary)
+        elif find_primary is not None:
+            raise ConfigurationError("find_primary", find_primary, "None except on PostgreSQL")
         self._force_var: ContextVar[bool] = ContextVar(
             f"sp_force_primary_{id(self)}", default=False
         )
@@ -302,9 +332,9 @@ class ReadWriteRouter:
     def token(self, session: object) -> str | None:
         """A consistency token covering what `session` committed (and the token it was given).
 
-        On PostgreSQL it records ``pg_current_wal_insert_lsn()`` read on the primary now, after the
-        commit; elsewhere the commit's wall time. None if there is nothing to be consistent
-        with. Async sessions: ``await router.atoken(session)``.
+        On PostgreSQL it records ``pg_current_wal_insert_lsn()`` read on the primary now, after
+        the commit, with the primary's timeline; elsewhere the commit's wall time. None if
+        there is nothing to be consistent with. Async sessions: ``await router.atoken(session)``.
 
         Raises:
             ScalePatternsError: the session has uncommitted writes (commit first).
@@ -320,8 +350,13 @@ class ReadWriteRouter:
                 if self.wal:
                     try:
                         with self._primary.connect() as conn:
-                            lsn = probe.current_wal_lsn(conn)
-                        state.issued = ConsistencyToken.at_lsn(lsn)
+                            where = probe.position(conn)
+                            if where.in_recovery or where.lsn is None:
+                                server = server_of(conn.connection.dbapi_connection)
+                                raise NotPrimary(self.name, server, "in_recovery")
+                        if where.timeline is not None:
+                            self._saw(where.timeline, primary=True)
+                        state.issued = ConsistencyToken.at_lsn(where.lsn, where.timeline)
                     except probe.WalFunctionsUnavailable as exc:
                         self._wal_unavailable(exc)
                 if state.issued is None:
@@ -407,12 +442,17 @@ class ReadWriteRouter:
             if self.no_replica == "raise":
                 raise NoHealthyReplica(self.name)
             return self._pin_primary(state, "no_replica")
-        if min_lsn is not None:
-            caught_up = {c.name for c in health.candidates(min_lsn)}
+        if token is not None and min_lsn is not None:
+            # Positions compare only on one WAL history, and only the newest one counts: a
+            # token from before a promotion (or from another cluster) reads from the primary.
+            current = self._current_timeline()
+            if current is None or token.timeline != current:
+                return self._pin_primary(state, "token")
+            caught_up = {c.name for c in health.candidates(min_lsn, current)}
             ready = [c for c in candidates if c.name in caught_up]
             if not ready:
                 chosen = self._balancer.choose(candidates)
-                if self._wait_for_lsn(chosen.name, min_lsn):
+                if self._wait_for_lsn(chosen.name, min_lsn, current):
                     ready = [chosen]
             if not ready:
                 return self._pin_primary(state, "token")
@@ -426,23 +466,25 @@ class ReadWriteRouter:
         state.pin_reason = reason
         return _PRIMARY_PIN
 
-    def _wait_for_lsn(self, name: str, lsn: int) -> bool:
-        """Whether replica `name` replays `lsn` within `token_wait` (asks the server)."""
+    def _wait_for_lsn(self, name: str, lsn: int, timeline: Timeline) -> bool:
+        """Whether replica `name` replays `lsn` of `timeline` within `token_wait` (asks it)."""
         engine = self._replicas[name]
         deadline = self._clock.monotonic() + self.token_wait
         while True:
             try:
                 with engine.connect() as conn:
-                    replayed = probe.replay_lsn(conn)
+                    where = probe.position(conn)
             except probe.WalFunctionsUnavailable as exc:
                 self._wal_unavailable(exc)
                 return False
             except sa_exc.DBAPIError:
                 self._apply(self.health.record_failure(name))
                 return False
-            if replayed is not None:
-                self.health.note_replay_lsn(name, replayed)
-                if replayed >= lsn:
+            if where.lsn is not None:
+                self.health.note_position(name, where.lsn, where.timeline)
+                if where.timeline is not None:
+                    self._saw(where.timeline, primary=False)
+                if where.timeline == timeline and where.lsn >= lsn:
                     return True
             remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
@@ -452,6 +494,80 @@ class ReadWriteRouter:
                 _await(self._clock.asleep(step))
             else:
                 self._clock.sleep(step)
+
+    # -- the primary: its connections and its timeline -------------------------------------
+
+    def _guard_primary(self, find_primary: FindPrimary | None) -> None:
+        check_primary_url(self._primary.url)
+        if find_primary is not None:
+            if not callable(find_primary):
+                raise ConfigurationError(
+                    "find_primary", find_primary, "a callable returning a host or (host, port)"
+                )
+            point_at(self._primary, find_primary)
+        event.listen(self._primary, "connect", self._check_primary_connection)
+
+    def _check_primary_connection(self, dbapi_connection: Any, connection_record: Any) -> None:
+        """The primary engine's ``connect`` listener: refuse a server that must not take writes.
+
+        One round trip per new connection. A standby (in recovery) or a server on an older
+        timeline than one already seen gets `NotPrimary`, and SQLAlchemy closes the
+        connection before anything else is sent on it.
+        """
+        dbapi = self._primary.dialect.loaded_dbapi
+        timeline = None
+        if self.wal:
+            try:
+                where = probe.raw_position(dbapi_connection)
+            except (dbapi.ProgrammingError, dbapi.NotSupportedError) as exc:
+                self._wal_unavailable(exc)
+                standby = probe.in_recovery(dbapi_connection)
+            else:
+                standby, timeline = where.in_recovery, where.timeline
+        else:
+            standby = probe.in_recovery(dbapi_connection)
+        if standby:
+            raise NotPrimary(self.name, server_of(dbapi_connection), "in_recovery")
+        if timeline is not None:
+            if self.timelines.behind(timeline):
+                raise NotPrimary(
+                    self.name,
+                    server_of(dbapi_connection),
+                    "behind",
+                    f"timeline {timeline.timeline_id}, not {self.timelines.current}",
+                )
+            self._saw(timeline, primary=True)
+
+    def _saw(self, timeline: Timeline, *, primary: bool) -> None:
+        previous = self.timelines.advance(timeline, primary=primary)
+        if previous is None:
+            return
+        _log.warning(
+            "router %r: WAL history %s replaces %s (a standby was promoted, or the primary "
+            "engine reaches another cluster); tokens taken before read from the primary",
+            self.name,
+            timeline,
+            previous,
+        )
+        if self._listeners.active:
+            self._listeners.emit(TimelineChanged(self.name, previous, timeline))
+
+    def _current_timeline(self) -> Timeline | None:
+        """The newest WAL history seen; asks the primary if none has been seen yet."""
+        current = self.timelines.current
+        if current is not None:
+            return current
+        try:
+            with self._primary.connect() as conn:
+                where = probe.position(conn)
+        except probe.WalFunctionsUnavailable as exc:
+            self._wal_unavailable(exc)
+            return None
+        except (sa_exc.DBAPIError, NotPrimary):
+            return None
+        if where.timeline is not None and not where.in_recovery:
+            self._saw(where.timeline, primary=True)
+        return self.timelines.current
 
     def _replica_failed(self, session: RoutingSession, name: str) -> None:
         self._apply(self.health.record_failure(name))
@@ -502,16 +618,26 @@ class ReadWriteRouter:
             self._apply(self.health.record_failure(name))
             return
         self._apply(self.health.record_sample(name, sample))
+        if sample.timeline is not None:
+            self._saw(sample.timeline, primary=False)
         if self._listeners.active:
             self._listeners.emit(LagSampled(self.name, name, sample.lag_bytes, sample.lag_seconds))
 
-    def _after_probe_error(self, exc: Exception) -> LagSample | None:
+    def _after_probe_error(self, exc: BaseException) -> LagSample | None:
         """What a failed measurement means: alive with unknown lag (the WAL functions were
         refused), or None (the server could not be reached)."""
         if isinstance(exc, probe.WalFunctionsUnavailable):
             self._wal_unavailable(exc)
             return LagSample()
         return None
+
+    def _primary_position(self, where: probe.ServerPosition) -> int | None:
+        """The primary's insert position for lag (None if the server is not a primary)."""
+        if where.in_recovery:
+            return None
+        if where.timeline is not None:
+            self._saw(where.timeline, primary=True)
+        return where.lsn
 
     def check(self) -> list[ReplicaStatus]:
         """Measure every replica now (lag, or liveness), update the rotation, return it."""
@@ -521,8 +647,8 @@ class ReadWriteRouter:
         if self.wal and self._replicas:
             try:
                 with self._primary.connect() as conn:
-                    primary_lsn = probe.current_wal_lsn(conn)
-            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
+                    primary_lsn = self._primary_position(probe.position(conn))
+            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError, NotPrimary) as exc:
                 self._after_probe_error(exc)  # the primary's position is unknown this round
 
         def measure(engine: Engine) -> LagSample | None:
@@ -553,8 +679,8 @@ class ReadWriteRouter:
         if self.wal and self._replicas:
             try:
                 async with self._given[PRIMARY].connect() as aconn:
-                    primary_lsn = await aconn.run_sync(probe.current_wal_lsn)
-            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError) as exc:
+                    primary_lsn = self._primary_position(await aconn.run_sync(probe.position))
+            except (probe.WalFunctionsUnavailable, sa_exc.DBAPIError, NotPrimary) as exc:
                 self._after_probe_error(exc)  # the primary's position is unknown this round
 
         async def measure(name: str) -> None:

@@ -5,12 +5,20 @@ and `pg_basebackup -R` for a hot-standby replica in a temporary directory owned 
 ``postgres`` user (PostgreSQL refuses to run as root), on free loopback ports. Tests may
 pause replay on the replica, SIGKILL its postmaster and start it again.
 
+It also fails over: `kill_primary` SIGKILLs the primary's whole process group (a lost node),
+`promote_replica` runs ``pg_ctl promote`` and swaps the roles (the two data directories are
+nodes ``a`` and ``b``; ``primary_*`` and ``replica_*`` always name the current roles), and
+`rejoin_former_primary` rebuilds the dead node as a standby of the new primary, so one
+cluster serves several failovers. With ``log_writes=True`` each server logs the writing
+statements it receives, and `writes_received_in_recovery` reads them back.
+
 ```
 cluster = PostgresCluster().start()
 try:
     cluster.primary_url    # postgresql+psycopg://postgres@127.0.0.1:<port>/postgres
     cluster.replica_url
     cluster.kill_replica(); cluster.start_replica()
+    cluster.kill_primary(); cluster.promote_replica(); cluster.rejoin_former_primary()
 finally:
     cluster.stop()
 ```
@@ -22,6 +30,7 @@ import atexit
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -46,13 +55,41 @@ def pg_bindir() -> Path:
     return Path(out.stdout.strip())
 
 
+# What log_statement=mod writes for a statement a server received (simple or extended protocol)
+_LOGGED_WRITE = re.compile(r"LOG:\s+(?:statement|execute [^:]*): (.*)")
+
+
+def _process_group(pgid: int) -> list[int]:
+    """The processes of process group `pgid` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # fields after the parenthesised command: state, ppid, pgrp, ...
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid:
+                    members.append(int(entry.name))
+    return members
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` exists and has not exited (a zombie has exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 class PostgresCluster:
     """A primary and one streaming replica in a temporary directory, on free ports."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_writes: bool = False) -> None:
         self.bindir = pg_bindir()
-        self.primary_port = free_port()
-        self.replica_port = free_port()
+        self.ports = {"a": free_port(), "b": free_port()}
+        self.primary_node, self.replica_node = "a", "b"
+        self.log_writes = log_writes
+        self._killed: int | None = None  # the former primary's postmaster, until reaped
         self.root: Path | None = None
         self._started = False
 
@@ -60,6 +97,19 @@ class PostgresCluster:
 
     def url(self, port: int, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{PG_USER}@127.0.0.1:{port}/postgres"
+
+    def multihost_url(self, driver: str = "postgresql+psycopg") -> str:
+        """Both nodes, ``a`` first, keeping the one that accepts writes (libpq's failover)."""
+        hosts = "&".join(f"host=127.0.0.1:{self.ports[n]}" for n in ("a", "b"))
+        return f"{driver}://{PG_USER}@/postgres?{hosts}&target_session_attrs=read-write"
+
+    @property
+    def primary_port(self) -> int:
+        return self.ports[self.primary_node]
+
+    @property
+    def replica_port(self) -> int:
+        return self.ports[self.replica_node]
 
     @property
     def primary_url(self) -> str:
@@ -71,15 +121,17 @@ class PostgresCluster:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def node_dir(self, node: str) -> Path:
+        assert self.root is not None
+        return self.root / f"node-{node}"
+
     @property
     def primary_dir(self) -> Path:
-        assert self.root is not None
-        return self.root / "primary"
+        return self.node_dir(self.primary_node)
 
     @property
     def replica_dir(self) -> Path:
-        assert self.root is not None
-        return self.root / "replica"
+        return self.node_dir(self.replica_node)
 
     @property
     def socket_dir(self) -> Path:
@@ -127,10 +179,19 @@ class PostgresCluster:
                 # a paused replica must not cancel queries or lose WAL while tests inspect it
                 "max_standby_streaming_delay = -1\nwal_keep_size = 256MB\n"
             )
+            if self.log_writes:
+                conf.write("log_statement = 'mod'\n")
         with (self.primary_dir / "pg_hba.conf").open("a") as hba:
             hba.write("\nhost replication all 127.0.0.1/32 trust\n")
         self._started = True
         self._pg_ctl_start(self.primary_dir, self.primary_port)
+        self._base_backup()
+        self.start_replica()
+        self._wait_until_streaming()
+        return self
+
+    def _base_backup(self) -> None:
+        """Copy the primary into the replica's (empty) directory, set up as its standby."""
         self._run(
             self._bin("pg_basebackup"),
             "-h",
@@ -147,9 +208,6 @@ class PostgresCluster:
             "--no-sync",
             timeout=120,
         )
-        self.start_replica()
-        self._wait_until_streaming()
-        return self
 
     def _pg_ctl_start(self, data_dir: Path, port: int) -> None:
         options = f"-p {port} -c listen_addresses=127.0.0.1 -k {self.socket_dir}"
@@ -160,7 +218,7 @@ class PostgresCluster:
             "-o",
             options,
             "-l",
-            str(data_dir.parent / f"{data_dir.name}.log"),
+            str(self._log_path(data_dir)),
             "-w",
             "-t",
             "60",
@@ -257,22 +315,127 @@ class PostgresCluster:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
+        self._wait_gone(pid)
+        # orphaned backends of a killed postmaster exit on their own; give them a moment
+        time.sleep(0.2)
+
+    def _wait_gone(self, pid: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
-                break
+                return
             time.sleep(0.05)
-        # orphaned backends of a killed postmaster exit on their own; give them a moment
-        time.sleep(0.2)
+
+    # -- failover --------------------------------------------------------------------------
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster and every backend with it, as when its node dies.
+
+        Returns once every one of those processes has exited (their sockets are closed:
+        connections are refused or cut); reaping them may take a moment longer (see
+        `rejoin_former_primary`). pg_ctl starts the postmaster in its own session, so its
+        process group is the server.
+        """
+        pid = self._postmaster_pid(self.primary_dir)
+        if pid is None:
+            raise RuntimeError("the primary is not running")
+        members = _process_group(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(_running(member) for member in members) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self._killed = pid
+
+    def promote_replica(self) -> None:
+        """``pg_ctl promote`` the replica (waits until it accepts writes); swap the roles.
+
+        Afterwards ``primary_*`` names the promoted node and ``replica_*`` the former
+        primary (dead until `rejoin_former_primary` or `restart_former_primary`).
+        """
+        self._run(self._bin("pg_ctl"), "-D", str(self.replica_dir), "-w", "-t", "60", "promote")
+        self.primary_node, self.replica_node = self.replica_node, self.primary_node
+
+    def _former_primary_stopped(self) -> None:
+        if self._killed is not None:
+            self._wait_gone(self._killed)
+            self._killed = None
+        with contextlib.suppress(FileNotFoundError):
+            (self.replica_dir / "postmaster.pid").unlink()
+
+    def rejoin_former_primary(self) -> None:
+        """Rebuild the former primary as a streaming standby of the new one (a fresh base
+        backup, as a failover manager would with pg_rewind or a re-clone)."""
+        self._former_primary_stopped()
+        pid = self._postmaster_pid(self.replica_dir)
+        if pid is not None:
+            self._run(self._bin("pg_ctl"), "-D", str(self.replica_dir), "-m", "immediate", "stop")
+        shutil.rmtree(self.replica_dir)
+        self._base_backup()
+        self.start_replica()
+        self._wait_until_streaming()
+
+    def restart_former_primary(self, *, as_standby: bool) -> None:
+        """Start the former primary again without rebuilding it: the mistakes a failover
+        manager exists to prevent.
+
+        ``as_standby=True``: as a standby of the new primary. Holding WAL the new primary
+        never received, it cannot follow the new timeline and stays in recovery on the old
+        one, readable, with a replay position past the promotion. ``as_standby=False``: as
+        a primary on the old timeline, accepting writes (an unfenced former primary).
+        """
+        self._former_primary_stopped()
+        signal_file = self.replica_dir / "standby.signal"
+        if not as_standby:
+            signal_file.unlink(missing_ok=True)
+        else:
+            signal_file.write_text("")
+            with (self.replica_dir / "postgresql.auto.conf").open("a") as conf:
+                conf.write(
+                    f"\nprimary_conninfo = 'host=127.0.0.1 port={self.primary_port} "
+                    f"user={PG_USER}'\n"
+                )
+            if os.geteuid() == 0:
+                entry = pwd.getpwnam(PG_USER)
+                os.chown(signal_file, entry.pw_uid, entry.pw_gid)
+        self.start_replica()
+
+    def stop_former_primary(self) -> None:
+        """Stop the node in the replica role (fast), e.g. a restarted former primary."""
+        self._run(self._bin("pg_ctl"), "-D", str(self.replica_dir), "-m", "immediate", "stop")
+
+    def _log_path(self, data_dir: Path) -> Path:
+        return data_dir.parent / f"{data_dir.name}.log"
+
+    def writes_received_in_recovery(self) -> list[str]:
+        """Writing statements (``log_writes=True``) either server received while in recovery.
+
+        Read from the servers' own logs: a server is in recovery from "entering standby
+        mode" until it is promoted ("selected new timeline ID") or stops.
+        """
+        if not self.log_writes:
+            raise RuntimeError("start the cluster with log_writes=True")
+        found = []
+        for node in ("a", "b"):
+            path = self._log_path(self.node_dir(node))
+            in_recovery = False
+            for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+                if "entering standby mode" in line:
+                    in_recovery = True
+                elif "selected new timeline ID" in line or "starting PostgreSQL" in line:
+                    in_recovery = False
+                elif in_recovery and (match := _LOGGED_WRITE.search(line)):
+                    found.append(f"node {node}: {match[1]}")
+        return found
 
     def stop(self) -> None:
         """Stop both servers (immediate mode) and remove the directory; safe to call twice."""
         if self.root is None:
             return
         if self._started:
-            for data_dir in (self.replica_dir, self.primary_dir):
+            for data_dir in (self.node_dir("a"), self.node_dir("b")):
                 if (data_dir / "postmaster.pid").exists():
                     with contextlib.suppress(Exception):
                         self._run(

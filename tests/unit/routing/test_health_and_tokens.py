@@ -1,4 +1,4 @@
-"""Property tests of the pure core: replica rotation, balancing, token parsing."""
+"""Property tests of the pure core: replica rotation, balancing, tokens, timelines."""
 
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ from scalepatterns.routing import (
     RandomChoice,
     ReplicaHealth,
     RoundRobin,
+    Timeline,
+    TimelineWatch,
     Weighted,
 )
 from scalepatterns.routing.token import format_lsn, parse_lsn
 
 NAMES = ["r1", "r2", "r3"]
 lsns = st.integers(min_value=0, max_value=2**64 - 1)
+timelines = st.builds(Timeline, st.integers(0, 2**64 - 1), st.integers(1, 2**32 - 1))
 samples = st.builds(
     LagSample,
     lag_bytes=st.none() | st.integers(0, 10**9),
@@ -159,10 +162,24 @@ def test_lsn_text_round_trips(value: int) -> None:
     assert parse_lsn(format_lsn(value).lower()) == value
 
 
-@given(lsns)
-def test_wal_tokens_round_trip(value: int) -> None:
-    token = ConsistencyToken.at_lsn(value)
-    assert ConsistencyToken.parse(str(token)) == token
+@given(lsns, st.none() | timelines)
+def test_wal_tokens_round_trip(value: int, timeline: Timeline | None) -> None:
+    token = ConsistencyToken.at_lsn(value, timeline)
+    text = str(token)
+    assert ConsistencyToken.parse(text) == token
+    assert len(text) <= 64
+
+
+def test_a_wal_token_names_its_history() -> None:
+    token = ConsistencyToken.parse("v1:pg:6B9F6A3B1C2D3E4F:2:16/B374D848")
+    assert token.timeline == Timeline(0x6B9F6A3B1C2D3E4F, 2)
+    assert token.lsn == (0x16 << 32) | 0xB374D848
+    assert ConsistencyToken.parse("v1:pg:16/B374D848").timeline is None  # the older layout
+    for bad in ("v1:pg:1:0:0/1", "v1:pg:1:2:3:0/1", "v1:pg:1:2:", "v1:pg:x:2:0/1"):
+        with pytest.raises(InvalidToken):
+            ConsistencyToken.parse(bad)
+    with pytest.raises(ValueError, match="timeline"):
+        ConsistencyToken(wall_time=1.0, timeline=Timeline(1, 1))
 
 
 @given(st.floats(0, 1e10, allow_nan=False))
@@ -189,10 +206,18 @@ def test_arbitrary_text_is_a_token_only_in_the_strict_layouts(text: str) -> None
 
 
 def test_newer_token_wins() -> None:
-    a, b = ConsistencyToken.at_lsn(5), ConsistencyToken.at_lsn(9)
+    one, two = Timeline(7, 1), Timeline(7, 2)
+    a, b = ConsistencyToken.at_lsn(5, one), ConsistencyToken.at_lsn(9, one)
     assert a.newer(b) is b
     assert b.newer(a) is b
     assert a.newer(None) is a
+    # a later timeline wins whatever the positions: its lower position is the newer history
+    promoted = ConsistencyToken.at_lsn(1, two)
+    assert b.newer(promoted) is promoted
+    assert promoted.newer(b) is promoted
+    legacy = ConsistencyToken.at_lsn(99, None)
+    assert legacy.newer(a) is a
+    assert a.newer(legacy) is a
     assert ConsistencyToken.at_time(3).newer(ConsistencyToken.at_time(4)).wall_time == 4
 
 
@@ -211,3 +236,58 @@ def test_a_sample_without_lag_figures_keeps_a_lagging_replica_out() -> None:
     assert health.in_rotation() == []
     assert [t.kind for t in health.record_sample("r1", LagSample(lag_bytes=10))] == ["readmitted"]
     assert health.in_rotation() == ["r1"]
+
+
+def test_the_timeline_watch_follows_promotions_and_refuses_the_old_primary() -> None:
+    watch = TimelineWatch()
+    assert watch.current is None
+    assert not watch.covers(Timeline(7, 1), Timeline(7, 1))  # nothing seen: nothing covered
+    assert watch.advance(Timeline(7, 1), primary=True) is None
+    assert watch.covers(Timeline(7, 1), Timeline(7, 1))
+    assert not watch.behind(Timeline(7, 1))
+    # a replica on a later timeline proves a promotion happened
+    assert watch.advance(Timeline(7, 2), primary=False) == Timeline(7, 1)
+    assert watch.behind(Timeline(7, 1))
+    assert not watch.behind(Timeline(8, 1))  # another cluster is not "behind"
+    assert not watch.covers(Timeline(7, 1), Timeline(7, 1))  # the dead history
+    assert not watch.covers(Timeline(7, 2), Timeline(7, 1))  # a replica not known to follow
+    assert not watch.covers(None, Timeline(7, 2))  # a token without a history
+    assert watch.covers(Timeline(7, 2), Timeline(7, 2))
+    # older timelines and foreign replicas never move it back
+    assert watch.advance(Timeline(7, 1), primary=True) is None
+    assert watch.advance(Timeline(9, 5), primary=False) is None
+    assert watch.current == Timeline(7, 2)
+    # the primary engine now reaches another cluster: that cluster is the truth
+    assert watch.advance(Timeline(9, 1), primary=True) == Timeline(7, 2)
+    assert watch.current == Timeline(9, 1)
+
+
+@given(st.lists(st.tuples(timelines, st.booleans()), max_size=30))
+def test_the_watch_never_goes_back_on_one_cluster(seen: list[tuple[Timeline, bool]]) -> None:
+    watch = TimelineWatch()
+    for timeline, primary in seen:
+        before = watch.current
+        watch.advance(timeline, primary=primary)
+        after = watch.current
+        assert after is not None
+        if before is not None and before.system_id == after.system_id:
+            assert after.timeline_id >= before.timeline_id
+        if before is not None and after != before:
+            assert primary or after.system_id == before.system_id
+
+
+def test_token_candidates_must_be_on_the_tokens_timeline() -> None:
+    old, new = Timeline(7, 1), Timeline(7, 2)
+    health = ReplicaHealth(["stuck", "follower"])
+    # the stuck server replayed far along the dead history; the follower is on the new one
+    health.record_sample("stuck", LagSample(0, 0.0, replay_lsn=10_000, timeline=old))
+    health.record_sample("follower", LagSample(0, 0.0, replay_lsn=500, timeline=new))
+    assert [c.name for c in health.candidates(400, new)] == ["follower"]
+    assert [c.name for c in health.candidates(600, new)] == []
+    assert [c.name for c in health.candidates(400, old)] == ["stuck"]
+    # positions move on within a timeline, and a new timeline replaces the old position
+    health.note_position("stuck", 5, new)
+    assert health.replay_lsn("stuck") == 5
+    health.note_position("stuck", 3, new)
+    assert health.replay_lsn("stuck") == 5
+    assert {s.name: s.timeline for s in health.status()} == {"stuck": new, "follower": new}
