@@ -9,7 +9,7 @@ from typing import Any
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.events import Listeners
 from scalepatterns.queue.broker import AsyncBroker, Outgoing
-from scalepatterns.queue.errors import ConnectionLost
+from scalepatterns.queue.errors import ConnectionLost, PublishError
 from scalepatterns.queue.producer import Publishing
 from scalepatterns.serializers import Serializer
 
@@ -116,8 +116,8 @@ class AsyncProducer:
             try:
                 await self.broker.publish(resend.pending, timeout=self.publishing.confirm_timeout)
                 break
-            except ConnectionLost as lost:
-                await self.publishing.clock.asleep(resend.after(lost, target))
+            except (ConnectionLost, PublishError) as error:
+                await self.publishing.clock.asleep(resend.after(error, target))
         self.publishing.published(target, len(messages))
 
     def __repr__(self) -> str:

@@ -67,12 +67,17 @@ class PublishError(ScalePatternsError):
 
     Attributes:
         failed: message id -> why it was refused.
+        nacked: the ids in `failed` the broker nacked: it could not store them then (a
+            quorum queue electing a new leader after a node died, a full queue rejecting
+            publishes). Publishing them again may succeed; a `Producer` does so for up
+            to its `reconnect_timeout` when every refused message was nacked.
         queue: the queue or exchange published to.
     """
 
-    def __init__(self, queue: str, failed: dict[str, str]) -> None:
+    def __init__(self, queue: str, failed: dict[str, str], nacked: Sequence[str] = ()) -> None:
         self.queue = queue
         self.failed = dict(failed)
+        self.nacked = list(nacked)
         first_id, first_reason = next(iter(self.failed.items()))
         more = f" (and {len(self.failed) - 1} more)" if len(self.failed) > 1 else ""
         super().__init__(

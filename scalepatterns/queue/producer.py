@@ -15,7 +15,7 @@ from scalepatterns._checks import seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.queue.broker import Broker, Outgoing
-from scalepatterns.queue.errors import ConnectionLost
+from scalepatterns.queue.errors import ConnectionLost, PublishError
 from scalepatterns.queue.events import MessagePublished
 from scalepatterns.queue.message import encode
 from scalepatterns.serializers import JsonSerializer, Serializer
@@ -39,17 +39,24 @@ class Resend:
         self._deadline = clock.monotonic() + reconnect_timeout
         self._attempt = 0
 
-    def after(self, lost: ConnectionLost, target: str) -> float:
-        """Seconds to wait before publishing `pending` again; re-raises `lost` once the
-        reconnect timeout has run out."""
+    def after(self, error: ConnectionLost | PublishError, target: str) -> float:
+        """Seconds to wait before publishing `pending` again; re-raises `error` once the
+        reconnect timeout has run out, or when the broker refused a message for good (an
+        unroutable one): only nacked messages are worth publishing again."""
         self._attempt += 1
+        if isinstance(error, PublishError):
+            if not error.nacked or set(error.failed) - set(error.nacked):
+                raise error
+            again, what = set(error.nacked), "the broker nacked"
+        else:
+            again, what = set(error.unconfirmed), "connection lost"
         if self._clock.monotonic() >= self._deadline:
-            raise lost
-        unconfirmed = set(lost.unconfirmed)
-        if unconfirmed:  # a broker names an id-less message "" (see Broker.publish)
-            self.pending = [m for m in self.pending if _id(m) in unconfirmed]
+            raise error
+        if again:  # a broker names an id-less message "" (see Broker.publish)
+            self.pending = [m for m in self.pending if _id(m) in again]
         _log.warning(
-            "connection lost while publishing to %s; publishing %d again (try %d)",
+            "%s while publishing to %s; publishing %d again (try %d)",
+            what,
             target,
             len(self.pending),
             self._attempt,
@@ -109,10 +116,11 @@ class Producer:
         broker: a `MemoryBroker`, `RabbitMQBroker` or your own `Broker`.
         serializer: encodes bodies (JSON by default).
         confirm_timeout: seconds to wait for the broker's confirms of one call.
-        reconnect_timeout: when the connection drops before the confirms arrived, keep
-            publishing the unconfirmed messages again (same ids, so consumers with a
-            dedup store absorb copies) for up to this many seconds, then raise
-            `ConnectionLost`. 0 raises at once.
+        reconnect_timeout: when the connection drops before the confirms arrived, or
+            the broker nacks messages (a quorum queue electing a new leader), keep
+            publishing those again (same ids, so consumers with a dedup store absorb
+            copies) for up to this many seconds, then raise `ConnectionLost` (or
+            `PublishError`). 0 raises at once.
         declare: declare a default `QueueSpec` for a queue that does not exist yet on
             first publish (pass False to require the queue to exist).
 
@@ -208,8 +216,8 @@ class Producer:
             try:
                 self.broker.publish(resend.pending, timeout=self.publishing.confirm_timeout)
                 break
-            except ConnectionLost as lost:
-                self.publishing.clock.sleep(resend.after(lost, target))
+            except (ConnectionLost, PublishError) as error:
+                self.publishing.clock.sleep(resend.after(error, target))
         self.publishing.published(target, len(messages))
 
     def __repr__(self) -> str:

@@ -26,7 +26,16 @@ class Batch:
     `on_done` runs once, on whichever thread settles the last message.
     """
 
-    __slots__ = ("_lock", "_on_done", "failed", "ids", "lost", "remaining", "settled")
+    __slots__ = (
+        "_lock",
+        "_on_done",
+        "failed",
+        "ids",
+        "lost",
+        "nacked",
+        "remaining",
+        "settled",
+    )
 
     def __init__(self, ids: list[str], on_done: Callable[[], None] | None = None) -> None:
         self._lock = threading.Lock()
@@ -35,6 +44,7 @@ class Batch:
         self.settled: Counter[str] = Counter()
         self.remaining = len(ids)
         self.failed: dict[str, str] = {}
+        self.nacked: list[str] = []
         self.lost: list[str] = []
         if not ids:
             self._finish()
@@ -43,8 +53,11 @@ class Batch:
     def done(self) -> bool:
         return self.remaining <= 0
 
-    def settle(self, message_id: str, error: str | None = None, *, lost: bool = False) -> None:
-        """One message ended: confirmed (no `error`), refused (`error`) or `lost`."""
+    def settle(
+        self, message_id: str, error: str | None = None, *, lost: bool = False, nacked: bool = False
+    ) -> None:
+        """One message ended: confirmed (no `error`), refused (`error`; `nacked` by the
+        broker, which may take it later) or `lost`."""
         with self._lock:
             if self.remaining <= 0:
                 return
@@ -53,6 +66,8 @@ class Batch:
                 self.lost.append(message_id)
             elif error is not None:
                 self.failed[message_id] = error
+                if nacked:
+                    self.nacked.append(message_id)
             self.remaining -= 1
             finished = self.remaining <= 0
         if finished:
@@ -81,9 +96,11 @@ def raise_for_outcome(batches: Iterable[Batch], target: str, url: str) -> None:
     `PublishError` when any was refused.
     """
     failed: dict[str, str] = {}
+    nacked: list[str] = []
     lost: list[str] = []
     for batch in batches:
         failed.update(batch.failed)
+        nacked.extend(batch.nacked)
         lost.extend(batch.lost)
     if lost:
         lost.extend(failed)
@@ -91,7 +108,7 @@ def raise_for_outcome(batches: Iterable[Batch], target: str, url: str) -> None:
             f"connection to {url} lost before the broker confirmed {len(lost)} message(s)", lost
         )
     if failed:
-        raise PublishError(target, failed)
+        raise PublishError(target, failed, nacked)
 
 
 class ConfirmWait:
@@ -175,7 +192,7 @@ class ConfirmTracker:
             if returned is not None:
                 batch.settle(message_id, f"unroutable ({returned})")
             elif nacked:
-                batch.settle(message_id, "nacked by the broker")
+                batch.settle(message_id, "nacked by the broker", nacked=True)
             else:
                 batch.settle(message_id)
 

@@ -137,6 +137,7 @@ class Link:
         self._failures = 0
         self._opened_at = 0.0
         self._pub_channel: Any = None
+        self._recycling = False
         self._confirms = ConfirmTracker()
         self._outstanding: set[Fail] = set()
         self._batches: set[Batch] = set()
@@ -254,6 +255,7 @@ class Link:
         """The publishing channel is open: on a `fresh` connection, or reopened after the
         broker closed the previous one (the consumers' channels are untouched then)."""
         self._pub_channel = channel
+        self._recycling = False
         channel.add_on_close_callback(self._on_pub_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(
@@ -354,11 +356,22 @@ class Link:
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        self._confirms.confirmed(
-            method.delivery_tag,
-            multiple=bool(method.multiple),
-            nacked=isinstance(method, self._pika.spec.Basic.Nack),
-        )
+        nacked = isinstance(method, self._pika.spec.Basic.Nack)
+        self._confirms.confirmed(method.delivery_tag, multiple=bool(method.multiple), nacked=nacked)
+        if nacked:
+            self._recycle_pub_channel()
+
+    def _recycle_pub_channel(self) -> None:
+        """Open a new publishing channel after a nack. A channel whose first publish to
+        a quorum queue came while the queue elected a new leader nacks every later
+        publish (seen on RabbitMQ 3.10), while a new channel is served once the leader
+        is known. Whatever waits for a confirm on it counts as lost and is published
+        again by a `Producer`."""
+        channel = self._pub_channel
+        if channel is not None and channel.is_open and not self._recycling:
+            self._recycling = True
+            _log.warning("the broker nacked a publish; opening a new publishing channel")
+            channel.close()
 
     # -- acks -------------------------------------------------------------------------
 

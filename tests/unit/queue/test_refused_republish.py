@@ -130,3 +130,50 @@ def test_a_worker_restarted_at_once_after_a_timed_out_stop_handles_each_message_
     worker.stop(timeout=5)
     assert handled[1] == handled[2] == handled[3] == 1
     broker.close()
+
+
+class NacksFirstPublishes(MemoryBroker):
+    """The broker nacks the first `times` publishes (a quorum queue electing a leader)."""
+
+    def __init__(self, times: int, *, unroutable: bool = False) -> None:
+        super().__init__()
+        self.times = times
+        self.unroutable = unroutable
+        self.calls = 0
+
+    def publish(self, messages: Sequence[Outgoing], *, timeout: float = 30.0) -> None:
+        self.calls += 1
+        if self.calls <= self.times:
+            ids = [m.properties.message_id or "" for m in messages]
+            failed = dict.fromkeys(ids, "nacked by the broker")
+            if self.unroutable:
+                failed[ids[0]] = "unroutable (312 NO_ROUTE)"
+                raise PublishError(messages[0].routing_key, failed, ids[1:])
+            raise PublishError(messages[0].routing_key, failed, ids)
+        super().publish(messages, timeout=timeout)
+
+
+def test_nacked_messages_are_published_again_until_the_broker_takes_them() -> None:
+    broker = NacksFirstPublishes(times=2)
+    ids = Producer(broker, reconnect_timeout=30).publish_many("jobs", [1, 2, 3])
+    assert broker.calls == 3
+    assert broker.depth("jobs") == 3
+    assert len(set(ids)) == 3
+    broker.close()
+
+
+def test_a_refusal_that_is_not_a_nack_is_raised_at_once() -> None:
+    broker = NacksFirstPublishes(times=5, unroutable=True)
+    with pytest.raises(PublishError) as caught:
+        Producer(broker, reconnect_timeout=30).publish_many("jobs", [1, 2, 3])
+    assert broker.calls == 1  # not published again: an unroutable message stays unroutable
+    assert len(caught.value.nacked) == 2
+    broker.close()
+
+
+def test_nacks_past_the_reconnect_timeout_are_raised() -> None:
+    broker = NacksFirstPublishes(times=1000)
+    with pytest.raises(PublishError) as caught:
+        Producer(broker, reconnect_timeout=0).publish("jobs", 1)
+    assert caught.value.nacked == list(caught.value.failed)
+    broker.close()
