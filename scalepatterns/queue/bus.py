@@ -7,7 +7,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
@@ -15,7 +15,7 @@ from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners
 from scalepatterns.queue.async_producer import AsyncProducer
 from scalepatterns.queue.async_worker import AsyncWorker
-from scalepatterns.queue.broker import AsyncBroker, Broker, Outgoing
+from scalepatterns.queue.broker import AsyncBroker, Broker, Outgoing, QueueSpec
 from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.handling import Handler
 from scalepatterns.queue.message import Message
@@ -113,7 +113,8 @@ class EventBus:
     key. `subscribe(pattern, handler, group=...)` binds the group's queue
     ``<exchange>.<group>`` to `pattern`; several processes subscribing with the same
     group share its work; each group has its own retries and dead-letter queue. An event
-    no group subscribed to is dropped (publishing it is not an error).
+    no group subscribed to is dropped (publishing it is not an error). `queue_type`
+    ``"quorum"`` makes the groups' queues quorum queues (on a RabbitMQ cluster).
 
     ```python
     import threading
@@ -137,6 +138,7 @@ class EventBus:
         broker: Broker,
         *,
         exchange: str = "sp.events",
+        queue_type: Literal["classic", "quorum"] = "classic",
         serializer: Serializer | None = None,
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
@@ -144,6 +146,7 @@ class EventBus:
     ) -> None:
         self.broker = broker
         self.exchange = exchange
+        self.queue_type = queue_type
         self._producer = Producer(
             broker, serializer=serializer, clock=clock, listeners=listeners, declare=False
         )
@@ -204,7 +207,7 @@ class EventBus:
                 entry = _Group[Worker](options)
                 entry.worker = Worker(
                     self.broker,
-                    self.queue_of(group),
+                    QueueSpec(self.queue_of(group), queue_type=self.queue_type),
                     entry,
                     **self._groups.worker_arguments(options),
                 )
@@ -277,6 +280,7 @@ class AsyncEventBus:
         broker: AsyncBroker,
         *,
         exchange: str = "sp.events",
+        queue_type: Literal["classic", "quorum"] = "classic",
         serializer: Serializer | None = None,
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
@@ -284,6 +288,7 @@ class AsyncEventBus:
     ) -> None:
         self.broker = broker
         self.exchange = exchange
+        self.queue_type = queue_type
         self._producer = AsyncProducer(
             broker, serializer=serializer, clock=clock, listeners=listeners, declare=False
         )
@@ -340,7 +345,7 @@ class AsyncEventBus:
                 entry = _Group[AsyncWorker](options)
                 entry.worker = AsyncWorker(
                     self.broker,
-                    self.queue_of(group),
+                    QueueSpec(self.queue_of(group), queue_type=self.queue_type),
                     entry,
                     **self._groups.worker_arguments(options),
                 )

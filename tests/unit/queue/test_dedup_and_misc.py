@@ -483,3 +483,16 @@ def test_a_broker_channel_error_refuses_the_message_it_names(
     assert sorted(batch.lost) == sorted(lost)
     assert batch.done
     assert len(tracker) == 0
+
+
+def test_an_event_bus_can_make_its_group_queues_quorum_queues() -> None:
+    broker = MemoryBroker()
+    bus = EventBus(broker, queue_type="quorum")
+    bus.subscribe("user.*", print, group="mailer")
+    work = broker._queues[bus.queue_of("mailer")].arguments
+    dead = broker._queues[f"{bus.queue_of('mailer')}.dead"].arguments
+    assert (work["x-queue-type"], dead["x-queue-type"]) == ("quorum", "quorum")
+    delayed = broker.declare_delay(bus.queue_of("mailer"), 1.0)
+    assert broker._queues[delayed].arguments["x-queue-type"] == "quorum"
+    assert broker._queues[delayed].arguments["x-dead-letter-strategy"] == "at-least-once"
+    broker.close()
