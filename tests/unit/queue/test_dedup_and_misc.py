@@ -486,6 +486,8 @@ def test_a_broker_channel_error_refuses_the_message_it_names(
 
 
 def test_an_event_bus_can_make_its_group_queues_quorum_queues() -> None:
+    from scalepatterns.queue import EventBus
+
     broker = MemoryBroker()
     bus = EventBus(broker, queue_type="quorum")
     bus.subscribe("user.*", print, group="mailer")
