@@ -138,6 +138,7 @@ class Link:
         self._opened_at = 0.0
         self._pub_channel: Any = None
         self._recycling = False
+        self._nacked = False  # the publishing channel nacked: replace it once idle
         self._confirms = ConfirmTracker()
         self._outstanding: set[Fail] = set()
         self._batches: set[Batch] = set()
@@ -255,7 +256,7 @@ class Link:
         """The publishing channel is open: on a `fresh` connection, or reopened after the
         broker closed the previous one (the consumers' channels are untouched then)."""
         self._pub_channel = channel
-        self._recycling = False
+        self._recycling = self._nacked = False
         channel.add_on_close_callback(self._on_pub_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(
@@ -358,15 +359,15 @@ class Link:
         method = frame.method
         nacked = isinstance(method, self._pika.spec.Basic.Nack)
         self._confirms.confirmed(method.delivery_tag, multiple=bool(method.multiple), nacked=nacked)
-        if nacked:
+        self._nacked = self._nacked or nacked
+        if self._nacked and not self._confirms:
             self._recycle_pub_channel()
 
     def _recycle_pub_channel(self) -> None:
-        """Open a new publishing channel after a nack. A channel whose first publish to
-        a quorum queue came while the queue elected a new leader nacks every later
-        publish (seen on RabbitMQ 3.10), while a new channel is served once the leader
-        is known. Whatever waits for a confirm on it counts as lost and is published
-        again by a `Producer`."""
+        """Open a new publishing channel once a channel that nacked has no confirm left
+        to wait for. A channel whose first publish to a quorum queue came while the
+        queue elected a new leader nacks every later publish (seen on RabbitMQ 3.10),
+        while a new channel is served once the leader is known."""
         channel = self._pub_channel
         if channel is not None and channel.is_open and not self._recycling:
             self._recycling = True
