@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
@@ -17,9 +17,10 @@ from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.queue.broker import AsyncBroker, AsyncSubscription, Delivery, Outgoing, QueueSpec
 from scalepatterns.queue.dedup import AsyncDedupStore, Claim
-from scalepatterns.queue.handling import Handler, Step, WorkerSettings, handle
+from scalepatterns.queue.handling import Handler, WorkerSettings, handle
 from scalepatterns.queue.message import Message
 from scalepatterns.queue.retry import RetryPolicy
+from scalepatterns.queue.steps import adrive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["AsyncWorker"]
@@ -63,21 +64,6 @@ class _Awaits:
 
     def publish(self, message: Outgoing) -> Awaitable[None]:
         return self._worker.broker.publish([message], timeout=30.0)
-
-
-async def _drive(flow: Generator[Step, Any, bool | None]) -> bool | None:
-    """Run `handle`'s steps, awaiting each."""
-    result: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            function, arguments = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            result, error = await function(*arguments), None
-        except Exception as exc:  # noqa: BLE001 - thrown into the flow, which decides
-            result, error = None, exc
 
 
 class AsyncWorker:
@@ -267,7 +253,7 @@ class AsyncWorker:
 
     async def _process(self, delivery: Delivery) -> None:
         try:
-            outcome = await _drive(handle(delivery, self.settings, self._io))
+            outcome = await adrive(handle(delivery, self.settings, self._io))
         except asyncio.CancelledError:
             delivery.reject(requeue=True)  # a cancelled handler's message goes back
             raise

@@ -15,6 +15,7 @@ from scalepatterns.queue.handling import (
     ORIGINAL_QUEUE_HEADER,
 )
 from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, header_int
+from scalepatterns.queue.steps import Flow, adrive, drive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["AsyncDeadLetters", "DeadLetters", "DeadMessage", "describe", "redriven"]
@@ -69,6 +70,60 @@ def _give_back(deliveries: list[Delivery]) -> None:
         delivery.reject(requeue=True)
 
 
+class _DeadLetterFlows:
+    """What the dead-letter tools do, as flows (see `steps.py`) on a sync or async broker:
+    `DeadLetters` runs them with plain calls, `AsyncDeadLetters` with awaits."""
+
+    def __init__(self, broker: Any, queue: str, serializer: Serializer | None) -> None:
+        self.broker = broker
+        self.queue = queue
+        self.name = dead_letter_queue(queue)
+        self.serializer = serializer or JsonSerializer()
+
+    def _publish(self, messages: list[Outgoing]) -> Any:
+        return self.broker.publish(messages, timeout=30.0)  # an awaitable on an async broker
+
+    def count(self) -> Flow[int]:
+        count: int = yield self.broker.depth, (self.name,)
+        return count
+
+    def inspect(self, limit: int) -> Flow[list[DeadMessage]]:
+        taken: list[Delivery] = []
+        try:
+            while len(taken) < limit:
+                delivery = yield self.broker.get, (self.name,)
+                if delivery is None:
+                    break
+                taken.append(delivery)
+            return [describe(d, self.serializer) for d in taken]
+        finally:
+            _give_back(taken)
+
+    def redrive(self, limit: int | None, where: Callable[[DeadMessage], bool] | None) -> Flow[int]:
+        moved = 0
+        keep: list[Delivery] = []  # given back unless moved: also when `where` or publishing fails
+        try:
+            while moved < (limit if limit is not None else _ALL):
+                delivery = yield self.broker.get, (self.name,)
+                if delivery is None:
+                    break
+                keep.append(delivery)
+                if where is None or where(describe(delivery, self.serializer)):
+                    yield self._publish, ([redriven(delivery, self.queue)],)
+                    keep.pop().ack()
+                    moved += 1
+        finally:
+            _give_back(keep)
+        return moved
+
+    def purge(self) -> Flow[int]:
+        count = 0
+        while (delivery := (yield self.broker.get, (self.name,))) is not None:
+            delivery.ack()
+            count += 1
+        return count
+
+
 class DeadLetters:
     """The dead-letter queue of `queue`: count, look, re-drive, purge.
 
@@ -83,23 +138,15 @@ class DeadLetters:
     """
 
     def __init__(self, broker: Broker, queue: str, *, serializer: Serializer | None = None) -> None:
-        self.broker = broker
-        self.queue = queue
-        self.name = dead_letter_queue(queue)
-        self._serializer = serializer or JsonSerializer()
+        self._flows = _DeadLetterFlows(broker, queue, serializer)
+        self.broker, self.queue, self.name = broker, queue, self._flows.name
 
     def count(self) -> int:
-        return self.broker.depth(self.name)
+        return drive(self._flows.count())
 
     def inspect(self, limit: int = 100) -> list[DeadMessage]:
         """Look at up to `limit` dead letters without removing them."""
-        taken: list[Delivery] = []
-        try:
-            while len(taken) < limit and (delivery := self.broker.get(self.name)) is not None:
-                taken.append(delivery)
-            return [describe(d, self._serializer) for d in taken]
-        finally:
-            _give_back(taken)
+        return drive(self._flows.inspect(limit))
 
     def redrive(
         self,
@@ -112,29 +159,11 @@ class DeadLetters:
         Each one is published (confirmed) before it is removed, so a crash midway
         duplicates rather than loses. Returns how many were moved.
         """
-        moved = 0
-        keep: list[Delivery] = []  # given back unless moved: also when `where` or publishing fails
-        try:
-            while moved < (limit if limit is not None else _ALL):
-                delivery = self.broker.get(self.name)
-                if delivery is None:
-                    break
-                keep.append(delivery)
-                if where is None or where(describe(delivery, self._serializer)):
-                    self.broker.publish([redriven(delivery, self.queue)], timeout=30.0)
-                    keep.pop().ack()
-                    moved += 1
-        finally:
-            _give_back(keep)
-        return moved
+        return drive(self._flows.redrive(limit, where))
 
     def purge(self) -> int:
         """Delete every dead letter; return how many."""
-        count = 0
-        while (delivery := self.broker.get(self.name)) is not None:
-            delivery.ack()
-            count += 1
-        return count
+        return drive(self._flows.purge())
 
 
 class AsyncDeadLetters:
@@ -143,23 +172,15 @@ class AsyncDeadLetters:
     def __init__(
         self, broker: AsyncBroker, queue: str, *, serializer: Serializer | None = None
     ) -> None:
-        self.broker = broker
-        self.queue = queue
-        self.name = dead_letter_queue(queue)
-        self._serializer = serializer or JsonSerializer()
+        self._flows = _DeadLetterFlows(broker, queue, serializer)
+        self.broker, self.queue, self.name = broker, queue, self._flows.name
 
     async def count(self) -> int:
-        return await self.broker.depth(self.name)
+        return await adrive(self._flows.count())
 
     async def inspect(self, limit: int = 100) -> list[DeadMessage]:
         """Look at up to `limit` dead letters without removing them."""
-        taken: list[Delivery] = []
-        try:
-            while len(taken) < limit and (delivery := await self.broker.get(self.name)) is not None:
-                taken.append(delivery)
-            return [describe(d, self._serializer) for d in taken]
-        finally:
-            _give_back(taken)
+        return await adrive(self._flows.inspect(limit))
 
     async def redrive(
         self,
@@ -167,30 +188,12 @@ class AsyncDeadLetters:
         *,
         where: Callable[[DeadMessage], bool] | None = None,
     ) -> int:
-        """As `DeadLetters.redrive`: published (confirmed) before removed."""
-        moved = 0
-        keep: list[Delivery] = []
-        try:
-            while moved < (limit if limit is not None else _ALL):
-                delivery = await self.broker.get(self.name)
-                if delivery is None:
-                    break
-                keep.append(delivery)
-                if where is None or where(describe(delivery, self._serializer)):
-                    await self.broker.publish([redriven(delivery, self.queue)], timeout=30.0)
-                    keep.pop().ack()
-                    moved += 1
-        finally:
-            _give_back(keep)
-        return moved
+        """As `DeadLetters.redrive`: each published (confirmed) before it is removed."""
+        return await adrive(self._flows.redrive(limit, where))
 
     async def purge(self) -> int:
         """Delete every dead letter; return how many."""
-        count = 0
-        while (delivery := await self.broker.get(self.name)) is not None:
-            delivery.ack()
-            count += 1
-        return count
+        return await adrive(self._flows.purge())
 
 
 _ALL = 1_000_000_000

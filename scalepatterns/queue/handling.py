@@ -1,10 +1,10 @@
 """What a worker does with one delivery, decided once for `Worker` and `AsyncWorker`.
 
-`handle(delivery, settings, io)` is a generator: it yields each piece of I/O it needs as
-``(function, arguments)`` taken from `io` (claim a dedup mark, call the handler, declare a
-delay queue, publish a retry...) and receives its result, or has its exception thrown
-in. It does no I/O itself; the sync worker drives it with plain calls, the async worker
-awaits what `io` returns. The order of those steps is the delivery guarantee:
+`handle(delivery, settings, io)` is a flow (see `steps.py`): it yields each piece of I/O
+it needs as ``(function, arguments)`` taken from `io` (claim a dedup mark, call the
+handler, declare a delay queue, publish a retry...) and receives its result, or has its
+exception thrown in. It does no I/O itself; the sync worker drives it with plain calls,
+the async worker awaits each step. The order of those steps is the delivery guarantee:
 
 1. decode the message (undecodable: dead-letter at once);
 2. claim the dedup mark (done already: ack unseen; busy: come back later);
@@ -36,6 +36,7 @@ from scalepatterns.queue.events import (
 )
 from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, new_id
 from scalepatterns.queue.retry import DeadLetter, Retry, RetryPolicy
+from scalepatterns.queue.steps import Step
 from scalepatterns.serializers import Serializer
 
 __all__ = [
@@ -59,9 +60,6 @@ ERROR_TYPE_HEADER = "x-sp-error-type"
 ERROR_MESSAGE_HEADER = "x-sp-error-message"
 FAILED_AT_HEADER = "x-sp-failed-at"
 ORIGINAL_QUEUE_HEADER = "x-sp-original-queue"
-
-Step = tuple[Callable[..., Any], tuple[Any, ...]]
-"""One piece of I/O: a function of `HandlingIO` and its arguments."""
 
 
 class HandlingIO(Protocol):

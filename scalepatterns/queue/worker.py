@@ -12,7 +12,7 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,9 +21,10 @@ from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.queue.broker import Broker, Delivery, Outgoing, QueueSpec, Subscription
 from scalepatterns.queue.dedup import Claim, DedupStore
-from scalepatterns.queue.handling import Handler, Step, WorkerSettings, handle
+from scalepatterns.queue.handling import Handler, WorkerSettings, handle
 from scalepatterns.queue.message import Message
 from scalepatterns.queue.retry import RetryPolicy
+from scalepatterns.queue.steps import drive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["Handler", "Worker"]
@@ -122,21 +123,6 @@ class _Calls:
 
     def publish(self, message: Outgoing) -> None:
         self._worker.broker.publish([message], timeout=30.0)
-
-
-def _drive(flow: Generator[Step, Any, bool | None]) -> bool | None:
-    """Run `handle`'s steps as plain calls."""
-    result: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            function, arguments = flow.send(result) if error is None else flow.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            result, error = function(*arguments), None
-        except Exception as exc:  # noqa: BLE001 - thrown into the flow, which decides
-            result, error = None, exc
 
 
 class Worker:
@@ -332,7 +318,7 @@ class Worker:
         try:
             if stopping.is_set():  # this run stopped before the delivery got a thread:
                 return  # it went back to the queue when the subscription closed
-            outcome = _drive(handle(delivery, self.settings, self._calls))
+            outcome = drive(handle(delivery, self.settings, self._calls))
             if outcome is not None:
                 with self._lock:
                     if outcome:
