@@ -71,7 +71,7 @@ class AsyncProducer:
         message_id: str | None = None,
     ) -> str:
         """Publish one message to `queue`; return its id once the broker confirmed it."""
-        target = await self._target(queue, delay)
+        target = await self.target(queue, delay)
         out = self.publishing.encode(
             target, body, message_id=message_id, type=type, headers=headers, priority=priority
         )
@@ -90,7 +90,7 @@ class AsyncProducer:
     ) -> list[str]:
         """Publish many messages with pipelined confirms; return their ids once every one
         was confirmed (`PublishError` names any the broker refused)."""
-        target = await self._target(queue, delay)
+        target = await self.target(queue, delay)
         encode = self.publishing.encode
         batch: list[Outgoing] = []
         for body in bodies:
@@ -101,7 +101,9 @@ class AsyncProducer:
             await self.send(queue, batch)
         return [out.properties.message_id or "" for out in batch]
 
-    async def _target(self, queue: str, delay: float | None) -> str:
+    async def target(self, queue: str, delay: float | None = None) -> str:
+        """Where to publish for `queue`: the queue (declared on first use unless
+        `declare` is off), or its delay queue for `delay` seconds."""
         if self.publishing.must_declare(queue):
             await self.broker.ensure_queue(queue)
             self.publishing.declared(queue)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
@@ -189,6 +189,12 @@ class EventBus:
         self._producer.send(self.exchange, [out])
         return out.properties.message_id or ""
 
+    def send(self, events: Sequence[Outgoing]) -> None:
+        """Publish prepared events (an outbox relay's): each `Outgoing`'s routing key is
+        its event name; confirmed, with unconfirmed ones published again as by `publish`."""
+        self._declare_exchange()
+        self._producer.send(self.exchange, events)
+
     def queue_of(self, group: str) -> str:
         return self._groups.queue_of(group)
 
@@ -330,6 +336,11 @@ class AsyncEventBus:
         )
         await self._producer.send(self.exchange, [out])
         return out.properties.message_id or ""
+
+    async def send(self, events: Sequence[Outgoing]) -> None:
+        """As `EventBus.send`."""
+        await self._declare_exchange()
+        await self._producer.send(self.exchange, events)
 
     def queue_of(self, group: str) -> str:
         return self._groups.queue_of(group)

@@ -171,7 +171,7 @@ class Producer:
         `delay` (seconds) holds it in a delay queue first; `message_id` defaults to a
         fresh unique id (pass your own to make publishing idempotent end to end).
         """
-        target = self._target(queue, delay)
+        target = self.target(queue, delay)
         out = self.publishing.encode(
             target, body, message_id=message_id, type=type, headers=headers, priority=priority
         )
@@ -193,15 +193,16 @@ class Producer:
         Returns once every message was confirmed; if some were refused, raises
         `PublishError` naming them (the others were stored).
         """
-        target = self._target(queue, delay)
+        target = self.target(queue, delay)
         encode = self.publishing.encode
         batch = [encode(target, b, type=type, headers=headers, priority=priority) for b in bodies]
         if batch:
             self.send(queue, batch)
         return [_id(out) for out in batch]
 
-    def _target(self, queue: str, delay: float | None) -> str:
-        """Where to publish for `queue`: the queue, or its delay queue."""
+    def target(self, queue: str, delay: float | None = None) -> str:
+        """Where to publish for `queue`: the queue (declared on first use unless
+        `declare` is off), or its delay queue for `delay` seconds."""
         if self.publishing.must_declare(queue):
             self.broker.ensure_queue(queue)
             self.publishing.declared(queue)
