@@ -137,36 +137,29 @@ class Outbox:
         )
         connection = yield session.connection, ()
         _check_transactional(getattr(connection, "sync_connection", None) or connection)
-        postgres = connection.dialect.name == "postgresql"
+        row = {
+            "id": props.message_id,
+            "target": target,
+            "key": key,
+            "body": data,
+            "properties": _properties(props),
+            "created_at": self.clock.time(),
+        }
+        insert = sa.insert(self.table).values(row)
+        if connection.dialect.name == "postgresql":
+            # One statement: writers of one key take turns until they commit (so the
+            # relay's order, by seq, is their commit order), and relays that LISTEN are
+            # notified at commit.
+            effects = [sa.func.pg_notify(self.name, "").label("notify")]
+            if key is not None:
+                lock = sa.func.hashtextextended(f"{self.name}:{key}", 0)
+                effects.append(sa.func.pg_advisory_xact_lock(lock).label("turn"))
+            values = sa.select(
+                *(sa.bindparam(f"sp_{c}", v, type_=self.table.c[c].type) for c, v in row.items())
+            ).select_from(sa.select(*effects).subquery())
+            insert = sa.insert(self.table).from_select(list(row), values)
         try:
-            if postgres and key is not None:
-                # Writers of one key take turns until they commit, so the relay's order
-                # (by seq) is their commit order.
-                yield (
-                    session.execute,
-                    (
-                        sa.select(
-                            sa.func.pg_advisory_xact_lock(
-                                sa.func.hashtextextended(f"{self.name}:{key}", 0)
-                            )
-                        ),
-                    ),
-                )
-            yield (
-                session.execute,
-                (
-                    sa.insert(self.table).values(
-                        id=props.message_id,
-                        target=target,
-                        key=key,
-                        body=data,
-                        properties=_properties(props),
-                        created_at=self.clock.time(),
-                    ),
-                ),
-            )
-            if postgres:  # delivered at commit, to relays that LISTEN on the channel
-                yield session.execute, (sa.select(sa.func.pg_notify(self.name, "")),)
+            yield session.execute, (insert,)
         except sa.exc.DBAPIError as exc:
             if "read-only" in str(exc.orig):
                 raise OutboxError(
