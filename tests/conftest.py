@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+# The contract suites shipped in the package are test code: rewrite their asserts, before
+# any test module imports them.
+pytest.register_assert_rewrite("scalepatterns.queue.testing", "scalepatterns.cache.testing")
 
 settings.register_profile(
     "default",

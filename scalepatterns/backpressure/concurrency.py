@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from scalepatterns._checks import seconds
 from scalepatterns._coroutines import is_coroutine_callable
 from scalepatterns.backpressure.errors import BulkheadFull
 from scalepatterns.backpressure.events import BulkheadRejected
@@ -100,10 +101,7 @@ class ConcurrencyLimiter:
             isinstance(max_waiting, bool) or not isinstance(max_waiting, int) or max_waiting < 0
         ):
             raise ConfigurationError("max_waiting", max_waiting, "None or an integer >= 0")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-        ):
-            raise ConfigurationError("timeout", timeout, "None or a number of seconds >= 0")
+        seconds("timeout", timeout, allow_none=True)
         self.max_concurrent = max_concurrent
         self.max_waiting = max_waiting
         self.timeout = timeout

@@ -12,23 +12,18 @@ failures are still raised to the `Cache` (counted, emitted) until its guard open
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 
 from scalepatterns.cache.backend import CacheBackend, LockingBackend, TaggingBackend
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.outage import OutageGuard
 from scalepatterns.sharding.errors import ShardUnavailable
+from scalepatterns.sharding.placement import Placement
 
 T = TypeVar("T")
 
 __all__ = ["Placement", "ShardedBackend"]
-
-
-class Placement(Protocol):
-    """Names the node that owns a key."""
-
-    def node_for(self, key: str) -> Hashable: ...
 
 
 class ShardedBackend:

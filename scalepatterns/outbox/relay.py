@@ -150,8 +150,23 @@ class _Relaying:
             yield connection.execute, (sa.delete(table).where(table.c.id.in_(done)),)
         return RelayBatch(len(done) - len(refused), len(refused), len(kept), error)
 
-    def record(self, batch: RelayBatch) -> None:
-        """Events and logs for a committed batch."""
+    def finish(self, batch: RelayBatch) -> RelayBatch:
+        """After a batch committed: its events and logs; raises what failed in it."""
+        self._record(batch)
+        if batch.error is not None:
+            raise batch.error
+        return batch
+
+    def drain(self, relay: Any) -> Flow[int]:
+        """`relay.relay_once` until nothing is claimable; the rows published."""
+        published = 0
+        while True:
+            batch = yield relay.relay_once, ()
+            if not batch.published + batch.refused:  # (only a key's oldest row is claimable:
+                return published  # a short batch does not mean an empty outbox)
+            published += batch.published
+
+    def _record(self, batch: RelayBatch) -> None:
         source = self.outbox.name
         if batch.refused:
             _log.error(
@@ -260,20 +275,11 @@ class OutboxRelay:
     def relay_once(self) -> RelayBatch:
         """One batch in one transaction (committed); raises what failed in it."""
         with self.engine.begin() as connection:
-            batch = drive(self._relaying.batch(connection))
-        self._relaying.record(batch)
-        if batch.error is not None:
-            raise batch.error
-        return batch
+            return self._relaying.finish(drive(self._relaying.batch(connection)))
 
     def drain(self) -> int:
         """Batches until the outbox has nothing to claim; returns rows published."""
-        published = 0
-        while True:
-            batch = self.relay_once()
-            if not batch.published + batch.refused:  # (only a key's oldest row is claimable:
-                return published  # a short batch does not mean an empty outbox)
-            published += batch.published
+        return drive(self._relaying.drain(self))
 
     def run(self) -> None:
         """Relay until `stop()` (from another thread); failures are retried with backoff."""
@@ -377,20 +383,11 @@ class AsyncOutboxRelay:
     async def relay_once(self) -> RelayBatch:
         """One batch in one transaction (committed); raises what failed in it."""
         async with self.engine.begin() as connection:
-            batch = await adrive(self._relaying.batch(connection))
-        self._relaying.record(batch)
-        if batch.error is not None:
-            raise batch.error
-        return batch
+            return self._relaying.finish(await adrive(self._relaying.batch(connection)))
 
     async def drain(self) -> int:
         """Batches until the outbox has nothing to claim; returns rows published."""
-        published = 0
-        while True:
-            batch = await self.relay_once()
-            if not batch.published + batch.refused:  # (only a key's oldest row is claimable:
-                return published  # a short batch does not mean an empty outbox)
-            published += batch.published
+        return await adrive(self._relaying.drain(self))
 
     async def run(self) -> None:
         """Relay until `stop()` or cancellation (the batch in progress rolls back)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from scalepatterns._checks import seconds
 from scalepatterns.clock import Clock
 from scalepatterns.errors import ConfigurationError
 
@@ -81,11 +82,8 @@ class BreakerPolicy:
             raise ConfigurationError(
                 "minimum_calls", self.minimum_calls, f"at most window={self.window} calls"
             )
-        slow = self.slow_call_duration
-        if slow is not None and (not isinstance(slow, (int, float)) or slow <= 0):
-            raise ConfigurationError("slow_call_duration", slow, "seconds > 0, or None")
-        if not isinstance(self.open_for, (int, float)) or self.open_for <= 0:
-            raise ConfigurationError("open_for", self.open_for, "seconds > 0")
+        seconds("slow_call_duration", self.slow_call_duration, allow_none=True, positive=True)
+        seconds("open_for", self.open_for, positive=True)
         if not isinstance(self.trial_calls, int) or self.trial_calls < 1:
             raise ConfigurationError("trial_calls", self.trial_calls, "an integer >= 1")
 

@@ -37,7 +37,7 @@ from scalepatterns.errors import ConfigurationError, RateLimited
 from scalepatterns.resilience._callables import is_coroutine_callable, name_of, refuse_awaitable
 from scalepatterns.resilience.breaker import CircuitBreaker
 from scalepatterns.resilience.fallback import Fallback
-from scalepatterns.resilience.protocols import AsyncBulkhead, Bulkhead, Decision, RateLimiter
+from scalepatterns.resilience.protocols import AsyncBulkhead, Bulkhead, Limiter, LimiterDecision
 from scalepatterns.resilience.retry import Retry
 from scalepatterns.resilience.timeout import Timeout
 
@@ -62,7 +62,7 @@ class Pipeline:
         timeout: Timeout | float | None = None,
         retry: Retry | int | None = None,
         breaker: CircuitBreaker | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: Limiter | None = None,
         limit_key: str | None = None,
         bulkhead: Bulkhead | AsyncBulkhead | None = None,
         fallback: Fallback[Any] | None = None,
@@ -156,13 +156,13 @@ def _astep(fn: Callable[..., Any], policy: Callable[..., Any], inner: Callable[.
     return run
 
 
-def _check(key: str, decision: Decision) -> None:
+def _check(key: str, decision: LimiterDecision) -> None:
     if not decision.allowed:
         raise RateLimited(key, decision.retry_after)
 
 
 def _limiter_sync(
-    fn: Callable[..., Any], limiter: RateLimiter, key: str, inner: Callable[..., Any]
+    fn: Callable[..., Any], limiter: Limiter, key: str, inner: Callable[..., Any]
 ) -> Any:
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -176,7 +176,7 @@ def _limiter_sync(
 
 
 def _limiter_async(
-    fn: Callable[..., Any], limiter: RateLimiter, key: str, inner: Callable[..., Any]
+    fn: Callable[..., Any], limiter: Limiter, key: str, inner: Callable[..., Any]
 ) -> Any:
     # A limiter with `aacquire` (scalepatterns' RateLimiter) may answer only there: on a
     # redis.asyncio client its `acquire` raises TypeError.
@@ -235,7 +235,7 @@ def pipeline(
     timeout: Timeout | float | None = None,
     retry: Retry | int | None = None,
     breaker: CircuitBreaker | None = None,
-    limiter: RateLimiter | None = None,
+    limiter: Limiter | None = None,
     limit_key: str | None = None,
     bulkhead: Bulkhead | AsyncBulkhead | None = None,
     fallback: Fallback[Any] | None = None,

@@ -10,10 +10,10 @@ from collections.abc import Awaitable
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-__all__ = ["AsyncBulkhead", "Bulkhead", "Decision", "RateLimiter", "SharedBreakerState"]
+__all__ = ["AsyncBulkhead", "Bulkhead", "Limiter", "LimiterDecision", "SharedBreakerState"]
 
 
-class Decision(Protocol):
+class LimiterDecision(Protocol):
     """What a rate limiter answers: allowed or not, and when to try again."""
 
     @property
@@ -24,10 +24,13 @@ class Decision(Protocol):
 
 
 @runtime_checkable
-class RateLimiter(Protocol):
-    """A rate limiter: `acquire(key, cost)` answers a `Decision` (or an awaitable of one)."""
+class Limiter(Protocol):
+    """A rate limiter (such as `scalepatterns.RateLimiter`): `acquire(key, cost)` answers a
+    `LimiterDecision`, or an awaitable of one."""
 
-    def acquire(self, key: str, cost: int = 1) -> Decision | Awaitable[Decision]: ...
+    def acquire(
+        self, key: str, cost: int = 1
+    ) -> LimiterDecision | Awaitable[LimiterDecision]: ...
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import tenacity
 
-from scalepatterns._checks import exception_types
+from scalepatterns._checks import exception_types, seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -141,11 +141,10 @@ class Retry:
         types = exception_types("on", on)
         if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
             raise ConfigurationError("attempts", attempts, "an integer >= 1 (1: no retry)")
-        if deadline is not None and (not isinstance(deadline, (int, float)) or deadline <= 0):
-            raise ConfigurationError("deadline", deadline, "seconds > 0, or None")
-        if not isinstance(backoff, (int, float)) or backoff < 0:
-            raise ConfigurationError("backoff", backoff, "seconds >= 0")
-        if not isinstance(max_backoff, (int, float)) or max_backoff < backoff:
+        seconds("deadline", deadline, allow_none=True, positive=True)
+        seconds("backoff", backoff)
+        seconds("max_backoff", max_backoff)
+        if max_backoff < backoff:
             raise ConfigurationError("max_backoff", max_backoff, f"seconds >= backoff={backoff}")
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ConfigurationError("budget", budget, "a RetryBudget or None")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from scalepatterns.errors import ConfigurationError
 
@@ -23,6 +23,9 @@ __all__ = [
     "Target",
     "WeightedRoundRobin",
 ]
+
+
+C = TypeVar("C")
 
 
 class Target(Protocol):
@@ -48,17 +51,21 @@ class Strategy(Protocol):
 
 
 class RoundRobin:
-    """Each available endpoint in turn."""
+    """Each candidate in turn: the load balancer's endpoints (`select`), and the read/write
+    router's replicas (`choose`): one strategy for both blocks."""
 
     __slots__ = ("_next",)
 
     def __init__(self) -> None:
         self._next = 0
 
-    def select(self, candidates: Sequence[Target], key: str | None) -> Target:
+    def select(self, candidates: Sequence[C], key: str | None = None) -> C:
         index = self._next % len(candidates)
         self._next = index + 1
         return candidates[index]
+
+    def choose(self, candidates: Sequence[C]) -> C:
+        return self.select(candidates)
 
 
 class WeightedRoundRobin:

@@ -34,6 +34,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
+from scalepatterns._checks import seconds as check_seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, DeadlineExceeded
 from scalepatterns.events import Listeners, default_listeners
@@ -141,8 +142,7 @@ def deadline(seconds: float, *, clock: Clock = SYSTEM_CLOCK) -> Iterator[float]:
             assert 0 < remaining() <= 2.0
     ```
     """
-    if not isinstance(seconds, (int, float)) or seconds <= 0:
-        raise ConfigurationError("seconds", seconds, "seconds > 0")
+    check_seconds("seconds", seconds, positive=True)
     budget = _budget(float(seconds))
     token = _DEADLINE.set((clock, clock.monotonic() + budget))
     try:
@@ -163,8 +163,7 @@ class Timeout:
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
     ) -> None:
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
-            raise ConfigurationError("seconds", seconds, "seconds > 0")
+        check_seconds("seconds", seconds, positive=True)
         if mode not in ("thread", "inline"):
             raise ConfigurationError("mode", mode, "'thread' or 'inline'")
         self.seconds = float(seconds)

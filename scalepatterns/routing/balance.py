@@ -8,12 +8,12 @@ empty). The router accepts the names ``"round_robin"``, ``"random"``, ``"weighte
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from scalepatterns.errors import ConfigurationError
+from scalepatterns.resilience.strategies import RoundRobin
 from scalepatterns.routing.health import ReplicaView
 
 __all__ = [
@@ -31,16 +31,6 @@ class Balancer(Protocol):
     """Chooses one replica among the healthy candidates."""
 
     def choose(self, candidates: Sequence[ReplicaView]) -> ReplicaView: ...
-
-
-class RoundRobin:
-    """Each new pin takes the next replica in turn."""
-
-    def __init__(self) -> None:
-        self._counter = itertools.count()
-
-    def choose(self, candidates: Sequence[ReplicaView]) -> ReplicaView:
-        return candidates[next(self._counter) % len(candidates)]
 
 
 class RandomChoice:

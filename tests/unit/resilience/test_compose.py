@@ -22,7 +22,7 @@ from scalepatterns.resilience import (
     AsyncBulkhead,
     Bulkhead,
     CircuitBreaker,
-    RateLimiter,
+    Limiter,
     fallback,
     pipeline,
     resilient,
@@ -95,7 +95,7 @@ class RecordingClock(FakeClock):
 
 def test_fakes_satisfy_the_protocols() -> None:
     log: list[str] = []
-    assert isinstance(FakeLimiter(log), RateLimiter)
+    assert isinstance(FakeLimiter(log), Limiter)
     assert isinstance(FakeBulkhead(log), Bulkhead)
     assert isinstance(FakeBulkhead(log), AsyncBulkhead)
 
