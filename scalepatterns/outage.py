@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 
+from scalepatterns._checks import seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 
@@ -63,8 +64,7 @@ class OutageGuard:
     ) -> None:
         if not isinstance(failure_threshold, int) or failure_threshold < 1:
             raise ConfigurationError("failure_threshold", failure_threshold, "an integer >= 1")
-        if not isinstance(cooldown, (int, float)) or cooldown <= 0:
-            raise ConfigurationError("cooldown", cooldown, "a number of seconds > 0")
+        seconds("cooldown", cooldown, positive=True)
         self.threshold = failure_threshold
         self.cooldown = float(cooldown)
         self._clock = clock

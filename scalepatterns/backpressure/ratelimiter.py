@@ -8,6 +8,7 @@ from typing import Any, TypeVar, cast
 
 from typing_extensions import ParamSpec
 
+from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
 from scalepatterns._deps import require
 from scalepatterns.backpressure.algorithms import (
@@ -117,6 +118,7 @@ class RateLimiter:
         self._listeners = listeners if listeners is not None else default_listeners
         self._max_cost = self.algorithm.max_cost
         self._is_async_store = False
+        seconds("cooldown", cooldown, positive=True)  # checked even while unused: no surprise later
         self.store: MemoryStore | RedisStore | AsyncRedisStore
         if redis is None:
             self.store = MemoryStore(self.algorithm, clock)

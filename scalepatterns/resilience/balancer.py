@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
-from scalepatterns._checks import exception_types
+from scalepatterns._checks import exception_types, seconds
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -220,9 +220,9 @@ class LoadBalancer(Generic[T]):
             raise ConfigurationError("failure_window", failure_window, "an integer >= 1")
         if not isinstance(min_calls, int) or not 1 <= min_calls <= failure_window:
             raise ConfigurationError("min_calls", min_calls, f"an integer in 1..{failure_window}")
-        if not isinstance(eject_for, (int, float)) or eject_for <= 0:
-            raise ConfigurationError("eject_for", eject_for, "seconds > 0")
-        if not isinstance(max_eject_for, (int, float)) or max_eject_for < eject_for:
+        seconds("eject_for", eject_for, positive=True)
+        seconds("max_eject_for", max_eject_for)
+        if max_eject_for < eject_for:
             raise ConfigurationError(
                 "max_eject_for", max_eject_for, f"seconds >= eject_for={eject_for}"
             )
