@@ -9,9 +9,12 @@ ScalePatternsError
 ├── SerializationError        a value cannot be encoded, or bytes cannot be decoded
 │   └── SignatureError        a signed payload is unsigned or was tampered with
 ├── BackendUnavailable        Redis / PostgreSQL / RabbitMQ could not be reached
-├── RateLimited               a limiter refused the call; carries `retry_after`
-├── CircuitOpen               a breaker refused the call; carries `retry_after`
-├── QueueFull                 a queue is above its high watermark; carries `queue`
+├── Refused                   refused on purpose, try again after `retry_after`
+│   ├── RateLimited           a limiter refused the call
+│   ├── CircuitOpen           a breaker refused the call
+│   ├── QueueFull             a queue is above its high watermark; carries `queue`
+│   ├── BulkheadFull          a concurrency limit refused the call (backpressure)
+│   └── NoHealthyEndpoint     a load balancer has no endpoint to use (resilience)
 └── DeadlineExceeded          a timeout or deadline ran out (also a TimeoutError)
 ```
 
@@ -30,6 +33,7 @@ __all__ = [
     "MissingDependency",
     "QueueFull",
     "RateLimited",
+    "Refused",
     "ScalePatternsError",
     "SerializationError",
     "SignatureError",
@@ -100,7 +104,18 @@ class BackendUnavailable(ScalePatternsError):
         super().__init__(f"{backend} unavailable: {message}")
 
 
-class RateLimited(ScalePatternsError):
+class Refused(ScalePatternsError):
+    """Refused on purpose to protect a service (a limit, an open breaker, a full queue):
+    the same call may succeed later. Catch this one to back off from any of them.
+
+    Attributes:
+        retry_after: seconds until trying again makes sense, or None if unknown.
+    """
+
+    retry_after: float | None
+
+
+class RateLimited(Refused):
     """A rate limiter refused the call.
 
     Attributes:
@@ -114,7 +129,7 @@ class RateLimited(ScalePatternsError):
         super().__init__(f"rate limit exceeded for {key!r}: retry after {retry_after:.3f}s")
 
 
-class CircuitOpen(ScalePatternsError):
+class CircuitOpen(Refused):
     """A circuit breaker is open and refused the call without trying it.
 
     Attributes:
@@ -128,7 +143,7 @@ class CircuitOpen(ScalePatternsError):
         super().__init__(f"circuit {name!r} is open: calls are refused for {retry_after:.3f}s more")
 
 
-class QueueFull(ScalePatternsError):
+class QueueFull(Refused):
     """A queue is above its high watermark and the producer was told to back off.
 
     Attributes:

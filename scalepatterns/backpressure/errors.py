@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from scalepatterns.errors import ScalePatternsError
+from scalepatterns.errors import Refused
 
 __all__ = ["BulkheadFull"]
 
 
-class BulkheadFull(ScalePatternsError):
+class BulkheadFull(Refused):
     """A concurrency limit refused the call: every slot was taken.
 
     Raised by `ConcurrencyLimiter` when it is full and its waiting room is full too, or when

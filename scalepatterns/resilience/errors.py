@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from scalepatterns.errors import ScalePatternsError
+from scalepatterns.errors import Refused
 
 __all__ = ["NoHealthyEndpoint"]
 
 
-class NoHealthyEndpoint(ScalePatternsError):
+class NoHealthyEndpoint(Refused):
     """Every endpoint of a `LoadBalancer` is ejected, unhealthy or busy with its trial.
 
     Attributes:

@@ -76,7 +76,7 @@ class RedisBreakerState:
         self,
         client: Any,
         *,
-        prefix: str = "scalepatterns:breaker:",
+        prefix: str = "sp:breaker:",
         guard: OutageGuard | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:

@@ -101,3 +101,20 @@ def test_every_duration_refuses_nan_and_infinity(
     with pytest.raises(ValueError) as caught:
         build(value)
     assert what.split("(")[1].rstrip(")") in str(caught.value)
+
+
+def test_every_refusal_is_a_refused_with_retry_after() -> None:
+    from scalepatterns import CircuitOpen, QueueFull, RateLimited, Refused
+    from scalepatterns.backpressure import BulkheadFull
+    from scalepatterns.resilience import NoHealthyEndpoint
+
+    refusals = [
+        RateLimited("k", 1.5),
+        CircuitOpen("b", 2.0),
+        QueueFull("q", 10, 3.0),
+        BulkheadFull("p", 4, "full", 0.5),
+        NoHealthyEndpoint("lb", None),
+    ]
+    for refusal in refusals:
+        assert isinstance(refusal, Refused)
+    assert [r.retry_after for r in refusals] == [1.5, 2.0, 3.0, 0.5, None]
