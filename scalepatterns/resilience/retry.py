@@ -317,7 +317,22 @@ def retry(
     clock: Clock = ...,
     listeners: Listeners | None = ...,
 ) -> Retry: ...
-def retry(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+def retry(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    on: ExceptionTypes = (ConnectionError, TimeoutError),
+    attempts: int = 3,
+    deadline: float | None = None,
+    backoff: float = 0.1,
+    max_backoff: float = 10.0,
+    jitter: bool = True,
+    budget: RetryBudget | None = None,
+    name: str | None = None,
+    rng: random.Random | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    listeners: Listeners | None = None,
+) -> Any:
     """A retry policy with safe defaults; use as ``@retry``, ``@retry(...)`` or a value.
 
     Args:
@@ -357,8 +372,17 @@ def retry(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     assert fetch() == "ok" and len(calls) == 3
     ```
     """
-    if fn is not None:
-        if options:
-            raise TypeError("use @retry or @retry(...), not retry(fn, **options)")
-        return Retry()(fn)
-    return Retry(**options)
+    policy = Retry(
+        on=on,
+        attempts=attempts,
+        deadline=deadline,
+        backoff=backoff,
+        max_backoff=max_backoff,
+        jitter=jitter,
+        budget=budget,
+        name=name,
+        rng=rng,
+        clock=clock,
+        listeners=listeners,
+    )
+    return policy if fn is None else policy(fn)

@@ -158,8 +158,21 @@ def test_decorator_forms_keep_signature() -> None:
     assert inspect.iscoroutinefunction(coro)
     assert asyncio.run(coro(4)) == 4
     assert list(inspect.signature(plain).parameters) == ["a"]
-    with pytest.raises(TypeError):
-        retry(plain, attempts=2)  # type: ignore[call-overload]
+    calls: list[int] = []
+
+    def flaky() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        retry(flaky, attempts=2, backoff=0)()  # type: ignore[call-overload]
+    assert len(calls) == 2  # the options apply to the function given directly too
+
+
+def test_the_signature_of_retry_shows_its_options() -> None:
+    options = inspect.signature(retry).parameters
+    assert {"on", "attempts", "deadline", "backoff", "max_backoff", "budget"} <= set(options)
+    assert options["attempts"].default == 3
 
 
 @pytest.mark.parametrize(
