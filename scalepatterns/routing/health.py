@@ -211,6 +211,16 @@ class ReplicaHealth:
             )
         ]
 
+    @property
+    def steady(self) -> bool:
+        """No replica has failures, an ejection or lag on record: every one is a candidate."""
+        return not self._troubled
+
+    @property
+    def in_order(self) -> Sequence[ReplicaView]:
+        """Every replica, in the order given (not to be changed by the caller)."""
+        return self._order
+
     def is_available(self, name: str) -> bool:
         return self._available(self._replicas[name], self._clock.monotonic())
 

@@ -292,7 +292,7 @@ class ReadWriteRouter:
 
     def _state(self, session: object) -> _RouteState:
         sync = getattr(session, "sync_session", session)
-        if not isinstance(sync, RoutingSession) or sync._sp_router is not self:
+        if not isinstance(sync, RoutingSession) or sync.router is not self:
             raise TypeError(
                 "expected a session made by this router's sessionmaker() or "
                 f"async_sessionmaker(), not {type(session).__name__}"
@@ -375,9 +375,11 @@ class ReadWriteRouter:
             self._listeners.emit(RouteDecided(self.name, PRIMARY, reason))
         return self._primary
 
-    def _route(self, session: RoutingSession, mapper: object, clause: object) -> Engine:
-        state = session._sp
-        if session._flushing:
+    def route(self, session: RoutingSession, mapper: object, clause: object) -> Engine:
+        """The engine that runs `clause` (or serves `mapper`) for `session`: what a
+        `RoutingSession`'s ``get_bind`` asks."""
+        state = session.route_state
+        if session.flushing:
             reason: str | None = "flush"
         elif clause is not None:
             reason = classify(clause)
@@ -426,9 +428,9 @@ class ReadWriteRouter:
         health = self.health
         state.generation = health.generation
         token = state.token
-        if token is None and state.avoid is None and not health._troubled and health._order:
+        if token is None and state.avoid is None and health.steady and health.in_order:
             # the healthy steady state: every replica is a candidate
-            chosen_name = self._balancer.choose(health._order).name
+            chosen_name = self._balancer.choose(health.in_order).name
             state.pinned = chosen_name
             return chosen_name
         min_lsn = None if token is None else token.lsn
@@ -569,17 +571,29 @@ class ReadWriteRouter:
             self._saw(where.timeline, primary=True)
         return self.timelines.current
 
-    def _replica_failed(self, session: RoutingSession, name: str) -> None:
+    def replica_failed(self, session: RoutingSession, name: str) -> None:
+        """A read of `session` on replica `name` lost its connection: count the failure
+        and drop the connection, so the retry goes elsewhere."""
         self._apply(self.health.record_failure(name))
-        session._sp_discard_connection(self._replicas[name])
-        state = session._sp
+        session.discard_connection(self._replicas[name])
+        state = session.route_state
         state.pinned = None
         state.avoid = name  # the re-pick avoids it even if it is still in rotation
         if self._listeners.active:
             self._listeners.emit(RouteDecided(self.name, name, "failed"))
 
-    def _replica_answered(self, name: str) -> None:
-        self._apply(self.health.record_success(name))
+    def replica_answered(self, name: str) -> None:
+        """Replica `name` served a statement (news for its health only after failures)."""
+        if self.health.troubled(name):
+            self._apply(self.health.record_success(name))
+
+    def wall_time(self) -> float:
+        """Now, in wall-clock seconds (this router's clock)."""
+        return self._clock.time()
+
+    def replica_engines(self) -> list[Engine]:
+        """Every replica's engine."""
+        return list(self._replicas.values())
 
     def _apply(self, transitions: list[Transition]) -> None:
         if not (transitions and self._listeners.active):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
@@ -24,10 +25,7 @@ from sqlalchemy.sql.selectable import GenerativeSelect, TextualSelect
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.routing.token import ConsistencyToken
 
-if TYPE_CHECKING:
-    from scalepatterns.routing.router import ReadWriteRouter
-
-__all__ = ["RoutingSession", "classify"]
+__all__ = ["RoutingSession", "SessionRouter", "classify"]
 
 # A text() statement is a read only if it starts like one and has no locking clause or
 # SELECT ... INTO; anything else goes to the primary. A read calling a function that writes
@@ -97,6 +95,35 @@ class _RouteState:
         return self.last_replica
 
 
+class SessionRouter(Protocol):
+    """What a `RoutingSession` asks of its router; `ReadWriteRouter` is one."""
+
+    @property
+    def pin(self) -> str:
+        """``"transaction"`` or ``"session"``: how long a replica choice holds."""
+        ...
+
+    def wall_time(self) -> float:
+        """Now, in wall-clock seconds (the router's clock)."""
+        ...
+
+    def replica_engines(self) -> Iterable[Engine]:
+        """Every replica's engine."""
+        ...
+
+    def route(self, session: RoutingSession, mapper: Any, clause: Any) -> Engine:
+        """The engine that runs `clause` (or serves `mapper`) for `session`."""
+        ...
+
+    def replica_failed(self, session: RoutingSession, name: str) -> None:
+        """A read on replica `name` lost its connection; it is retried elsewhere."""
+        ...
+
+    def replica_answered(self, name: str) -> None:
+        """Replica `name` served a statement."""
+        ...
+
+
 class RoutingSession(Session):
     """A `Session` routed by a `ReadWriteRouter`; made by `router.sessionmaker()`.
 
@@ -105,14 +132,14 @@ class RoutingSession(Session):
     over from an earlier request, so this session reads that request's writes.
     """
 
-    _sp_router: ReadWriteRouter
+    _sp_router: SessionRouter
     _sp: _RouteState
 
     def __init__(
         self,
         bind: Any = None,
         *,
-        router: ReadWriteRouter,
+        router: SessionRouter,
         consistency_token: str | None = None,
         binds: Any = None,
         **kw: Any,
@@ -124,7 +151,7 @@ class RoutingSession(Session):
         self._sp_router = router
         token = None if consistency_token is None else ConsistencyToken.parse(consistency_token)
         if token is not None and token.wall_time is not None:
-            now = router._clock.time()
+            now = router.wall_time()
             if token.wall_time > now:  # from the future (clock skew or forged): count as now
                 token = ConsistencyToken.at_time(now)
         self._sp = _RouteState(token)
@@ -140,7 +167,7 @@ class RoutingSession(Session):
     ) -> Engine:
         if bind is not None:  # an explicit bind_arguments={"bind": ...} wins, as in Session
             return bind  # type: ignore[no-any-return]
-        return self._sp_router._route(self, mapper, clause)
+        return self._sp_router.route(self, mapper, clause)
 
     def _execute_internal(self, statement: Any, params: Any = None, **kw: Any) -> Any:
         state = self._sp
@@ -160,15 +187,30 @@ class RoutingSession(Session):
                 raise
             # A read on a replica failed: eject it, drop its connection from this
             # transaction and try once more elsewhere (reads only: writes never run there).
-            self._sp_router._replica_failed(self, name)
+            self._sp_router.replica_failed(self, name)
             state.last_replica = None
             return super()._execute_internal(statement, params, **kw)
         name = state.served_by()
-        if name is not None and self._sp_router.health._troubled:
-            self._sp_router._replica_answered(name)  # news only after failures
+        if name is not None:
+            self._sp_router.replica_answered(name)
         return result
 
-    def _sp_discard_connection(self, engine: Engine, *, invalidate: bool = True) -> None:
+    @property
+    def router(self) -> SessionRouter:
+        """The router this session was made by."""
+        return self._sp_router
+
+    @property
+    def route_state(self) -> _RouteState:
+        """Where this session's reads may go: its token, pin and writes so far."""
+        return self._sp
+
+    @property
+    def flushing(self) -> bool:
+        """True while the session flushes (the flush's statements are writes)."""
+        return bool(self._flushing)
+
+    def discard_connection(self, engine: Engine, *, invalidate: bool = True) -> None:
         """Take this transaction's connection to replica `engine` out of it and close it
         (invalidated first when the replica failed)."""
         transaction = self.get_transaction()
@@ -193,8 +235,8 @@ def _before_commit(session: Session) -> None:
     # after serving a read cannot fail the commit of the primary's writes (SQLAlchemy
     # commits a transaction's connections in no set order).
     if isinstance(session, RoutingSession):
-        for engine in session._sp_router._replicas.values():
-            session._sp_discard_connection(engine, invalidate=False)
+        for engine in session.router.replica_engines():
+            session.discard_connection(engine, invalidate=False)
 
 
 @event.listens_for(RoutingSession, "after_commit")
@@ -203,7 +245,7 @@ def _after_commit(session: Session) -> None:
         state = session._sp
         if state.txn_wrote:
             state.session_wrote = True
-            state.committed_wall = session._sp_router._clock.time()
+            state.committed_wall = session.router.wall_time()
             state.issued = None
 
 
@@ -212,5 +254,5 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     if isinstance(session, RoutingSession) and transaction.parent is None:
         state = session._sp
         state.txn_wrote = False
-        if session._sp_router.pin == "transaction":
+        if session.router.pin == "transaction":
             state.pinned = None
