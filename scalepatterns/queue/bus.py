@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
@@ -19,7 +19,8 @@ from scalepatterns.queue.broker import AsyncBroker, Broker, Outgoing, QueueSpec
 from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.handling import Handler
 from scalepatterns.queue.message import Message
-from scalepatterns.queue.producer import Producer, Publishing
+from scalepatterns.queue.producer import Producer
+from scalepatterns.queue.steps import Flow, adrive, drive
 from scalepatterns.queue.topics import topic_matches
 from scalepatterns.queue.worker import Worker
 from scalepatterns.serializers import Serializer
@@ -62,24 +63,80 @@ class _Group(Generic[W]):
             await call_async(handler, message)
 
 
-class _Groups(Generic[W]):
-    """The groups of one bus, and the checks a subscription must pass."""
+class _Bus(Generic[W]):
+    """What both buses do, as flows of I/O steps (see `steps.py`): the groups and their
+    checks, declaring the exchange once, publishing, subscribing."""
 
-    def __init__(self, exchange: str, worker_options: dict[str, Any]) -> None:
+    def __init__(  # noqa: PLR0917 - the bus's own arguments, passed through
+        self,
+        broker: Any,
+        producer: Producer | AsyncProducer,
+        exchange: str,
+        queue_type: Literal["classic", "quorum"],
+        make_worker: Callable[..., W],
+        worker_options: dict[str, Any],
+    ) -> None:
+        self.broker = broker
+        self.producer = producer
         self.exchange = exchange
-        self.worker_options = worker_options
-        self.by_name: dict[str, _Group[W]] = {}
+        self.queue_type = queue_type
+        self._make_worker: Callable[..., W] = make_worker
+        self._worker_options = {
+            "serializer": producer.publishing.serializer,
+            "clock": producer.publishing.clock,
+            "listeners": producer.publishing.listeners,
+            **worker_options,
+        }
+        self.groups: dict[str, _Group[W]] = {}
+        self.started = False
+        self._declared = False
 
     def queue_of(self, group: str) -> str:
         return f"{self.exchange}.{group}"
 
-    def existing(self, pattern: str, group: str, options: dict[str, Any]) -> _Group[W] | None:
-        """The group `group` if it exists, after checking the subscription's arguments."""
+    def workers(self) -> dict[str, W]:
+        """Group name -> its worker."""
+        return {name: g.worker for name, g in self.groups.items() if g.worker is not None}
+
+    def _declare_exchange(self) -> Flow[None]:
+        if not self._declared:
+            yield self.broker.declare_exchange, (self.exchange,)
+            self._declared = True
+
+    def publish(
+        self,
+        event_type: str,
+        payload: Any,
+        headers: Mapping[str, Any] | None,
+        message_id: str | None,
+    ) -> Flow[str]:
+        # The event name is the routing key and the type; nobody subscribed is no error.
+        out = self.producer.publishing.encode(
+            event_type,
+            payload,
+            exchange=self.exchange,
+            mandatory=False,
+            type=event_type,
+            headers=headers,
+            message_id=message_id,
+        )
+        yield from self.send([out])
+        return out.properties.message_id or ""
+
+    def send(self, events: Sequence[Outgoing]) -> Flow[None]:
+        yield from self._declare_exchange()
+        yield self.producer.send, (self.exchange, events)
+
+    def subscribe(
+        self, pattern: str, handler: Handler, group: str, options: dict[str, Any]
+    ) -> Flow[None]:
+        """Check, declare, bind; the group's worker is made (and declared) on its first
+        subscription, and started if the bus runs."""
         if not _GROUP.match(group):
             raise ConfigurationError("group", group, "1..100 letters, digits or _.:-")
         if not pattern or any(not word for word in pattern.split(".")):
             raise ConfigurationError("pattern", pattern, "dot-separated words, * or #")
-        entry = self.by_name.get(group)
+        entry = self.groups.get(group)
         if entry is not None and options and options != entry.options:
             raise ConfigurationError(
                 "options",
@@ -87,23 +144,23 @@ class _Groups(Generic[W]):
                 f"none, or those of group {group!r}'s first subscribe ({entry.options}): "
                 "its worker exists already",
             )
-        return entry
-
-    def worker_arguments(self, options: dict[str, Any]) -> dict[str, Any]:
-        return {**self.worker_options, **options}
-
-    def workers(self) -> dict[str, W]:
-        """Group name -> its worker."""
-        return {name: g.worker for name, g in self.by_name.items() if g.worker is not None}
-
-
-def _event(
-    publishing: Publishing, exchange: str, event_type: str, payload: Any, **kw: Any
-) -> Outgoing:
-    """An event: the name is its routing key and type; nobody subscribed is no error."""
-    return publishing.encode(
-        event_type, payload, exchange=exchange, mandatory=False, type=event_type, **kw
-    )
+        yield from self._declare_exchange()
+        queue = self.queue_of(group)
+        if entry is None:
+            entry = _Group[W](options)
+            entry.worker = self._make_worker(
+                self.broker,
+                QueueSpec(queue, queue_type=self.queue_type),
+                entry,
+                **{**self._worker_options, **options},
+            )
+            # Registered only once declared: a failed declaration is retried whole.
+            yield self.broker.declare_queue, (entry.worker.spec,)
+            self.groups[group] = entry
+        yield self.broker.bind, (self.exchange, queue, pattern)
+        entry.handlers.append((pattern, handler))
+        if self.started and entry.worker is not None:
+            yield entry.worker.start, ()
 
 
 class EventBus:
@@ -144,29 +201,12 @@ class EventBus:
         listeners: Listeners | None = None,
         **worker_options: Any,
     ) -> None:
-        self.broker = broker
-        self.exchange = exchange
-        self.queue_type = queue_type
-        self._producer = Producer(
+        producer = Producer(
             broker, serializer=serializer, clock=clock, listeners=listeners, declare=False
         )
-        self._groups: _Groups[Worker] = _Groups(
-            exchange,
-            {
-                "serializer": self._producer.publishing.serializer,
-                "clock": clock,
-                "listeners": listeners,
-                **worker_options,
-            },
-        )
+        self._bus = _Bus(broker, producer, exchange, queue_type, Worker, worker_options)
+        self.broker, self.exchange, self.queue_type = broker, exchange, queue_type
         self._lock = threading.Lock()
-        self._started = False
-        self._declared = False
-
-    def _declare_exchange(self) -> None:
-        if not self._declared:
-            self.broker.declare_exchange(self.exchange)
-            self._declared = True
 
     def publish(
         self,
@@ -177,26 +217,15 @@ class EventBus:
         message_id: str | None = None,
     ) -> str:
         """Publish an event; returns its id once the broker confirmed it."""
-        self._declare_exchange()
-        out = _event(
-            self._producer.publishing,
-            self.exchange,
-            event_type,
-            payload,
-            headers=headers,
-            message_id=message_id,
-        )
-        self._producer.send(self.exchange, [out])
-        return out.properties.message_id or ""
+        return drive(self._bus.publish(event_type, payload, headers, message_id))
 
     def send(self, events: Sequence[Outgoing]) -> None:
         """Publish prepared events (an outbox relay's): each `Outgoing`'s routing key is
         its event name; confirmed, with unconfirmed ones published again as by `publish`."""
-        self._declare_exchange()
-        self._producer.send(self.exchange, events)
+        drive(self._bus.send(events))
 
     def queue_of(self, group: str) -> str:
-        return self._groups.queue_of(group)
+        return self._bus.queue_of(group)
 
     def subscribe(self, pattern: str, handler: Handler, *, group: str, **options: Any) -> None:
         """Deliver events matching `pattern` (``*`` one word, ``#`` any) to `handler`.
@@ -207,43 +236,27 @@ class EventBus:
         the same or none (`ConfigurationError` otherwise: the worker exists already).
         """
         with self._lock:
-            entry = self._groups.existing(pattern, group, options)
-            self._declare_exchange()
-            if entry is None:
-                entry = _Group[Worker](options)
-                entry.worker = Worker(
-                    self.broker,
-                    QueueSpec(self.queue_of(group), queue_type=self.queue_type),
-                    entry,
-                    **self._groups.worker_arguments(options),
-                )
-                # Registered only once declared: a failed declaration is retried whole.
-                self.broker.declare_queue(entry.worker.spec)
-                self._groups.by_name[group] = entry
-            self.broker.bind(self.exchange, self.queue_of(group), pattern)
-            entry.handlers.append((pattern, handler))
-            if self._started and entry.worker is not None:
-                entry.worker.start()
+            drive(self._bus.subscribe(pattern, handler, group, options))
 
     def start(self) -> EventBus:
         """Start a worker per group."""
         with self._lock:
-            self._started = True
-            workers = list(self._groups.workers().values())
+            self._bus.started = True
+            workers = list(self._bus.workers().values())
         for worker in workers:
             worker.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
         with self._lock:
-            self._started = False
-            workers = list(self._groups.workers().values())
+            self._bus.started = False
+            workers = list(self._bus.workers().values())
         for worker in workers:
             worker.stop(timeout)
 
     def workers(self) -> dict[str, Worker]:
         """Group name -> its worker."""
-        return self._groups.workers()
+        return self._bus.workers()
 
     def __enter__(self) -> EventBus:
         return self.start()
@@ -252,7 +265,7 @@ class EventBus:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"EventBus(exchange={self.exchange!r}, groups={sorted(self._groups.by_name)})"
+        return f"EventBus(exchange={self.exchange!r}, groups={sorted(self._bus.groups)})"
 
 
 class AsyncEventBus:
@@ -292,29 +305,12 @@ class AsyncEventBus:
         listeners: Listeners | None = None,
         **worker_options: Any,
     ) -> None:
-        self.broker = broker
-        self.exchange = exchange
-        self.queue_type = queue_type
-        self._producer = AsyncProducer(
+        producer = AsyncProducer(
             broker, serializer=serializer, clock=clock, listeners=listeners, declare=False
         )
-        self._groups: _Groups[AsyncWorker] = _Groups(
-            exchange,
-            {
-                "serializer": self._producer.publishing.serializer,
-                "clock": clock,
-                "listeners": listeners,
-                **worker_options,
-            },
-        )
+        self._bus = _Bus(broker, producer, exchange, queue_type, AsyncWorker, worker_options)
+        self.broker, self.exchange, self.queue_type = broker, exchange, queue_type
         self._lock = asyncio.Lock()
-        self._started = False
-        self._declared = False
-
-    async def _declare_exchange(self) -> None:
-        if not self._declared:
-            await self.broker.declare_exchange(self.exchange)
-            self._declared = True
 
     async def publish(
         self,
@@ -325,65 +321,39 @@ class AsyncEventBus:
         message_id: str | None = None,
     ) -> str:
         """Publish an event; returns its id once the broker confirmed it."""
-        await self._declare_exchange()
-        out = _event(
-            self._producer.publishing,
-            self.exchange,
-            event_type,
-            payload,
-            headers=headers,
-            message_id=message_id,
-        )
-        await self._producer.send(self.exchange, [out])
-        return out.properties.message_id or ""
+        return await adrive(self._bus.publish(event_type, payload, headers, message_id))
 
     async def send(self, events: Sequence[Outgoing]) -> None:
         """As `EventBus.send`."""
-        await self._declare_exchange()
-        await self._producer.send(self.exchange, events)
+        await adrive(self._bus.send(events))
 
     def queue_of(self, group: str) -> str:
-        return self._groups.queue_of(group)
+        return self._bus.queue_of(group)
 
     async def subscribe(
         self, pattern: str, handler: Handler, *, group: str, **options: Any
     ) -> None:
         """As `EventBus.subscribe`; `options` go to the group's `AsyncWorker`."""
         async with self._lock:
-            entry = self._groups.existing(pattern, group, options)
-            await self._declare_exchange()
-            if entry is None:
-                entry = _Group[AsyncWorker](options)
-                entry.worker = AsyncWorker(
-                    self.broker,
-                    QueueSpec(self.queue_of(group), queue_type=self.queue_type),
-                    entry,
-                    **self._groups.worker_arguments(options),
-                )
-                await self.broker.declare_queue(entry.worker.spec)
-                self._groups.by_name[group] = entry
-            await self.broker.bind(self.exchange, self.queue_of(group), pattern)
-            entry.handlers.append((pattern, handler))
-            if self._started and entry.worker is not None:
-                await entry.worker.start()
+            await adrive(self._bus.subscribe(pattern, handler, group, options))
 
     async def start(self) -> AsyncEventBus:
         """Start a worker per group."""
         async with self._lock:
-            self._started = True
-            for worker in self._groups.workers().values():
+            self._bus.started = True
+            for worker in self._bus.workers().values():
                 await worker.start()
         return self
 
     async def stop(self, timeout: float | None = None) -> None:
         async with self._lock:
-            self._started = False
-            for worker in self._groups.workers().values():
+            self._bus.started = False
+            for worker in self._bus.workers().values():
                 await worker.stop(timeout)
 
     def workers(self) -> dict[str, AsyncWorker]:
         """Group name -> its worker."""
-        return self._groups.workers()
+        return self._bus.workers()
 
     async def __aenter__(self) -> AsyncEventBus:
         return await self.start()
@@ -392,4 +362,4 @@ class AsyncEventBus:
         await self.stop()
 
     def __repr__(self) -> str:
-        return f"AsyncEventBus(exchange={self.exchange!r}, groups={sorted(self._groups.by_name)})"
+        return f"AsyncEventBus(exchange={self.exchange!r}, groups={sorted(self._bus.groups)})"
