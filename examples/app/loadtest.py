@@ -87,11 +87,19 @@ def zipf_ids(users: int, size: int, s: float, rng: random.Random) -> list[int]:
 
 
 async def _client(  # noqa: PLR0917
-    http: httpx.AsyncClient, name: str, ids: list[int], stop: float, tally: Tally, seed: int
+    http: httpx.AsyncClient,
+    name: str,
+    ids: list[int],
+    stop: float,
+    tally: Tally,
+    seed: int,
+    part: int,
 ) -> None:
-    rng = random.Random(seed)
+    # Each part of the run (the warm-up, each round) goes on with a stretch of requests
+    # of its own: a round replaying the last one's reads would find them all cached.
+    rng = random.Random(seed * 1_000_003 + part)
     headers = {"X-Client-Id": name}
-    i = 0
+    i = part * 104_729
     while time.perf_counter() < stop:
         roll = rng.random()
         user = ids[(seed * 7919 + i) % len(ids)]
@@ -133,8 +141,8 @@ async def _noisy(http: httpx.AsyncClient, ids: list[int], stop: float, tally: Ta
             await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", "1"))))
 
 
-async def drive(
-    base_url: str, ids: list[int], clients: int, noisy: int, duration: float
+async def drive(  # noqa: PLR0917
+    base_url: str, ids: list[int], clients: int, noisy: int, duration: float, part: int = 0
 ) -> dict[str, Tally]:
     """Each client has its own connection and cookie jar (its own session), as browsers do."""
 
@@ -149,7 +157,7 @@ async def drive(
         stop = time.perf_counter() + duration
         await asyncio.gather(
             *(
-                _client(pool[c], f"client-{c}", ids, stop, tallies["clients"], c + 1)
+                _client(pool[c], f"client-{c}", ids, stop, tallies["clients"], c + 1, part)
                 for c in range(clients)
             ),
             *(_noisy(h, ids, stop, tallies["noisy"]) for h in pool[clients:]),
@@ -251,11 +259,11 @@ def measure(
                 asyncio.run(drive(server.base, ids, args.clients, args.noisy, args.warmup))
         measured = {build: Measured() for build in builds}
         seconds = args.duration / args.rounds
-        for round_ in range(args.rounds):
-            shift = round_ % len(builds)
+        for part in range(1, args.rounds + 1):
+            shift = (part - 1) % len(builds)
             for build in builds[shift:] + builds[:shift]:
-                print(f"round {round_ + 1}/{args.rounds}: {build}, {seconds:.0f} s", flush=True)
-                run_round(servers[build], measured[build], ids, args, seconds)
+                print(f"round {part}/{args.rounds}: {build}, {seconds:.0f} s", flush=True)
+                run_round(servers[build], measured[build], ids, args, seconds, part)
         # let the workers drain what the signups queued (bounded)
         deadline = time.monotonic() + 15
         while not all(s.drained() for s in servers.values()) and time.monotonic() < deadline:
@@ -275,14 +283,19 @@ def measure(
             server.stop()
 
 
-def run_round(
-    server: Server, measured: Measured, ids: list[int], args: argparse.Namespace, seconds: float
+def run_round(  # noqa: PLR0917
+    server: Server,
+    measured: Measured,
+    ids: list[int],
+    args: argparse.Namespace,
+    seconds: float,
+    part: int,
 ) -> None:
     if measured.before is None:
         measured.before = server.stats()
     cpu_before = cpu_seconds(server.process.pid)
     started = time.perf_counter()
-    tallies = asyncio.run(drive(server.base, ids, args.clients, args.noisy, seconds))
+    tallies = asyncio.run(drive(server.base, ids, args.clients, args.noisy, seconds, part))
     elapsed = time.perf_counter() - started
     measured.cpu += cpu_seconds(server.process.pid) - cpu_before
     measured.elapsed += elapsed
@@ -398,10 +411,11 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     builds = list(results)
     palette = {"naive": "#b0b0b0", "patterned": "#2a7ab9", "async": "#e08a2c"}
     colors = [palette.get(b, "#666666") for b in builds]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4))
     panels = [
         ("answered requests/s\n(well-behaved clients)", ["clients_per_second"], None),
-        ("latency (ms)", ["p50_ms", "p99_ms"], ["p50", "p99"]),
+        ("latency (ms)", ["p50_ms", "p90_ms", "p99_ms"], ["p50", "p90", "p99"]),
+        ("app server CPU per request (ms)", ["app_cpu_ms_per_request"], None),
         (
             "DB queries per request",
             ["primary_queries_per_request", "replica_queries_per_request"],
@@ -418,7 +432,7 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
         for k, key in enumerate(keys):
             xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(builds))]
             values = [results[b][key] for b in builds]
-            bars = ax.bar(xs, values, width, color=colors, alpha=1.0 - 0.35 * k)
+            bars = ax.bar(xs, values, width, color=colors, alpha=1.0 - 0.3 * k)
             for bar, value in zip(bars, values, strict=True):
                 text = f"{value:.2f}" if value < 10 else f"{value:.0f}"
                 label = f"{labels[k]}\n{text}" if labels else text
