@@ -173,7 +173,8 @@ class Services:
     # -- the workers ------------------------------------------------------------------
 
     def _worker_groups(self) -> list[tuple[str, Any, str, dict[str, Any]]]:
-        """(pattern, handler, group, options) of the welcome-email and analytics groups."""
+        """(pattern, handler, group, options) of the welcome-email and analytics groups;
+        their queue events are counted in `message_stats` from here on."""
         from examples.app.workers import analytics_handler, welcome_email_handler
         from scalepatterns.queue import (
             MemoryDedupStore,
