@@ -1,7 +1,8 @@
 """`python -m examples.app [serve|worker] [--host H] [--port P]`.
 
 ``serve`` (the default) runs the HTTP service with uvicorn; ``worker`` runs the email and
-analytics workers only. Both read their configuration from `SP_APP_*` variables.
+analytics workers only (on one event loop in the async build). Both read their
+configuration from `SP_APP_*` variables.
 """
 
 from __future__ import annotations

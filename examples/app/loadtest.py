@@ -1,24 +1,31 @@
-"""The load test: the naive and the patterned build, same servers, same workload, side by side.
+"""The load test: the naive, the patterned and the async build, same servers, same workload,
+side by side.
 
-    python -m examples.app.loadtest                 # 5 s warm-up + 25 s per build, embedded
+    python -m examples.app.loadtest                 # 5 s warm-up + 30 s per build, embedded
     SP_APP_POSTGRES_URL=... SP_APP_REDIS_URL=... SP_APP_AMQP_URL=... \\
         python -m examples.app.loadtest --pg-cluster # the real servers, a real replica
     python -m examples.app.loadtest --quick         # a few seconds per build
+    python -m examples.app.loadtest --builds patterned,async  # some builds only
 
-Each build runs as its own uvicorn process; the driver (asyncio + httpx, in this process)
+Each build runs as its own uvicorn process, on databases, Redis keys and queues of its own
+(seeded alike); they are served at once and loaded in turns: `--rounds` rounds, each
+giving every build its share of `--duration`, the order rotating, so whatever else runs
+on the machine falls on every build alike. The driver (asyncio + httpx, in this process)
 runs `--clients` well-behaved clients, each sending its next request when the last one
 answered: a read-heavy Zipf workload (94% `GET /users/{id}` over a Zipf(1.1) popularity,
 5% `PUT` of a profile, 1% signups), plus one noisy client hammering hot profiles as fast
 as it can over `--noisy` connections (honouring `Retry-After` when refused). The
 servers' own counters (`GET /stats`) give the database queries per request on primaries
 and replicas, the cache hit ratio and the queue's figures, measured after an unmeasured
-warm-up. It writes a Markdown table, a JSON file and a PNG chart.
+warm-up; /proc gives each server's CPU time. It writes a Markdown table, a JSON file and
+a PNG chart.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -32,9 +39,10 @@ from typing import Any
 
 import httpx
 
-from examples.app.settings import Settings
+from examples.app.settings import BUILDS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+ORDER = ("naive", "patterned", "async")
 
 
 @dataclass
@@ -51,6 +59,16 @@ class Tally:
     @property
     def total(self) -> int:
         return sum(self.statuses.values()) + self.errors
+
+    @property
+    def answered(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status < 400)
+
+    def merge(self, other: Tally) -> None:
+        self.latencies.extend(other.latencies)
+        for status, n in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+        self.errors += other.errors
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -69,11 +87,19 @@ def zipf_ids(users: int, size: int, s: float, rng: random.Random) -> list[int]:
 
 
 async def _client(  # noqa: PLR0917
-    http: httpx.AsyncClient, name: str, ids: list[int], stop: float, tally: Tally, seed: int
+    http: httpx.AsyncClient,
+    name: str,
+    ids: list[int],
+    stop: float,
+    tally: Tally,
+    seed: int,
+    part: int,
 ) -> None:
-    rng = random.Random(seed)
+    # Each part of the run (the warm-up, each round) goes on with a stretch of requests
+    # of its own: a round replaying the last one's reads would find them all cached.
+    rng = random.Random(seed * 1_000_003 + part)
     headers = {"X-Client-Id": name}
-    i = 0
+    i = part * 104_729
     while time.perf_counter() < stop:
         roll = rng.random()
         user = ids[(seed * 7919 + i) % len(ids)]
@@ -115,8 +141,8 @@ async def _noisy(http: httpx.AsyncClient, ids: list[int], stop: float, tally: Ta
             await asyncio.sleep(min(1.0, float(response.headers.get("Retry-After", "1"))))
 
 
-async def drive(
-    base_url: str, ids: list[int], clients: int, noisy: int, duration: float
+async def drive(  # noqa: PLR0917
+    base_url: str, ids: list[int], clients: int, noisy: int, duration: float, part: int = 0
 ) -> dict[str, Tally]:
     """Each client has its own connection and cookie jar (its own session), as browsers do."""
 
@@ -131,7 +157,7 @@ async def drive(
         stop = time.perf_counter() + duration
         await asyncio.gather(
             *(
-                _client(pool[c], f"client-{c}", ids, stop, tallies["clients"], c + 1)
+                _client(pool[c], f"client-{c}", ids, stop, tallies["clients"], c + 1, part)
                 for c in range(clients)
             ),
             *(_noisy(h, ids, stop, tallies["noisy"]) for h in pool[clients:]),
@@ -142,26 +168,56 @@ async def drive(
     return tallies
 
 
-def _start_server(build: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "examples.app", "serve", "--port", str(port)],
-            cwd=ROOT,
-            env={**env, "SP_APP_BUILD": build},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the {build} server exited: see {log}")
+@dataclass
+class Server:
+    """One build's uvicorn process."""
+
+    build: str
+    process: subprocess.Popen[bytes]
+    base: str
+
+    @classmethod
+    def start(cls, build: str, env: dict[str, str]) -> Server:
+        port = _free_port()
+        log = Path(env["SP_APP_DATA_DIR"]) / f"{build}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "examples.app", "serve", "--port", str(port)],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        server = cls(build, process, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the {build} server exited: see {log}")
+            try:
+                if httpx.get(f"{server.base}/health", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        server.stop()
+        raise RuntimeError(f"the {build} server did not start: see {log}")
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.base}/stats", timeout=10).json()  # type: ignore[no-any-return]
+
+    def drained(self) -> bool:
+        """Every signup's email sent or dead-lettered (the naive build sends inline)."""
+        if self.build == "naive":
+            return True
+        figures = self.stats()
+        emails = figures["emails"]["sent"] + figures["dead_letters"]
+        return bool(emails >= figures["analytics"].get("user.signed_up", 0))
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"the {build} server did not start: see {log}")
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
 def _free_port() -> int:
@@ -172,37 +228,94 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_build(
-    build: str, env: dict[str, str], ids: list[int], args: argparse.Namespace
-) -> dict[str, Any]:
-    port = _free_port()
-    log = Path(env["SP_APP_DATA_DIR"]) / f"{build}.log"
-    server = _start_server(build, env, port, log)
-    base = f"http://127.0.0.1:{port}"
+@dataclass
+class Measured:
+    """One build's measured rounds, added up."""
+
+    tallies: dict[str, Tally] = field(
+        default_factory=lambda: {"clients": Tally(), "noisy": Tally()}
+    )
+    before: dict[str, Any] | None = None
+    elapsed: float = 0.0
+    cpu: float = 0.0
+    rounds: list[float] = field(default_factory=list)  # answered requests/s, good clients
+
+
+def measure(
+    builds: list[str], envs: dict[str, dict[str, str]], ids: list[int], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Serve every build at once, warm each up, then load them in turns.
+
+    Each round gives each build `duration / rounds` seconds of load, one build at a time,
+    the order rotating every round: whatever else runs on the machine meanwhile falls on
+    every build alike. A build is idle while another is loaded (its workers may drain).
+    """
+    servers: dict[str, Server] = {}
     try:
+        for build in builds:
+            servers[build] = Server.start(build, envs[build])
         if args.warmup > 0:  # the same unmeasured load first: a warm cache, open pools
-            asyncio.run(drive(base, ids, args.clients, args.noisy, args.warmup))
-        before = httpx.get(f"{base}/stats", timeout=10).json()
-        started = time.perf_counter()
-        tallies = asyncio.run(drive(base, ids, args.clients, args.noisy, args.duration))
-        elapsed = time.perf_counter() - started
+            for server in servers.values():
+                asyncio.run(drive(server.base, ids, args.clients, args.noisy, args.warmup))
+        measured = {build: Measured() for build in builds}
+        seconds = args.duration / args.rounds
+        for part in range(1, args.rounds + 1):
+            shift = (part - 1) % len(builds)
+            for build in builds[shift:] + builds[:shift]:
+                print(f"round {part}/{args.rounds}: {build}, {seconds:.0f} s", flush=True)
+                run_round(servers[build], measured[build], ids, args, seconds, part)
         # let the workers drain what the signups queued (bounded)
-        drain_until = time.monotonic() + 10
-        after = httpx.get(f"{base}/stats", timeout=10).json()
-        while build == "patterned" and time.monotonic() < drain_until:
-            emails = after["emails"]["sent"] + after["dead_letters"]
-            signups = after["analytics"].get("user.signed_up", 0)
-            if emails >= signups and after["requests"].get("requests", 0) > 0:
-                break
+        deadline = time.monotonic() + 15
+        while not all(s.drained() for s in servers.values()) and time.monotonic() < deadline:
             time.sleep(0.5)
-            after = httpx.get(f"{base}/stats", timeout=10).json()
+        results = {}
+        for build, server in servers.items():
+            m = measured[build]
+            assert m.before is not None
+            results[build] = summarise(
+                build, m.tallies, m.before, server.stats(), m.elapsed, cpu=m.cpu
+            )
+            results[build]["clients_per_second_rounds"] = [round(r, 1) for r in m.rounds]
+            results[build]["clients_per_second_range"] = f"{min(m.rounds):.0f}..{max(m.rounds):.0f}"
+        return results
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    return summarise(build, tallies, before, after, elapsed)
+        for server in servers.values():
+            server.stop()
+
+
+def run_round(  # noqa: PLR0917
+    server: Server,
+    measured: Measured,
+    ids: list[int],
+    args: argparse.Namespace,
+    seconds: float,
+    part: int,
+) -> None:
+    if measured.before is None:
+        measured.before = server.stats()
+    cpu_before = cpu_seconds(server.process.pid)
+    started = time.perf_counter()
+    tallies = asyncio.run(drive(server.base, ids, args.clients, args.noisy, seconds, part))
+    elapsed = time.perf_counter() - started
+    measured.cpu += cpu_seconds(server.process.pid) - cpu_before
+    measured.elapsed += elapsed
+    measured.rounds.append(tallies["clients"].answered / elapsed)
+    for kind, tally in tallies.items():
+        measured.tallies[kind].merge(tally)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far; NaN where /proc is missing.
+
+    The app server's CPU per request depends far less on what else runs on the machine
+    than its requests per second do.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    # utime and stime are fields 14 and 15 of proc(5), in clock ticks
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summarise(
@@ -211,6 +324,8 @@ def summarise(
     before: dict[str, Any],
     after: dict[str, Any],
     elapsed: float,
+    *,
+    cpu: float = float("nan"),
 ) -> dict[str, Any]:
     good, noisy = tallies["clients"], tallies["noisy"]
     total = good.total + noisy.total
@@ -233,7 +348,9 @@ def summarise(
             sum(n for s, n in good.statuses.items() if s < 400) / elapsed, 1
         ),
         "p50_ms": round(percentile(good.latencies, 0.50) * 1000, 1),
+        "p90_ms": round(percentile(good.latencies, 0.90) * 1000, 1),
         "p99_ms": round(percentile(good.latencies, 0.99) * 1000, 1),
+        "app_cpu_ms_per_request": round(cpu * 1000 / max(1, total), 2),
         "noisy_share": round(noisy.total / max(1, total), 3),
         "rate_limited_share": round(limited / max(1, total), 3),
         "clients_rate_limited": good.statuses.get(429, 0),
@@ -256,13 +373,17 @@ def summarise(
 ROWS = [
     ("requests/s (all clients)", "requests_per_second", "{:.0f}"),
     ("answered requests/s, well-behaved clients", "clients_per_second", "{:.0f}"),
+    ("the same, per round (lowest..highest)", "clients_per_second_range", "{}"),
     ("p50 latency, well-behaved clients (ms)", "p50_ms", "{:.1f}"),
+    ("p90 latency, well-behaved clients (ms)", "p90_ms", "{:.1f}"),
     ("p99 latency, well-behaved clients (ms)", "p99_ms", "{:.1f}"),
+    ("app server CPU per request (ms, workers included)", "app_cpu_ms_per_request", "{:.2f}"),
     ("primary DB queries per request", "primary_queries_per_request", "{:.3f}"),
     ("replica DB queries per request", "replica_queries_per_request", "{:.3f}"),
     ("cache hit ratio", "cache_hit_ratio", "{:.1%}"),
     ("share of requests from the noisy client", "noisy_share", "{:.1%}"),
     ("rate-limited share (429)", "rate_limited_share", "{:.1%}"),
+    ("429s to well-behaved clients", "clients_rate_limited", "{}"),
     ("5xx and transport errors", "errors", "{}"),
     ("messages processed", "messages_processed", "{}"),
     ("messages retried", "messages_retried", "{}"),
@@ -272,10 +393,12 @@ ROWS = [
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| | naive | patterned |", "|---|---:|---:|"]
+    """A Markdown table: a row per figure, a column per build (in the order they ran)."""
+    builds = list(results)
+    lines = ["| | " + " | ".join(builds) + " |", "|---|" + "---:|" * len(builds)]
     for label, key, fmt in ROWS:
-        cells = [fmt.format(results[b][key]) for b in ("naive", "patterned")]
-        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+        cells = [fmt.format(results[b][key]) for b in builds]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -285,12 +408,14 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    builds = ["naive", "patterned"]
-    colors = ["#b0b0b0", "#2a7ab9"]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    builds = list(results)
+    palette = {"naive": "#b0b0b0", "patterned": "#2a7ab9", "async": "#e08a2c"}
+    colors = [palette.get(b, "#666666") for b in builds]
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4))
     panels = [
         ("answered requests/s\n(well-behaved clients)", ["clients_per_second"], None),
-        ("latency (ms)", ["p50_ms", "p99_ms"], ["p50", "p99"]),
+        ("latency (ms)", ["p50_ms", "p90_ms", "p99_ms"], ["p50", "p90", "p99"]),
+        ("app server CPU per request (ms)", ["app_cpu_ms_per_request"], None),
         (
             "DB queries per request",
             ["primary_queries_per_request", "replica_queries_per_request"],
@@ -307,7 +432,7 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
         for k, key in enumerate(keys):
             xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(builds))]
             values = [results[b][key] for b in builds]
-            bars = ax.bar(xs, values, width, color=colors, alpha=1.0 - 0.35 * k)
+            bars = ax.bar(xs, values, width, color=colors, alpha=1.0 - 0.3 * k)
             for bar, value in zip(bars, values, strict=True):
                 text = f"{value:.2f}" if value < 10 else f"{value:.0f}"
                 label = f"{labels[k]}\n{text}" if labels else text
@@ -328,12 +453,23 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 (one linear script)
     parser = argparse.ArgumentParser(prog="python -m examples.app.loadtest")
-    parser.add_argument("--duration", type=float, default=25.0, help="seconds of load per build")
+    parser.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of measured load per build"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="turns the builds take (duration split evenly)"
+    )
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=16, help="well-behaved clients")
     parser.add_argument("--noisy", type=int, default=6, help="connections of the noisy client")
-    parser.add_argument("--quick", action="store_true", help="3 s per build, 2000 users")
+    parser.add_argument("--quick", action="store_true", help="3 s per build, 1 round, 2000 users")
+    parser.add_argument(
+        "--builds",
+        default=",".join(ORDER),
+        type=_builds,
+        help=f"comma-separated builds to run, in this order (default {','.join(ORDER)})",
+    )
     parser.add_argument(
         "--pg-cluster",
         action="store_true",
@@ -342,7 +478,9 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 (one linear sc
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.users, args.warmup = 3.0, 2000, 1.0
+        args.duration, args.rounds, args.users, args.warmup = 3.0, 1, 2000, 1.0
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     env = dict(os.environ)
     env.setdefault("SP_APP_PREFIX", f"sp_app_load_{secrets.token_hex(3)}")
@@ -364,25 +502,30 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 (one linear sc
         cluster = PostgresCluster().start()
         env["SP_APP_POSTGRES_URL"] = cluster.primary_url
         env["SP_APP_POSTGRES_REPLICA_URL"] = cluster.replica_url
+    # Each build has its own prefix: its own shard databases (seeded alike), Redis keys,
+    # queues and exchange, so builds served at once never share a cache or a worker.
+    envs = {
+        build: {**env, "SP_APP_BUILD": build, "SP_APP_PREFIX": f"{env['SP_APP_PREFIX']}_{build}"}
+        for build in args.builds
+    }
     try:
         from examples.app.db import Databases
 
-        databases = Databases(Settings.from_env(env))
-        databases.seed(args.users)
+        for build_env in envs.values():
+            # seeded through sync engines, whatever the build
+            databases = Databases(Settings.from_env(build_env).with_(build="patterned"))
+            databases.seed(args.users)
+            databases.dispose()
         if cluster is not None:
             cluster.wait_replayed()
         ids = zipf_ids(args.users, 200_000, 1.1, random.Random(7))
-        results = {}
-        for build in ("naive", "patterned"):
-            print(f"{build}: {args.duration:.0f} s of load ...", flush=True)
-            results[build] = run_build(build, env, ids, args)
-        databases.drop()
-        databases.dispose()
+        results = measure(args.builds, envs, ids, args)
     finally:
-        _cleanup(env)
+        for build_env in envs.values():
+            _cleanup(build_env)
         if cluster is not None:
             cluster.stop()
-    where = describe(env, cluster is not None)
+    where = describe(env, cluster is not None, args)
     markdown = table(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "app_load.json").write_text(
@@ -393,7 +536,15 @@ def main(argv: list[str] | None = None) -> None:  # noqa: PLR0915 (one linear sc
     (args.out / "app_load.md").write_text(f"{where}\n\n{markdown}\n")
 
 
-def describe(env: dict[str, str], cluster: bool) -> str:
+def _builds(value: str) -> list[str]:
+    builds = [b.strip() for b in value.split(",") if b.strip()]
+    unknown = sorted(set(builds) - set(BUILDS))
+    if unknown or not builds:
+        raise argparse.ArgumentTypeError(f"builds are {', '.join(BUILDS)}, not {value!r}")
+    return builds
+
+
+def describe(env: dict[str, str], cluster: bool, args: argparse.Namespace) -> str:
     db = "SQLite files (a read-only replica connection per shard)"
     if env.get("SP_APP_POSTGRES_URL"):
         db = "PostgreSQL" + (" primary + streaming replica (throw-away cluster)" if cluster else "")
@@ -406,12 +557,18 @@ def describe(env: dict[str, str], cluster: bool) -> str:
             f"{float(env['SP_APP_EMAIL_FAILURE_RATE']):.0%} failures"
         ),
         f"rate limit: {env['SP_APP_RATE']} burst {env['SP_APP_BURST']} per client",
+        (
+            f"{args.clients} clients + a noisy one on {args.noisy} connections; "
+            f"{args.duration:.0f} s per build in {args.rounds} round(s) after "
+            f"{args.warmup:.0f} s of warm-up"
+        ),
     ]
     return "; ".join(parts)
 
 
 def _cleanup(env: dict[str, str]) -> None:
-    """Delete this run's Redis keys and PostgreSQL databases (the prefix is unique)."""
+    """Delete a build's Redis keys, PostgreSQL databases, queues and exchange (its prefix
+    is unique to this run)."""
     prefix = env["SP_APP_PREFIX"]
     if env.get("SP_APP_REDIS_URL"):
         import redis
@@ -420,6 +577,21 @@ def _cleanup(env: dict[str, str]) -> None:
         for key in client.scan_iter(f"{prefix}*", count=1000):
             client.delete(key)
         client.close()
+    if env.get("SP_APP_AMQP_URL") and env["SP_APP_BUILD"] != "naive":
+        from examples.app.services import ANALYTICS_GROUP, EMAIL_GROUP
+        from scalepatterns.queue import RabbitMQBroker
+
+        broker = RabbitMQBroker(env["SP_APP_AMQP_URL"])
+        try:
+            exchange = f"{prefix}.events"
+            for group in (EMAIL_GROUP, ANALYTICS_GROUP):
+                for queue in (f"{exchange}.{group}", f"{exchange}.{group}.dead"):
+                    with contextlib.suppress(Exception):  # never declared: nothing to delete
+                        broker.delete_queue(queue)
+            with contextlib.suppress(Exception):
+                broker.delete_exchange(exchange)
+        finally:
+            broker.close()
     if env.get("SP_APP_POSTGRES_URL"):
         import sqlalchemy as sa
 

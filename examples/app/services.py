@@ -1,7 +1,10 @@
 """Wires the blocks together: databases, cache, limiter, broker, event bus, email provider.
 
 `Services.build(settings)` is the one place that decides which engine each block runs on:
-the embedded default, or the real server named by an environment variable.
+the embedded default, or the real server named by an environment variable; and, for the
+async build, the asyncio client of each (`redis.asyncio`, `AsyncEngine`s,
+`AsyncRabbitMQBroker`). The blocks themselves take either kind of client: `Cache.redis`,
+`RateLimiter(redis=...)`, `RedisDedupStore` and `resilient(...)` are built the same way.
 """
 
 from __future__ import annotations
@@ -50,23 +53,22 @@ class Services:
     databases: Databases
     provider: FakeEmailProvider
     sessions: SessionStore
-    redis: Any = None
+    redis: Any = None  # redis.Redis, or redis.asyncio.Redis in the async build
     cache: Any = None
     limiter: Any = None
-    broker: Any = None
-    bus: Any = None
-    send_email: Any = None
+    broker: Any = None  # (Async)MemoryBroker or (Async)RabbitMQBroker
+    bus: Any = None  # EventBus, or AsyncEventBus in the async build
+    send_email: Any = None  # the provider's send (asend) behind timeout, retry and breaker
+    breaker: Any = None
     message_stats: MessageStats = field(default_factory=MessageStats)
     analytics: Counter[str] = field(default_factory=Counter)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
+        """Wire every block; provisions the shard databases (sync I/O: the async build
+        calls it in a thread). The asyncio clients connect on first use, on that loop."""
         listeners = Listeners()
-        redis = None
-        if settings.redis_url:
-            import redis as redis_py
-
-            redis = redis_py.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        redis = _redis_client(settings)
         services = cls(
             settings=settings,
             listeners=listeners,
@@ -133,6 +135,9 @@ class Services:
             open_for=5.0,
             listeners=self.listeners,
         )
+        # the same policies wrap `def send` and `async def asend` (where the timeout
+        # cancels the awaiting caller instead of abandoning a thread)
+        send = self.provider.asend if self.settings.asynchronous else self.provider.send
         self.send_email = resilient(
             timeout=timeout(self.settings.email_timeout, listeners=self.listeners),
             retry=retry(
@@ -143,22 +148,33 @@ class Services:
                 listeners=self.listeners,
             ),
             breaker=self.breaker,
-        )(self.provider.send)
+        )(send)
 
     def _wire_queue(self) -> None:
-        from scalepatterns.queue import EventBus, MemoryBroker
-
         s = self.settings
-        if s.amqp_url:
-            from scalepatterns.queue import RabbitMQBroker
+        exchange = f"{s.prefix}.events"
+        if s.asynchronous:
+            from scalepatterns.queue import AsyncEventBus, AsyncMemoryBroker, AsyncRabbitMQBroker
 
-            self.broker = RabbitMQBroker(s.amqp_url, listeners=self.listeners)
-        else:
-            self.broker = MemoryBroker()
-        self.bus = EventBus(self.broker, exchange=f"{s.prefix}.events", listeners=self.listeners)
+            self.broker = (
+                AsyncRabbitMQBroker(s.amqp_url, listeners=self.listeners)
+                if s.amqp_url
+                else AsyncMemoryBroker()
+            )
+            self.bus = AsyncEventBus(self.broker, exchange=exchange, listeners=self.listeners)
+            return
+        from scalepatterns.queue import EventBus, MemoryBroker, RabbitMQBroker
 
-    def subscribe_workers(self) -> None:
-        """Subscribe the welcome-email and analytics groups (in this process)."""
+        self.broker = (
+            RabbitMQBroker(s.amqp_url, listeners=self.listeners) if s.amqp_url else MemoryBroker()
+        )
+        self.bus = EventBus(self.broker, exchange=exchange, listeners=self.listeners)
+
+    # -- the workers ------------------------------------------------------------------
+
+    def _worker_groups(self) -> list[tuple[str, Any, str, dict[str, Any]]]:
+        """(pattern, handler, group, options) of the welcome-email and analytics groups;
+        their queue events are counted in `message_stats` from here on."""
         from examples.app.workers import analytics_handler, welcome_email_handler
         from scalepatterns.queue import (
             MemoryDedupStore,
@@ -178,32 +194,33 @@ class Services:
             MessageDeadLettered,
             MessageDuplicate,
         )
-
         # One store for both groups: a worker's marks are per queue, so the same event id
-        # is handled once by each group.
+        # is handled once by each group. With a redis.asyncio client it is an async store.
         dedup: Any = (
             RedisDedupStore(self.redis, prefix=f"{s.prefix}:dedup:")
             if self.redis is not None
             else MemoryDedupStore()
         )
-
         policy = RetryPolicy(
             max_attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
         )
-        groups = [
-            (SIGNED_UP, welcome_email_handler(self), EMAIL_GROUP, 4),
-            ("user.*", analytics_handler(self), ANALYTICS_GROUP, 2),
+        options = {"retry": policy, "dedup": dedup, "in_progress_ttl": s.in_progress_ttl}
+        return [
+            (SIGNED_UP, welcome_email_handler(self), EMAIL_GROUP, {**options, "concurrency": 4}),
+            ("user.*", analytics_handler(self), ANALYTICS_GROUP, {**options, "concurrency": 2}),
         ]
-        for pattern, handler, group, concurrency in groups:
-            self.bus.subscribe(
-                pattern,
-                handler,
-                group=group,
-                retry=policy,
-                dedup=dedup,
-                in_progress_ttl=s.in_progress_ttl,
-                concurrency=concurrency,
-            )
+
+    def start_workers(self) -> None:
+        """Subscribe the welcome-email and analytics groups and start them (in this process)."""
+        for pattern, handler, group, options in self._worker_groups():
+            self.bus.subscribe(pattern, handler, group=group, **options)
+        self.bus.start()
+
+    async def astart_workers(self) -> None:
+        """`start_workers` for the async build: the workers are tasks on the running loop."""
+        for pattern, handler, group, options in self._worker_groups():
+            await self.bus.subscribe(pattern, handler, group=group, **options)
+        await self.bus.start()
 
     def dead_letters(self) -> int:
         from scalepatterns.queue import DeadLetters
@@ -211,6 +228,11 @@ class Services:
         if self.bus is None:
             return 0
         return int(DeadLetters(self.broker, self.bus.queue_of(EMAIL_GROUP)).count())
+
+    async def adead_letters(self) -> int:
+        from scalepatterns.queue import AsyncDeadLetters
+
+        return int(await AsyncDeadLetters(self.broker, self.bus.queue_of(EMAIL_GROUP)).count())
 
     def close(self) -> None:
         if self.bus is not None:
@@ -222,3 +244,24 @@ class Services:
         self.databases.dispose()
         if self.redis is not None:
             self.redis.close()
+
+    async def aclose(self) -> None:
+        """`close` for the async build."""
+        await self.bus.stop(5)
+        await self.broker.close()
+        await self.cache.aclose()
+        await self.databases.adispose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def _redis_client(settings: Settings) -> Any:
+    if not settings.redis_url:
+        return None
+    if settings.asynchronous:
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+    import redis
+
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-BUILDS = ("patterned", "naive")
+BUILDS = ("patterned", "async", "naive")
 
 
 def _read(
@@ -24,7 +24,7 @@ class Settings:
 
     | variable | default | meaning |
     |---|---|---|
-    | `SP_APP_BUILD` | `patterned` | `patterned` or `naive` (no cache, primary only, email inline) |
+    | `SP_APP_BUILD` | `patterned` | `patterned`, `async` (patterned, on asyncio) or `naive` |
     | `SP_APP_DATA_DIR` | a temporary folder | where the SQLite shard files live |
     | `SP_APP_SHARDS` | `2` | number of shard databases |
     | `SP_APP_POSTGRES_URL` | none (SQLite) | a server; shards are its databases `<prefix>_s<i>` |
@@ -71,6 +71,11 @@ class Settings:
     @property
     def naive(self) -> bool:
         return self.build == "naive"
+
+    @property
+    def asynchronous(self) -> bool:
+        """The async build: the patterned one on asyncio clients, its routes `async def`."""
+        return self.build == "async"
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the app extra is not installed")
 
+from examples.app.email import FakeEmailProvider
 from examples.app.settings import Settings
 
 # the routing suite's throw-away primary + streaming replica, a fixture of this folder too
@@ -56,11 +57,18 @@ def cleanup(settings: Settings) -> None:
             broker.close()
 
 
+@pytest.fixture(params=["patterned", "async"])
+def build(request: pytest.FixtureRequest) -> str:
+    """Each test runs against the sync and the async patterned build."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
 def real_settings(
-    tmp_path: Path, postgres_url: str, redis_url: str, amqp_url: str, unique_name: str
+    tmp_path: Path, postgres_url: str, redis_url: str, amqp_url: str, unique_name: str, build: str
 ) -> Iterator[Settings]:
     settings = Settings(
+        build=build,
         data_dir=tmp_path,
         postgres_url=postgres_url,
         redis_url=redis_url,
@@ -73,6 +81,19 @@ def real_settings(
         yield settings
     finally:
         cleanup(settings)
+
+
+@contextlib.contextmanager
+def email_log(settings: Settings) -> Iterator[FakeEmailProvider]:
+    """The fake provider's shared log in Redis, read with the test's own (sync) client:
+    what any app or worker process of either build sent."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url or "")
+    try:
+        yield FakeEmailProvider(redis=client, prefix=settings.prefix)
+    finally:
+        client.close()
 
 
 def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:

@@ -34,19 +34,40 @@ def stats(client: TestClient) -> dict[str, Any]:
     return client.get("/stats").json()  # type: ignore[no-any-return]
 
 
+def another_client(client: TestClient) -> TestClient:
+    """A second client (its own cookies: another browser) of the app `client` runs.
+
+    It sends its requests through `client`'s event loop: a `TestClient` that was not
+    started would run each request on a loop of its own, where the async build's
+    clients (bound to the app's loop) cannot serve it.
+    """
+    other = TestClient(client.app)
+    other.portal = client.portal
+    return other
+
+
 def signup(client: TestClient, name: str = "Ada") -> tuple[int, str]:
     response = client.post("/users", json={"email": f"{name.lower()}@example.com", "name": name})
     assert response.status_code == 201, response.text
     return response.json()["id"], response.headers["X-Consistency-Token"]
 
 
+@pytest.fixture(params=["patterned", "async"])
+def build(request: pytest.FixtureRequest) -> str:
+    """The build a test runs against: both patterned builds, unless the test parametrizes
+    `build` itself (the naive build's tests do)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """`make_client(**settings)` -> a started TestClient on embedded defaults."""
+def make_client(tmp_path: Path, build: str) -> Iterator[Callable[..., Any]]:
+    """`make_client(**settings)` -> a started TestClient of `build` on embedded defaults."""
     with _clients() as opened:
 
         def make(**overrides: Any) -> TestClient:
-            settings = Settings(data_dir=tmp_path, email_latency=0.001, retry_base=0.01)
+            settings = Settings(
+                build=build, data_dir=tmp_path, email_latency=0.001, retry_base=0.01
+            )
             return opened(create_app(settings.with_(**overrides)))
 
         yield make

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from sqlalchemy import event
 
-from tests.unit.app.conftest import signup, stats, wait_for
+from tests.unit.app.conftest import another_client, signup, stats, wait_for
 
 
 def test_read_your_writes_goes_to_the_primary_with_the_token_and_to_the_replica_without(
@@ -18,7 +19,7 @@ def test_read_your_writes_goes_to_the_primary_with_the_token_and_to_the_replica_
     before = stats(writer)["queries"]
 
     # a fresh client (no cookie, no token): the cache misses, the replica answers
-    reader = TestClient(writer.app)
+    reader = another_client(writer)
     assert reader.get(f"/users/{user_id}").json()["name"] == "Ada"
     middle = stats(writer)["queries"]
     assert middle["replica"] > before["replica"]
@@ -40,7 +41,7 @@ def test_read_your_writes_goes_to_the_primary_with_the_token_and_to_the_replica_
 def test_a_token_covers_only_the_profile_its_holder_wrote(make_client: Any) -> None:
     client = make_client()
     mine, token = signup(client, "Mine")
-    other, _ = signup(TestClient(client.app), "Other")
+    other, _ = signup(another_client(client), "Other")
     client.get(f"/users/{other}", headers={"X-Consistency-Token": token})
     client.get(f"/users/{other}", headers={"X-Consistency-Token": token})
     figures = stats(client)
@@ -53,7 +54,7 @@ def test_a_token_covers_only_the_profile_its_holder_wrote(make_client: Any) -> N
 def test_an_update_invalidates_the_cached_profile(make_client: Any) -> None:
     writer = make_client()
     user_id, _ = signup(writer, "Grace")
-    reader = TestClient(writer.app)
+    reader = another_client(writer)
     assert reader.get(f"/users/{user_id}").json()["name"] == "Grace"  # miss, cached
     assert reader.get(f"/users/{user_id}").json()["name"] == "Grace"  # hit
     cache = stats(writer)["cache"]
@@ -111,7 +112,7 @@ def test_a_failing_provider_dead_letters_the_email_and_keeps_the_signup(make_cli
     assert figures["messages"]["retried"] == 1
     # three provider calls per delivery (retry), two deliveries, unless the breaker opened
     assert 2 <= figures["emails"]["attempts"] <= 6
-    assert TestClient(client.app).get(f"/users/{user_id}").json()["name"] == "Ada"
+    assert another_client(client).get(f"/users/{user_id}").json()["name"] == "Ada"
 
 
 def test_the_breaker_stops_calling_a_provider_that_keeps_failing(make_client: Any) -> None:
@@ -138,10 +139,11 @@ def test_a_timed_out_call_is_retried_and_the_idempotency_key_keeps_it_to_one_ema
     assert [line.split()[0] for line in provider.sent()] == [f"welcome:{user_id}"]
 
 
+@pytest.mark.parametrize("build", ["naive"])
 def test_the_naive_build_reads_the_primary_only_and_sends_the_email_inline(
     make_client: Any,
 ) -> None:
-    client = make_client(build="naive")
+    client = make_client()
     response = client.post("/users", json={"email": "n@example.com", "name": "Naive"})
     assert response.status_code == 201
     assert "X-Consistency-Token" not in response.headers
@@ -155,8 +157,9 @@ def test_the_naive_build_reads_the_primary_only_and_sends_the_email_inline(
     assert figures["cache"] == {"hits": 0, "misses": 0}
 
 
+@pytest.mark.parametrize("build", ["naive"])
 def test_the_naive_build_fails_the_request_when_the_provider_fails(make_client: Any) -> None:
-    client = make_client(build="naive", email_failure_rate=1.0)
+    client = make_client(email_failure_rate=1.0)
     response = client.post("/users", json={"email": "n@example.com", "name": "Naive"})
     assert response.status_code == 502
 
@@ -172,10 +175,42 @@ def test_metrics_are_served_when_the_observability_adapter_exists(make_client: A
     pytest.importorskip("scalepatterns.contrib.prometheus")
     client = make_client()
     user_id, _ = signup(client)
-    TestClient(client.app).get(f"/users/{user_id}")  # no token: the cache
+    another_client(client).get(f"/users/{user_id}")  # no token: the cache
     response = client.get("/metrics")
     assert response.status_code == 200
     # the app's own events (its cache, limiter, queue) feed its registry
     assert 'cache="sp_app_cache"' in response.text
     assert "scalepatterns_limiter" in response.text
     assert 'router="users-' in response.text  # the read/write routers of the shards
+
+
+def test_the_async_build_awaits_its_sql_on_the_event_loop_the_sync_one_runs_it_in_threads(
+    make_client: Any, build: str
+) -> None:
+    """Each statement: was a loop running in its thread, and did an async driver run it?
+
+    The async build awaits its database on the loop (AsyncSession, aiosqlite); a sync
+    driver called on the loop would block it. The sync build's `def` routes run in
+    FastAPI's thread pool instead.
+    """
+    client = make_client()
+    databases = client.app.state.services.databases
+    seen: list[tuple[bool, bool]] = []
+
+    def record(conn: Any, *_: object) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            seen.append((False, conn.dialect.is_async))
+        else:
+            seen.append((True, conn.dialect.is_async))
+
+    for engine in [*databases.primaries.values(), *databases.replicas.values()]:
+        event.listen(getattr(engine, "sync_engine", engine), "before_cursor_execute", record)
+    user_id, token = signup(client)  # the insert
+    another_client(client).get(f"/users/{user_id}")  # a cache miss: the replica
+    client.get(f"/users/{user_id}", headers={"X-Consistency-Token": token})  # the primary
+    client.put(f"/users/{user_id}", json={"name": "Ada L."})
+    assert len(seen) >= 5
+    expected = (True, True) if build == "async" else (False, False)
+    assert set(seen) == {expected}
