@@ -148,15 +148,10 @@ def not_found() -> HTTPException:
     return HTTPException(404, "no such user")
 
 
-def unpublished(profile: dict[str, Any], stats: RequestStats) -> dict[str, Any]:
-    """The answer to a signup whose event could not be published (logged).
-
-    The signup is stored; the event is not. A transactional outbox would close this gap;
-    here it is logged and reported to the caller.
-    """
-    log.exception("user.signed_up not published for user %s", profile["id"])
-    stats.add("publish_failed")
-    return {**profile, "event_published": False}
+def signup_event(user_id: int) -> dict[str, str]:
+    """The outbox options of a signup's event: its id (the welcome email's dedup key)
+    and its ordering key."""
+    return {"message_id": f"signup:{user_id}", "key": f"user:{user_id}"}
 
 
 def profile_cache(services: Services) -> Any:

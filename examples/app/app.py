@@ -31,11 +31,11 @@ from examples.app.api import (
     profile_cache,
     refuse_if_limited,
     serve_metrics,
+    signup_event,
     stats_body,
-    unpublished,
     with_token,
 )
-from examples.app.db import User
+from examples.app.db import OUTBOX, User
 from examples.app.services import SIGNED_UP, Services
 from examples.app.sessions import COOKIE
 from examples.app.settings import Settings
@@ -63,8 +63,10 @@ def _create_sync_app(settings: Settings, services: Services | None) -> FastAPI: 
         state["services"] = svc
         app.state.services = svc  # for tests and embedding programs
         state["profile"] = _profile_loader(svc)
-        if svc.bus is not None and settings.workers:
-            svc.start_workers()
+        if svc.bus is not None:
+            svc.start_relays()
+            if settings.workers:
+                svc.start_workers()
         serve_metrics(app, svc)
         try:
             yield
@@ -141,14 +143,12 @@ def _create_sync_app(settings: Settings, services: Services | None) -> FastAPI: 
             return profile
         with services_.databases.session(user.id) as session:
             session.add(user)
+            # the event commits with the user (or neither does); the relay publishes it
+            OUTBOX.add(session, SIGNED_UP, profile, **signup_event(user.id))
             session.commit()
             token = services_.databases.token(user.id, session)
         state["profile"].invalidate(user.id)  # a cached "not found" for this id
         remember_token(request, response, user.id, token)
-        try:
-            services_.bus.publish(SIGNED_UP, profile, message_id=f"signup:{user.id}")
-        except Exception:
-            return unpublished(profile, stats)
         return profile
 
     @app.put("/users/{user_id}", dependencies=[Depends(rate_limit)])

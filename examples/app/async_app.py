@@ -34,11 +34,11 @@ from examples.app.api import (
     profile_cache,
     refuse_if_limited,
     serve_metrics,
+    signup_event,
     stats_body,
-    unpublished,
     with_token,
 )
-from examples.app.db import User
+from examples.app.db import OUTBOX, User
 from examples.app.services import SIGNED_UP, Services
 from examples.app.sessions import COOKIE
 from examples.app.settings import Settings
@@ -59,6 +59,7 @@ def create_async_app(  # noqa: PLR0915
         state["services"] = svc
         app.state.services = svc  # for tests and embedding programs
         state["profile"] = _profile_loader(svc)
+        svc.astart_relays()
         if settings.workers:
             await svc.astart_workers()
         serve_metrics(app, svc)
@@ -120,14 +121,12 @@ def create_async_app(  # noqa: PLR0915
         profile = user.to_dict()
         async with services_.databases.session(user.id) as session:
             session.add(user)
+            # the event commits with the user (or neither does); the relay publishes it
+            await OUTBOX.aadd(session, SIGNED_UP, profile, **signup_event(user.id))
             await session.commit()
             token = await services_.databases.atoken(user.id, session)
         await state["profile"].invalidate(user.id)  # a cached "not found" for this id
         await remember_token(request, response, user.id, token)
-        try:
-            await services_.bus.publish(SIGNED_UP, profile, message_id=f"signup:{user.id}")
-        except Exception:
-            return unpublished(profile, stats)
         return profile
 
     @app.put("/users/{user_id}", dependencies=[Depends(rate_limit)])

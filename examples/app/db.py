@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from examples.app.settings import Settings
 from scalepatterns.events import Listeners
+from scalepatterns.outbox import Outbox
 from scalepatterns.routing import ReadWriteRouter
 from scalepatterns.sharding import HashRing, ShardRouter
 
@@ -33,6 +34,11 @@ class User(Base):
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "email": self.email, "name": self.name}
+
+
+# The signup event is written in the signup's own transaction, on the user's shard; each
+# shard's outbox relay publishes it after the commit (the tables join the users table).
+OUTBOX = Outbox(Base.metadata, name="sp_app_outbox")
 
 
 class QueryCounter:
@@ -239,7 +245,7 @@ class Databases:
                     conn.execute(sa.insert(User), fresh)
 
     def drop(self) -> None:
-        """Drop the users tables (tests and the load test clean up with it)."""
+        """Drop the users and outbox tables (tests and the load test clean up with it)."""
         for engine in self.primaries.values():
             Base.metadata.drop_all(engine)
 

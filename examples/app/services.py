@@ -61,6 +61,7 @@ class Services:
     send_email: Any = None  # the provider's send (asend) behind timeout, retry and breaker
     breaker: Any = None
     message_stats: MessageStats = field(default_factory=MessageStats)
+    relays: list[Any] = field(default_factory=list)
     analytics: Counter[str] = field(default_factory=Counter)
 
     @classmethod
@@ -210,6 +211,32 @@ class Services:
             ("user.*", analytics_handler(self), ANALYTICS_GROUP, {**options, "concurrency": 2}),
         ]
 
+    def _relay_options(self) -> dict[str, Any]:
+        # SQLite polls: a short interval keeps the email prompt; PostgreSQL is notified
+        return {"poll_interval": 0.2, "listeners": self.listeners}
+
+    def start_relays(self) -> None:
+        """An outbox relay per shard database, publishing its signup events (on threads).
+
+        Every app server runs them; several relays share a shard's outbox safely."""
+        from examples.app.db import OUTBOX
+        from scalepatterns.outbox import OutboxRelay
+
+        self.relays = [
+            OutboxRelay(OUTBOX, engine, self.bus, **self._relay_options()).start()
+            for engine in self.databases.primaries.values()
+        ]
+
+    def astart_relays(self) -> None:
+        """`start_relays` for the async build: the relays are tasks on the running loop."""
+        from examples.app.db import OUTBOX
+        from scalepatterns.outbox import AsyncOutboxRelay
+
+        self.relays = [
+            AsyncOutboxRelay(OUTBOX, engine, self.bus, **self._relay_options()).start()
+            for engine in self.databases.primaries.values()
+        ]
+
     def start_workers(self) -> None:
         """Subscribe the welcome-email and analytics groups and start them (in this process)."""
         for pattern, handler, group, options in self._worker_groups():
@@ -235,6 +262,8 @@ class Services:
         return int(await AsyncDeadLetters(self.broker, self.bus.queue_of(EMAIL_GROUP)).count())
 
     def close(self) -> None:
+        for relay in self.relays:
+            relay.stop()
         if self.bus is not None:
             self.bus.stop(5)
         if self.broker is not None:
@@ -247,6 +276,8 @@ class Services:
 
     async def aclose(self) -> None:
         """`close` for the async build."""
+        for relay in self.relays:
+            await relay.stop()
         await self.bus.stop(5)
         await self.broker.close()
         await self.cache.aclose()

@@ -214,3 +214,38 @@ def test_the_async_build_awaits_its_sql_on_the_event_loop_the_sync_one_runs_it_i
     assert len(seen) >= 5
     expected = (True, True) if build == "async" else (False, False)
     assert set(seen) == {expected}
+
+
+def test_a_signup_made_while_the_broker_is_down_gets_its_email_once_it_is_back(
+    make_client: Any,
+) -> None:
+    """The event commits with the signup (the outbox): a broker outage delays it, never
+    loses it, and the signup's answer no longer depends on the broker."""
+    import sqlalchemy as sa
+
+    from examples.app.db import OUTBOX
+    from scalepatterns.queue import ConnectionLost
+
+    client = make_client()
+    services = client.app.state.services
+    broker = getattr(services.broker, "sync", services.broker)  # a MemoryBroker either way
+    publish = broker.publish
+    outage = {"on": True}
+
+    def down(messages: Any, *, timeout: float = 30.0) -> None:
+        if outage["on"]:
+            raise ConnectionLost("broker down", [m.properties.message_id for m in messages])
+        publish(messages, timeout=timeout)
+
+    broker.publish = down
+    user_id, _ = signup(client)  # answered while the broker is down
+    url = services.databases.primaries[services.databases.shard_of(user_id)].url
+    reader = sa.create_engine(url.set(drivername="sqlite"))  # the shard's file, read apart
+    with reader.connect() as conn:
+        rows = conn.execute(OUTBOX.table.select()).all()
+    reader.dispose()
+    assert [row.id for row in rows] == [f"signup:{user_id}"]  # kept, waiting for the broker
+    assert stats(client)["emails"]["sent"] == 0
+    outage["on"] = False
+    assert wait_for(lambda: stats(client)["emails"]["sent"] == 1)
+    assert [line.split()[0] for line in services.provider.sent()] == [f"welcome:{user_id}"]
