@@ -58,7 +58,7 @@ def main() -> None:
     build_report.apply_async([uuid.uuid4().hex[:8], 3], delay=0.5)  # run in half a second
     print(f"API answered {len(answers)} requests in {time.perf_counter() - started:.3f}s")
     worker = task_worker(
-        broker, QUEUE, registry=registry, concurrency=2, retry=RetryPolicy(max_attempts=3)
+        broker, QUEUE, registry=registry, concurrency=2, retry=RetryPolicy(attempts=3)
     )
     with worker:
         done.wait(30)

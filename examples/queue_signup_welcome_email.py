@@ -68,7 +68,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     broker = make_broker()
     exchange = f"signup-example-{uuid.uuid4().hex[:6]}"
-    retry = RetryPolicy(max_attempts=5, wait=lambda attempt: 0.05 * 2**attempt)
+    retry = RetryPolicy(attempts=5, wait=lambda attempt: 0.05 * 2**attempt)
     dedup = MemoryDedupStore()
     email_service = EventBus(broker, exchange=exchange, retry=retry, dedup=dedup)
     email_service_2 = EventBus(broker, exchange=exchange, retry=retry, dedup=dedup)

@@ -203,7 +203,7 @@ class Services:
             else MemoryDedupStore()
         )
         policy = RetryPolicy(
-            max_attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
+            attempts=s.retry_attempts, wait=lambda attempt: s.retry_base * 2 ** (attempt - 1)
         )
         options = {"retry": policy, "dedup": dedup, "in_progress_ttl": s.in_progress_ttl}
         return [

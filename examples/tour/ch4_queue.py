@@ -57,7 +57,7 @@ def work_with_retries(broker: MemoryBroker) -> None:
                 raise ConnectionError("SMTP server busy")
             sent.append(message)
 
-    policy = RetryPolicy(max_attempts=3, wait=lambda attempt: 0.05 * 2**attempt)
+    policy = RetryPolicy(attempts=3, wait=lambda attempt: 0.05 * 2**attempt)
     with Worker(broker, "emails", send_email, retry=policy, dedup=MemoryDedupStore()):
         producer.publish_many("emails", [{"to": f"user{n}@example.com", "n": n} for n in range(9)])
         producer.publish("emails", {"to": "user1@example.com", "n": 1}, message_id="dup")

@@ -51,7 +51,7 @@ async def worker_on_the_loop(broker: AsyncMemoryBroker) -> None:
             if message.body["n"] == 3 and message.attempt == 1:
                 raise ConnectionError("SMTP server busy")
             if message.body.get("poison"):
-                if message.attempt == policy.max_attempts:
+                if message.attempt == policy.attempts:
                     last_try.set()
                 raise ValueError("malformed address")
             sent.append(message.body["to"])
@@ -60,7 +60,7 @@ async def worker_on_the_loop(broker: AsyncMemoryBroker) -> None:
         finally:
             running -= 1
 
-    policy = RetryPolicy(max_attempts=2, wait=lambda attempt: 0.05)
+    policy = RetryPolicy(attempts=2, wait=lambda attempt: 0.05)
     producer = AsyncProducer(broker)
     dead = AsyncDeadLetters(broker, "emails")
     worker = AsyncWorker(

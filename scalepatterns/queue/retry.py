@@ -80,45 +80,45 @@ def _adapt(wait: Any) -> WaitStrategy:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry a failing message up to `max_attempts` tries in all, waiting `wait(attempt)`.
+    """Retry a failing message up to `attempts` tries in all, waiting `wait(attempt)`.
 
     Args:
-        max_attempts: tries in all, including the first (1 = never retry).
+        attempts: tries in all, including the first (1 = never retry).
         wait: seconds before the next try, from the attempt that failed; a callable or a
             tenacity wait strategy. Default: `exponential_backoff()`.
-        retry_on: exception types worth retrying; any other goes to the dead-letter queue
+        on: exception types worth retrying; any other goes to the dead-letter queue
             at once. `Reject` is never retried.
 
     ```python
     from scalepatterns.queue import RetryPolicy
 
-    policy = RetryPolicy(max_attempts=3, wait=lambda attempt: 0.1 * attempt)
+    policy = RetryPolicy(attempts=3, wait=lambda attempt: 0.1 * attempt)
     assert policy.decide(1, TimeoutError()).delay == 0.1
     assert policy.decide(3, TimeoutError()).reason.startswith("gave up after 3")
     ```
     """
 
-    max_attempts: int = 5
+    attempts: int = 5
     wait: Any = field(default_factory=exponential_backoff)
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
         if (
-            isinstance(self.max_attempts, bool)
-            or not isinstance(self.max_attempts, int)
-            or self.max_attempts < 1
+            isinstance(self.attempts, bool)
+            or not isinstance(self.attempts, int)
+            or self.attempts < 1
         ):
-            raise ConfigurationError("max_attempts", self.max_attempts, "an int >= 1")
-        object.__setattr__(self, "retry_on", exception_types("retry_on", self.retry_on))
+            raise ConfigurationError("attempts", self.attempts, "an int >= 1")
+        object.__setattr__(self, "on", exception_types("on", self.on))
         object.__setattr__(self, "_wait", _adapt(self.wait))
 
     def decide(self, attempt: int, error: BaseException) -> Retry | DeadLetter:
         """What to do after try number `attempt` failed with `error`."""
         if isinstance(error, Reject):
             return DeadLetter(f"rejected: {error}")
-        if not isinstance(error, self.retry_on):
+        if not isinstance(error, self.on):
             return DeadLetter(f"{type(error).__name__} is not retried")
-        if attempt >= self.max_attempts:
+        if attempt >= self.attempts:
             return DeadLetter(f"gave up after {attempt} attempts")
         delay = self._wait(attempt)  # type: ignore[attr-defined]
         if (

@@ -339,7 +339,7 @@ class BrokerContract:
         recorder = EventRecorder()
         listeners = Listeners()
         listeners.add(recorder)
-        policy = RetryPolicy(max_attempts=4, wait=lambda attempt: 0.2 * attempt)
+        policy = RetryPolicy(attempts=4, wait=lambda attempt: 0.2 * attempt)
         with Worker(broker, queue, flaky, retry=policy, concurrency=4, listeners=listeners):
             Producer(broker).publish_many(queue, [{"n": i} for i in range(30)])
             wait_until(lambda: len(done) == 30, what="every message to succeed")
@@ -366,7 +366,7 @@ class BrokerContract:
             if message.body.get("reject"):
                 raise Reject("bad input")
 
-        policy = RetryPolicy(max_attempts=3, wait=lambda attempt: 0.05)
+        policy = RetryPolicy(attempts=3, wait=lambda attempt: 0.05)
         with Worker(broker, queue, handler, retry=policy):
             producer = Producer(broker)
             poison = producer.publish(queue, {"poison": True})
@@ -765,7 +765,7 @@ class AsyncBrokerContract:
             recorder = EventRecorder()
             listeners = Listeners()
             listeners.add(recorder)
-            policy = RetryPolicy(max_attempts=4, wait=lambda attempt: 0.2 * attempt)
+            policy = RetryPolicy(attempts=4, wait=lambda attempt: 0.2 * attempt)
             async with AsyncWorker(broker, queue, flaky, retry=policy, listeners=listeners):
                 await AsyncProducer(broker).publish_many(queue, [{"n": i} for i in range(30)])
                 await until(lambda: len(done) == 30, what="every message to succeed")
@@ -793,7 +793,7 @@ class AsyncBrokerContract:
                 if message.body.get("reject"):
                     raise Reject("bad input")
 
-            policy = RetryPolicy(max_attempts=3, wait=lambda attempt: 0.05)
+            policy = RetryPolicy(attempts=3, wait=lambda attempt: 0.05)
             producer = AsyncProducer(broker)
             dead = AsyncDeadLetters(broker, queue)
             async with AsyncWorker(broker, queue, handler, retry=policy):

@@ -176,7 +176,7 @@ class LoadBalancer(Generic[T]):
             at least one ejection is allowed when there are two endpoints or more (a lone
             endpoint is never ejected unless ``max_ejected=1``).
         health_check: ``fn(endpoint) -> bool`` (or an ``async def``) for active checks.
-        failure_on: exceptions inside ``with lb.pick()`` that count as the endpoint's
+        on: exceptions inside ``with lb.pick()`` that count as the endpoint's
             failure; others release it without counting.
         ewma_alpha: weight of the newest latency sample in the EWMA (0 < alpha <= 1).
         clock: time source.
@@ -200,7 +200,7 @@ class LoadBalancer(Generic[T]):
         max_eject_for: float = 300.0,
         max_ejected: float = 0.5,
         health_check: Callable[[T], bool | Awaitable[bool]] | None = None,
-        failure_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         ewma_alpha: float = 0.3,
         clock: Clock = SYSTEM_CLOCK,
         listeners: Listeners | None = None,
@@ -232,7 +232,7 @@ class LoadBalancer(Generic[T]):
             raise ConfigurationError("ewma_alpha", ewma_alpha, "a weight in (0, 1]")
         if health_check is not None and not callable(health_check):
             raise ConfigurationError("health_check", health_check, "a callable taking an endpoint")
-        types = exception_types("failure_on", failure_on)
+        types = exception_types("on", on)
         self.name = name
         self._strategy = resolve_strategy(strategy)
         self._endpoints = [_Endpoint(e, w, failure_window) for e, w in weights]
@@ -258,7 +258,7 @@ class LoadBalancer(Generic[T]):
     def pick(self, key: str | None = None) -> _Pick[T]:
         """A context manager choosing an endpoint: ``with lb.pick(key) as endpoint:``.
 
-        An exception of `failure_on` raised inside the block counts as the endpoint's
+        An exception of `on` raised inside the block counts as the endpoint's
         failure; the block's duration is its latency sample.
 
         Raises:

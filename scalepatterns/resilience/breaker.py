@@ -57,7 +57,7 @@ class CircuitBreaker:
         slow_call_rate_threshold: share of slow calls that opens the breaker.
         open_for: seconds calls are refused once open.
         trial_calls: calls let through while half-open; all must succeed to close.
-        failure_on: exception types counted as failures (others count as successes).
+        on: exception types counted as failures (others count as successes).
         ignore: exception types that count neither way (checked first).
         shared: a store shared by a fleet (e.g. `RedisBreakerState`); None: local only.
         sync_interval: while closed, read the shared store at most this often (seconds).
@@ -102,7 +102,7 @@ class CircuitBreaker:
         slow_call_rate_threshold: float = 1.0,
         open_for: float = 30.0,
         trial_calls: int = 3,
-        failure_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+        on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
         shared: SharedBreakerState | None = None,
         sync_interval: float = 1.0,
@@ -122,7 +122,7 @@ class CircuitBreaker:
             open_for=open_for,
             trial_calls=trial_calls,
         )
-        self._failure_on = exception_types("failure_on", failure_on)
+        self._failure_on = exception_types("on", on)
         self._ignore = exception_types("ignore", ignore) if ignore != () else ()
         if not isinstance(sync_interval, (int, float)) or sync_interval < 0:
             raise ConfigurationError("sync_interval", sync_interval, "seconds >= 0")

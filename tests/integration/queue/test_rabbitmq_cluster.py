@@ -107,7 +107,7 @@ def test_quorum_queue_survives_its_leaders_death_while_publishing_and_consuming(
         handler,
         concurrency=4,
         prefetch=100,
-        retry=RetryPolicy(max_attempts=3, wait=lambda attempt: 4.0),
+        retry=RetryPolicy(attempts=3, wait=lambda attempt: 4.0),
         dedup=MemoryDedupStore(),
         in_progress_ttl=2.0,
         listeners=listeners,

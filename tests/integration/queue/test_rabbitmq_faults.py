@@ -201,7 +201,7 @@ def test_poison_message_ends_in_dead_letter_queue(
     def handler(message: Message) -> None:
         raise KeyError("missing field 'email'")
 
-    policy = RetryPolicy(max_attempts=3, wait=lambda attempt: 0.1)
+    policy = RetryPolicy(attempts=3, wait=lambda attempt: 0.1)
     with Worker(admin, queue, handler, retry=policy):
         message_id = Producer(admin).publish(queue, {"user": 1})
         wait_until(lambda: DeadLetters(admin, queue).count() == 1, what="the dead letter")

@@ -39,7 +39,7 @@ def run_scenario(broker: MemoryBroker, listeners) -> None:
             raise ValueError("cannot handle")
         handled.append(message.body)
 
-    policy = RetryPolicy(max_attempts=2, wait=lambda attempt: 0.01)
+    policy = RetryPolicy(attempts=2, wait=lambda attempt: 0.01)
     worker = Worker(broker, "orders", handle, retry=policy, listeners=listeners)
     producer = Producer(broker, listeners=listeners)
     with worker:

@@ -73,7 +73,7 @@ def test_delay_tier_examples() -> None:
 
 
 def test_retry_policy_decisions() -> None:
-    policy = RetryPolicy(max_attempts=3, wait=lambda attempt: 0.5 * attempt, retry_on=(OSError,))
+    policy = RetryPolicy(attempts=3, wait=lambda attempt: 0.5 * attempt, on=(OSError,))
     assert policy.decide(1, TimeoutError()) == Retry(0.5)
     assert policy.decide(2, ConnectionError()) == Retry(1.0)
     assert policy.decide(3, OSError()) == DeadLetter("gave up after 3 attempts")
@@ -89,7 +89,7 @@ def test_retry_policy_accepts_tenacity_waits() -> None:
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan, None, "1s"])
 def test_a_wait_that_gives_no_number_of_seconds_dead_letters(bad: object) -> None:
-    policy = RetryPolicy(max_attempts=5, wait=lambda attempt: bad)
+    policy = RetryPolicy(attempts=5, wait=lambda attempt: bad)
     decision = policy.decide(1, TimeoutError())
     assert isinstance(decision, DeadLetter)
     assert "wait(1)" in decision.reason
@@ -106,9 +106,9 @@ def test_exponential_backoff_bounds(attempt: int) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "parameter"),
     [
-        ({"max_attempts": 0}, "max_attempts"),
+        ({"attempts": 0}, "attempts"),
         ({"wait": 3}, "wait"),
-        ({"retry_on": [ValueError]}, "retry_on"),  # a list: isinstance() fails on each error
+        ({"on": [ValueError]}, "on"),  # a list: isinstance() fails on each error
     ],
 )
 def test_bad_retry_configuration(kwargs: dict[str, object], parameter: str) -> None:

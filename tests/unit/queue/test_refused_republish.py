@@ -36,7 +36,7 @@ def test_a_refused_retry_publish_returns_the_message_to_the_queue() -> None:
             raise ConnectionError("flaky dependency")
 
     worker = Worker(
-        broker, "jobs", handler, retry=RetryPolicy(max_attempts=5, wait=lambda attempt: 0.01)
+        broker, "jobs", handler, retry=RetryPolicy(attempts=5, wait=lambda attempt: 0.01)
     )
     with worker:
         Producer(broker).publish("jobs", {"n": 1})

@@ -49,7 +49,7 @@ def test_arguments_that_never_fit_the_task_are_rejected_once() -> None:
     [dead] = DeadLetters(broker, "jobs").inspect()
     assert dead.error_type == "Reject"
     assert "cannot take these arguments" in (dead.error_message or "")
-    assert dead.attempts == 1  # a TypeError from the call was retried max_attempts times
+    assert dead.attempts == 1  # a TypeError from the call was retried `attempts` times
     assert runs == []
     broker.close()
 

@@ -140,14 +140,14 @@ def test_pick_records_latency_and_outcome() -> None:
     with lb.pick():
         clock.advance(0.4)
     with pytest.raises(KeyError), lb.pick():
-        raise KeyError("not a failure of the endpoint")  # still counted (failure_on=Exception)
+        raise KeyError("not a failure of the endpoint")  # still counted (on=Exception)
     stats = lb.stats()["a"]
     assert (stats.calls, stats.failures, stats.active) == (3, 1, 0)
     assert stats.ewma_latency == pytest.approx(0.15)  # 0.2 -> 0.3 -> 0.15 (last took 0 s)
 
 
 def test_exceptions_outside_failure_on_release_without_counting() -> None:
-    lb = LoadBalancer(["a"], failure_on=ConnectionError, listeners=Listeners())
+    lb = LoadBalancer(["a"], on=ConnectionError, listeners=Listeners())
     with pytest.raises(KeyError), lb.pick():
         raise KeyError
     stats = lb.stats()["a"]

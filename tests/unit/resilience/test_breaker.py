@@ -156,7 +156,7 @@ def test_time_window_forgets_old_failures() -> None:
 
 
 def test_ignored_and_non_failure_exceptions(side: Side) -> None:
-    breaker = make(FakeClock(), failure_on=ConnectionError, ignore=KeyError)
+    breaker = make(FakeClock(), on=ConnectionError, ignore=KeyError)
 
     def lookup() -> None:
         raise KeyError("missing")
@@ -229,7 +229,7 @@ def test_cancellation_releases_a_trial_slot() -> None:
         ("open_for", 0),
         ("trial_calls", 0),
         ("slow_call_duration", -1),
-        ("failure_on", "ConnectionError"),
+        ("on", "ConnectionError"),
         ("sync_interval", -1),
     ],
 )
