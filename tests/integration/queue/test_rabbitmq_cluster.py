@@ -37,7 +37,7 @@ BATCH = 500
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RabbitMQCluster]:
+def rabbitmq_cluster() -> Iterator[RabbitMQCluster]:
     """Three clustered nodes for this module (started once: about 15 s)."""
     try:
         cluster = RabbitMQCluster().start()
@@ -63,7 +63,7 @@ def heal(cluster: RabbitMQCluster) -> None:
 
 
 def test_quorum_queue_survives_its_leaders_death_while_publishing_and_consuming(
-    cluster: RabbitMQCluster,
+    rabbitmq_cluster: RabbitMQCluster,
 ) -> None:
     """10,000 messages; a hundred fail once and wait 4 s in a (quorum) delay queue.
 
@@ -74,6 +74,7 @@ def test_quorum_queue_survives_its_leaders_death_while_publishing_and_consuming(
        them in flight when the node holding the work queue's new leader is killed.
 
     Every message is handled, each effect once (a dedup store absorbs redeliveries)."""
+    cluster = rabbitmq_cluster
     names = Names()
     queue = names.queue()
     spec = QueueSpec(queue, queue_type="quorum")
@@ -150,9 +151,12 @@ def test_quorum_queue_survives_its_leaders_death_while_publishing_and_consuming(
     assert cluster.depth(f"{queue}.dead") == 0
 
 
-def test_async_producer_and_worker_survive_the_leaders_death(cluster: RabbitMQCluster) -> None:
+def test_async_producer_and_worker_survive_the_leaders_death(
+    rabbitmq_cluster: RabbitMQCluster,
+) -> None:
     """The async forms on the same cluster: 10,000 messages, the work queue's leader
     killed while they are published and consumed; none lost, each handled once."""
+    cluster = rabbitmq_cluster
     names = Names()
     queue = names.queue()
     spec = QueueSpec(queue, queue_type="quorum")
