@@ -53,11 +53,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """Columns padded to their widest cell, numbers right-aligned; "-" for None."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    numeric = [
-        all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows)
-        and bool(rows)
-        for i in range(len(headers))
-    ]
+    numeric = [_numbers([row[i] for row in rows]) for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
         padded = [
@@ -67,6 +63,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
         return "  ".join(padded).rstrip()
 
     return "\n".join([line(headers), *(line(r) for r in cells)])
+
+
+def _numbers(column: list[object]) -> bool:
+    """Whether a column holds numbers (and blanks): right-aligned."""
+    given = [v for v in column if v is not None]
+    return bool(given) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in given
+    )
 
 
 def fields(pairs: Sequence[tuple[str, object]]) -> str:

@@ -279,6 +279,9 @@ def reshard(
     from scalepatterns.sharding import Resharder
 
     target = parse_placement(target_spec, "--to")
+    if set(target.nodes) - set(shard_urls):
+        names = ", ".join(shard_urls)
+        raise ConfigurationError("--to", target_spec, f"a placement of --shard names ({names})")
     engines = _engines(shard_urls)
     with _disposing(engines):
         tbl = _reflect(engines, table_name)
