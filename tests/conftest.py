@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+# The queue's contract suite asserts with plain `assert`: rewritten for readable failures.
+# Registered here, before any test module imports it (a package __init__ registering it
+# fails once an earlier directory, such as tests/unit/outbox, imported the module).
+pytest.register_assert_rewrite("scalepatterns.queue.testing")
 
 settings.register_profile(
     "default",

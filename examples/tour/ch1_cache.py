@@ -56,7 +56,7 @@ def run() -> None:
     port = closed_port()
     print(
         f"   planned outage demo: a Redis that is not running (127.0.0.1:{port}); "
-        "the [log] line below is expected"
+        "the log line below is expected"
     )
     shared = Cache.redis(f"redis://127.0.0.1:{port}/0", namespace="tour")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-__all__ = ["emit", "fields", "jsonable", "json_option", "progress", "redact_text", "table"]
+__all__ = ["emit", "fields", "json_option", "jsonable", "progress", "redact_text", "table"]
 
 _PASSWORD_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 
