@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlu
 from scalepatterns._deps import require
 from scalepatterns.errors import ConfigurationError
 
-__all__ = ["aclose_client", "client_from_url", "close_client", "redact"]
+__all__ = ["aclose_client", "client_from_url", "close_client", "redact", "server_of"]
 
 SENTINEL_SCHEME = "redis+sentinel"
 SENTINEL_PORT = 26379
@@ -150,6 +150,24 @@ def _parse_sentinel_url(
     options.pop("host", None)
     options.pop("port", None)
     return sentinels, path[0], options, login
+
+
+def server_of(client: Any) -> str:
+    """Where `client` connects, for log lines and errors: ``host:port``, ``unix:/path``,
+    ``sentinel master 'name'``, or ``redis cluster host:port,...`` (no password)."""
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        return f"sentinel master {service!r}"
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if nodes:
+        return "redis cluster " + ",".join(sorted(nodes))
+    options = getattr(pool, "connection_kwargs", None) or {}
+    if "path" in options:
+        return f"unix:{options['path']}"
+    if "host" in options:
+        return f"{options['host']}:{options.get('port', 6379)}"
+    return type(client).__name__
 
 
 def close_client(client: Any) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
-import fakeredis
-
 from scalepatterns.cache import Cache
-from scalepatterns.cache.redis_backend import RedisBackend
 from scalepatterns.clock import FakeClock
 
 TITLE = "Cache-aside: hits, one load under a stampede, stale-if-error, a dead cache"
@@ -55,17 +53,27 @@ def run() -> None:
     database_up = False  # ...and the database is down
     print(f"   database down, entry expired: stale-if-error still answers {stock('apple')}")
 
-    server = fakeredis.FakeServer()
-    shared = Cache(RedisBackend(fakeredis.FakeRedis(server=server)), namespace="tour")
+    port = closed_port()
+    print(
+        f"   planned outage demo: a Redis that is not running (127.0.0.1:{port}); "
+        "the log line below is expected"
+    )
+    shared = Cache.redis(f"redis://127.0.0.1:{port}/0", namespace="tour")
 
     @shared.cached()
     def price(sku: str) -> float:
         return 9.99
 
-    price("apple")
-    server.connected = False  # Redis dies
     answers = {price("apple") for _ in range(1_000)}
     print(
         f"   Redis down: 1000 calls answered {answers} from the function, "
         f"{shared.backend_errors} backend errors before the breaker opened"
     )
+    shared.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -77,12 +77,30 @@ class Algorithm(Protocol):
         """Whether `state` no longer affects any decision at `now` (it may be forgotten)."""
         ...
 
+    def peek(self, state: Any, now: float) -> Decision:
+        """What one unit would get at `now`, spending nothing: `remaining` is the units
+        available now, `reset_after` the seconds until the key is back to its full
+        allowance (0.0 when it is)."""
+        ...
+
+    redis_fields: tuple[str, ...]
+    """The hash fields the Lua script stores a key's state in; () for a string value."""
+
+    def state_from_redis(self, stored: Any) -> Any:
+        """The state from what Redis holds: the ``GET`` reply, or the ``HMGET`` reply of
+        `redis_fields`."""
+        ...
+
 
 def _check_burst(burst: int) -> int:
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigurationError("burst", burst, "an integer >= 1 (units allowed at once)")
     return burst
 
+
+# The scripts count time from this Unix time (see _LUA_NOW); reading a key's state outside
+# a script (`peek`) converts the server's TIME the same way.
+SERVER_EPOCH = 1_700_000_000
 
 # Shared Lua prologue. The algorithm's parameters are written into each script as literals
 # (one script per configuration: fewer arguments to send and parse on every call).
@@ -159,6 +177,17 @@ class GCRA:
     def expired(self, state: float | None, now: float) -> bool:
         return state is None or state <= now
 
+    def peek(self, state: float | None, now: float) -> Decision:
+        tat = state if state is not None and state > now else now
+        remaining = math.floor((self.tolerance - (tat - now)) / self.interval + _EPS)
+        decision, _ = self.decide(state, now, 1)
+        return Decision(decision.allowed, remaining, decision.retry_after, tat - now)
+
+    redis_fields: tuple[str, ...] = ()
+
+    def state_from_redis(self, stored: bytes | str | None) -> float | None:
+        return None if stored is None else float(stored)
+
     def __repr__(self) -> str:
         return f"GCRA({self.rate}, burst={self.burst})"
 
@@ -214,6 +243,16 @@ local index = math.floor(now / period)
 )
 
 
+def _window_counts(state: tuple[int, int, int] | None, index: int) -> tuple[int, int]:
+    """(previous window's count, current window's count) of a sliding-window state at
+    window `index`."""
+    if state is None:
+        return 0, 0
+    if state[0] == index:
+        return state[1], state[2]
+    return (state[2], 0) if state[0] == index - 1 else (0, 0)
+
+
 class SlidingWindow(_Window):
     """Sliding-window counter: the previous window's count, weighted, plus the current one.
 
@@ -230,12 +269,7 @@ class SlidingWindow(_Window):
         period = self.rate.period
         limit = self.rate.limit
         index = math.floor(now / period)
-        prev = curr = 0
-        if state is not None:
-            if state[0] == index:
-                prev, curr = state[1], state[2]
-            elif state[0] == index - 1:
-                prev = state[2]
+        prev, curr = _window_counts(state, index)
         start = index * period
         weight = 1 - (now - start) / period
         estimate = prev * weight + curr
@@ -258,6 +292,27 @@ class SlidingWindow(_Window):
 
     def expired(self, state: tuple[int, int, int] | None, now: float) -> bool:
         return state is None or (state[0] + 2) * self.rate.period <= now
+
+    def peek(self, state: tuple[int, int, int] | None, now: float) -> Decision:
+        period = self.rate.period
+        index = math.floor(now / period)
+        prev, curr = _window_counts(state, index)
+        start = index * period
+        estimate = prev * (1 - (now - start) / period) + curr
+        remaining = max(0, math.floor(self.rate.limit - estimate + _EPS))
+        # the current window's count weighs until the end of the next one, the previous
+        # window's until the end of this one
+        reset = start + (2 if curr else 1) * period - now if curr or prev else 0.0
+        decision, _ = self.decide(state, now, 1)
+        return Decision(decision.allowed, remaining, decision.retry_after, reset)
+
+    redis_fields: tuple[str, ...] = ("w", "p", "c")
+
+    def state_from_redis(self, stored: list[Any]) -> tuple[int, int, int] | None:
+        if stored[0] is None:
+            return None
+        w, p, c = (int(float(value)) for value in stored)
+        return (w, p, c)
 
     _lua = (
         _LUA_WINDOW
@@ -321,6 +376,21 @@ class FixedWindow(_Window):
 
     def expired(self, state: tuple[int, int] | None, now: float) -> bool:
         return state is None or (state[0] + 1) * self.rate.period <= now
+
+    def peek(self, state: tuple[int, int] | None, now: float) -> Decision:
+        period = self.rate.period
+        index = math.floor(now / period)
+        count = state[1] if state is not None and state[0] == index else 0
+        decision, _ = self.decide(state, now, 1)
+        reset = (index + 1) * period - now if count else 0.0
+        return Decision(decision.allowed, self.rate.limit - count, decision.retry_after, reset)
+
+    redis_fields: tuple[str, ...] = ("w", "c")
+
+    def state_from_redis(self, stored: list[Any]) -> tuple[int, int] | None:
+        if stored[0] is None or stored[1] is None:
+            return None
+        return (int(float(stored[0])), int(float(stored[1])))
 
     _lua = (
         _LUA_WINDOW

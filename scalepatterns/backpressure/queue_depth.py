@@ -18,6 +18,7 @@ from typing import Any
 
 from scalepatterns._checks import seconds
 from scalepatterns._deps import require
+from scalepatterns._redis_url import client_from_url
 from scalepatterns.backpressure.events import QueueReleased, QueueThrottled, WorkShed
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError, QueueFull
@@ -232,6 +233,8 @@ class _RedisDepth:
     command = ""
 
     def __init__(self, client: Any, key: str) -> None:
+        if isinstance(client, str):
+            client = client_from_url(client, parameter="client", feature=type(self).__name__)
         self.client = client
         self.key = key
         redis = require("redis", extra="redis", feature=type(self).__name__)
@@ -248,13 +251,15 @@ class _RedisDepth:
 
 
 class RedisListDepth(_RedisDepth):
-    """Depth of a Redis list (``LLEN key``) through a synchronous redis-py client."""
+    """Depth of a Redis list (``LLEN key``) through a synchronous redis-py client (or one
+    made from a URL)."""
 
     command = "LLEN"
 
 
 class RedisStreamDepth(_RedisDepth):
-    """Depth of a Redis stream (``XLEN key``) through a synchronous redis-py client."""
+    """Depth of a Redis stream (``XLEN key``) through a synchronous redis-py client (or one
+    made from a URL)."""
 
     command = "XLEN"
 

@@ -11,6 +11,7 @@ from typing_extensions import ParamSpec
 from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
 from scalepatterns._deps import require
+from scalepatterns._redis_url import client_from_url, close_client
 from scalepatterns.backpressure.algorithms import (
     GCRA,
     Algorithm,
@@ -66,8 +67,10 @@ class RateLimiter:
         algorithm: ``"gcra"`` (default, token-bucket equivalent), ``"sliding-window"`` or
             ``"fixed-window"``.
         redis: a redis-py ``Redis`` or ``redis.asyncio.Redis`` client (a ``RedisCluster``, or
-            a Sentinel-managed one: ``Sentinel(...).master_for(name)``); None keeps the
-            state in this process.
+            a Sentinel-managed one: ``Sentinel(...).master_for(name)``), or a URL to make a
+            sync client from (``redis://``, ``rediss://``, ``unix://``,
+            ``redis+sentinel://``; `close` closes it); None keeps the state in this
+            process.
         prefix: prefix of the Redis keys (``<prefix>:{<key>}``).
         fail_open: when Redis is unreachable, allow (True, the default) or refuse calls.
         failure_threshold, cooldown: the `OutageGuard` that stops calling a dead Redis.
@@ -119,7 +122,12 @@ class RateLimiter:
         self._max_cost = self.algorithm.max_cost
         self._is_async_store = False
         seconds("cooldown", cooldown, positive=True)  # checked even while unused: no surprise later
+        self._owned_client: Any = None
         self.store: MemoryStore | RedisStore | AsyncRedisStore
+        if isinstance(redis, str):
+            redis = self._owned_client = client_from_url(
+                redis, parameter="redis", feature="RateLimiter(redis=...)"
+            )
         if redis is None:
             self.store = MemoryStore(self.algorithm, clock)
         else:
@@ -293,13 +301,29 @@ class RateLimiter:
 
         return decorate
 
+    def peek(self, key: str) -> Decision:
+        """What `acquire(key)` would answer now, without spending anything (for operators
+        and dashboards; ``scalepatterns limiter peek``). `remaining` is the units `key`
+        has now, `reset_after` the seconds until it is back to its full allowance.
+
+        Raises:
+            BackendUnavailable: Redis could not be reached (a peek never fails open).
+            TypeError: the limiter has an async Redis client (peek through a sync one).
+        """
+        if isinstance(self.store, AsyncRedisStore):
+            raise TypeError("peek needs a sync Redis client: RateLimiter(..., redis=url)")
+        return self.store.peek(key)
+
     def close(self) -> None:
         """Disconnect the connections a sync Redis limiter made for itself.
 
-        The client you passed stays open (it is yours); a later decision reconnects.
+        The client you passed stays open (it is yours); one made from a URL is closed. A
+        later decision reconnects.
         """
         if isinstance(self.store, RedisStore):
             self.store.close()
+        if self._owned_client is not None:
+            close_client(self._owned_client)
 
     def __repr__(self) -> str:
         return f"RateLimiter({self.algorithm!r}, backend={self._backend!r}, name={self.name!r})"

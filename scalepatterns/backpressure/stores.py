@@ -13,11 +13,11 @@ import asyncio
 import threading
 from typing import Any
 
-from scalepatterns.backpressure.algorithms import Algorithm, Decision
+from scalepatterns.backpressure.algorithms import SERVER_EPOCH, Algorithm, Decision
 from scalepatterns.backpressure.direct import DirectConnections
 from scalepatterns.backpressure.events import LimiterBackendFailed
 from scalepatterns.clock import Clock
-from scalepatterns.errors import BackendUnavailable
+from scalepatterns.errors import BackendUnavailable, ConfigurationError
 from scalepatterns.events import Listeners
 from scalepatterns.outage import OutageGuard
 
@@ -32,6 +32,7 @@ class MemoryStore:
     backend = "memory"
 
     def __init__(self, algorithm: Algorithm, clock: Clock) -> None:
+        self._algorithm = algorithm
         self._decide = algorithm.decide
         self._expired = algorithm.expired
         self._now = clock.monotonic
@@ -50,6 +51,11 @@ class MemoryStore:
             if self._calls > 10_000 and self._calls > 2 * len(states):
                 self._sweep()
             return decision
+
+    def peek(self, key: str) -> Decision:
+        """What one unit of `key` would get now, spending nothing."""
+        with self._lock:
+            return self._algorithm.peek(self._states.get(key), self._now())
 
     def _sweep(self) -> None:
         # Amortised O(1): runs after at least as many decisions as there are keys.
@@ -91,9 +97,10 @@ class _RedisBase:
         self._listeners = listeners
         self._name = name
         self._outage = _outage_errors()
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import NoScriptError, ResponseError
 
         self._noscript = NoScriptError
+        self._response_error = ResponseError
         self.script = client.register_script(algorithm.lua)
         self._sha: str = self.script.sha
         self.backend_errors = 0
@@ -164,6 +171,33 @@ class RedisStore(_RedisBase):
             self.client.script_load(lua)
         else:
             self.direct.call(self.direct.pack("SCRIPT", "LOAD", lua))
+
+    def peek(self, key: str) -> Decision:
+        """What one unit of `key` would get now, spending nothing: the key's state and the
+        server's clock, read (two commands, no script), decided by the algorithm here.
+
+        Raises:
+            BackendUnavailable: Redis could not be reached (a peek never falls back).
+            ConfigurationError: the key holds another algorithm's state.
+        """
+        redis_key = self.redis_key(key)
+        fields = self.algorithm.redis_fields
+        try:
+            seconds, micros = self.client.time()
+            stored = self.client.hmget(redis_key, fields) if fields else self.client.get(redis_key)
+        except self._outage as exc:
+            raise BackendUnavailable("redis", f"reading {redis_key!r} failed: {exc}") from exc
+        except self._response_error as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            raise ConfigurationError(
+                "algorithm",
+                self.algorithm.name,
+                f"the algorithm of the limiter that wrote {redis_key!r} (it holds another "
+                "algorithm's state)",
+            ) from exc
+        now = (int(seconds) - SERVER_EPOCH) + int(micros) / 1_000_000
+        return self.algorithm.peek(self.algorithm.state_from_redis(stored), now)
 
     def close(self) -> None:
         """Disconnect the idle connections the limiters of this client's pool share (a

@@ -35,7 +35,7 @@ from typing_extensions import ParamSpec
 
 from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
-from scalepatterns._redis_url import aclose_client, close_client
+from scalepatterns._redis_url import aclose_client, close_client, server_of
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
 from scalepatterns.cache.events import CacheBackendError
@@ -567,9 +567,10 @@ class Cache:
         opened = self.guard.record_failure() if feeds_guard else False
         if opened:
             _log.warning(
-                "cache %r: %s backend failing (%s); skipping it for %.1fs",
+                "cache %r: %s backend%s failing (%s); skipping it for %.1fs",
                 self.namespace,
                 backend,
+                self._server(),
                 type(exc).__name__,
                 self.guard.cooldown,
             )
@@ -584,6 +585,13 @@ class Cache:
                     opened or self.guard.is_open,
                 )
             )
+
+    def _server(self) -> str:
+        """`` at host:port`` of the shared backend's Redis client, for log lines ("" for
+        other backends)."""
+        shared = self.backend if self.backend is not None else self.async_backend
+        client = getattr(shared, "client", None)
+        return "" if client is None else f" at {server_of(client)}"
 
     # -- local tier bookkeeping ------------------------------------------------------------
 

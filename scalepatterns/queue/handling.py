@@ -272,13 +272,15 @@ def _dead_letter(  # noqa: PLR0917 - the failure's facts, passed on from `handle
     }
     yield io.publish, (_copy(delivery, settings.spec.dead_letter, headers),)
     delivery.ack()
+    # The reason, then the error itself: "rejected by the handler (Reject: bad address)".
     _log.warning(
-        "message %s on %s dead-lettered after %d attempt(s): %s: %s",
+        "message %s on %s dead-lettered after %d attempt(s): %s (%s: %s)",
         message.id if message else delivery.properties.message_id,
         queue,
         attempt,
+        decision.reason if decision else "it cannot be decoded",
         type(error).__name__,
-        decision.reason if decision else error,
+        error,
     )
     if settings.listeners.active:
         settings.listeners.emit(

@@ -115,7 +115,7 @@ class RetryPolicy:
     def decide(self, attempt: int, error: BaseException) -> Retry | DeadLetter:
         """What to do after try number `attempt` failed with `error`."""
         if isinstance(error, Reject):
-            return DeadLetter(f"rejected: {error}")
+            return DeadLetter("rejected by the handler")
         if not isinstance(error, self.on):
             return DeadLetter(f"{type(error).__name__} is not retried")
         if attempt >= self.attempts:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from scalepatterns._redis_url import client_from_url, close_client, server_of
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError
 from scalepatterns.outage import OutageGuard
@@ -52,8 +53,10 @@ class RedisBreakerState:
 
     Args:
         client: a ``redis.Redis`` (a Sentinel-managed one too:
-            ``Sentinel(...).master_for(name)``), or anything with ``get``,
-            ``set(..., px=)``, ``delete``; fakeredis works for tests.
+            ``Sentinel(...).master_for(name)``), anything with ``get``,
+            ``set(..., px=)``, ``delete`` (fakeredis works for tests), or a URL to make a
+            client from (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``;
+            `close` closes it).
         prefix: key prefix; give each application (and each test) its own.
         guard: the `OutageGuard` that skips a dead Redis (default: 3 failures, 5 s).
         clock: wall-clock source for expiries.
@@ -61,10 +64,9 @@ class RedisBreakerState:
     Example:
 
     ```python
-    import fakeredis
     from scalepatterns.resilience import CircuitBreaker, RedisBreakerState
 
-    shared = RedisBreakerState(fakeredis.FakeRedis(), prefix="docs:breaker:")
+    shared = RedisBreakerState("redis://localhost:6379/0", prefix="docs:breaker:")
     a = CircuitBreaker("search", shared=shared, minimum_calls=1, window=1)
     b = CircuitBreaker("search", shared=shared, sync_interval=0)
     a.trip()                      # one process opens...
@@ -80,6 +82,11 @@ class RedisBreakerState:
         guard: OutageGuard | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        self._owned_client: Any = None
+        if isinstance(client, str):
+            client = self._owned_client = client_from_url(
+                client, parameter="client", feature="RedisBreakerState"
+            )
         for method in ("get", "set", "delete"):
             if not callable(getattr(client, method, None)):
                 raise TypeError(
@@ -92,6 +99,7 @@ class RedisBreakerState:
         self.prefix = prefix
         self._guard = guard or OutageGuard(clock=clock)
         self._clock = clock
+        self._server = server_of(client)
 
     def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if not self._guard.allow():
@@ -100,7 +108,9 @@ class RedisBreakerState:
             result = fn(*args, **kwargs)
         except Exception as exc:
             self._guard.record_failure()
-            raise BackendUnavailable("redis", f"{what} failed: {type(exc).__name__}") from exc
+            raise BackendUnavailable(
+                "redis", f"{what} at {self._server} failed: {type(exc).__name__}"
+            ) from exc
         self._guard.record_success()
         return result
 
@@ -118,5 +128,30 @@ class RedisBreakerState:
     def clear(self, name: str) -> None:
         self._run("clear", self._client.delete, self.prefix + name)
 
+    def open_until(self, name: str) -> tuple[float, float] | None:
+        """(wall-clock time the breaker `name` is open until, seconds left), or None when
+        no process has it open; read-only, for operators (``scalepatterns breaker
+        status``). Unlike `read_open`, it asks Redis even while the guard cools down.
+
+        Raises:
+            BackendUnavailable: Redis could not be reached.
+        """
+        try:
+            raw = self._client.get(self.prefix + name)
+        except Exception as exc:
+            raise BackendUnavailable(
+                "redis", f"read at {self._server} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if raw is None:
+            return None
+        until = float(raw.decode() if isinstance(raw, bytes) else raw)
+        left = until - self._clock.time()
+        return (until, left) if left > 0 else None
+
+    def close(self) -> None:
+        """Close the client made from a URL (a client you passed stays yours)."""
+        if self._owned_client is not None:
+            close_client(self._owned_client)
+
     def __repr__(self) -> str:
-        return f"RedisBreakerState(prefix={self.prefix!r})"
+        return f"RedisBreakerState(prefix={self.prefix!r}, server={self._server!r})"

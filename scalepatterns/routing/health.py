@@ -54,12 +54,16 @@ class LagSample:
         replay_lsn: the replica's ``pg_last_wal_replay_lsn()`` as an integer (for a server
             out of recovery, its insert position).
         timeline: the WAL history `replay_lsn` belongs to (None if unknown).
+        in_recovery: whether the server is a standby (``pg_is_in_recovery()``); False for
+            a "replica" that is a primary (a promoted standby, a wrong URL); None if not
+            asked (no WAL functions: SQLite, or refused).
     """
 
     lag_bytes: int | None = None
     lag_seconds: float | None = None
     replay_lsn: int | None = None
     timeline: Timeline | None = None
+    in_recovery: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,11 @@ class ReplicaView(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReplicaStatus:
-    """A snapshot of one replica's health (`ReadWriteRouter.status()`)."""
+    """A snapshot of one replica's health (`ReadWriteRouter.status()`).
+
+    `in_recovery` is the last measurement's (see `LagSample`): False warns that the
+    "replica" is not a standby at all.
+    """
 
     name: str
     weight: float
@@ -97,11 +105,13 @@ class ReplicaStatus:
     replay_lsn: int | None
     consecutive_failures: int
     timeline: Timeline | None = None
+    in_recovery: bool | None = None
 
 
 class _Replica:
     __slots__ = (
         "failures",
+        "in_recovery",
         "lag_bytes",
         "lag_ejected",
         "lag_seconds",
@@ -119,6 +129,7 @@ class _Replica:
         self.lag_seconds: float | None = None
         self.replay_lsn: int | None = None
         self.timeline: Timeline | None = None
+        self.in_recovery: bool | None = None
         self.failures = 0
         self.lag_ejected = False
         # 0.0 while reachable; else the monotonic time the cool-down ends.
@@ -276,6 +287,8 @@ class ReplicaHealth:
         with self._lock:
             replica.lag_bytes = sample.lag_bytes
             replica.lag_seconds = sample.lag_seconds
+            if sample.in_recovery is not None:
+                replica.in_recovery = sample.in_recovery
             if sample.replay_lsn is not None:
                 replica.replay_lsn = sample.replay_lsn
                 replica.timeline = sample.timeline
@@ -342,6 +355,7 @@ class ReplicaHealth:
                     replay_lsn=r.replay_lsn,
                     consecutive_failures=r.failures,
                     timeline=r.timeline,
+                    in_recovery=r.in_recovery,
                 )
             )
         return out

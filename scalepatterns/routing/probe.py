@@ -153,10 +153,11 @@ def measure_replica(replica: Connection, primary_lsn: int | None, wal: bool) -> 
         replica.execute(_PING).scalar_one()
         return LagSample()
     where = position(replica)
+    standby = where.in_recovery
     if primary_lsn is None or where.lsn is None:
-        return LagSample(replay_lsn=where.lsn, timeline=where.timeline)
-    if not where.in_recovery:
-        return LagSample(0, 0.0, where.lsn, where.timeline)
+        return LagSample(replay_lsn=where.lsn, timeline=where.timeline, in_recovery=standby)
+    if not standby:
+        return LagSample(0, 0.0, where.lsn, where.timeline, in_recovery=False)
     lag_bytes = max(0, primary_lsn - where.lsn)
     seconds = 0.0 if lag_bytes == 0 or where.replay_age is None else max(0.0, where.replay_age)
-    return LagSample(lag_bytes, seconds, where.lsn, where.timeline)
+    return LagSample(lag_bytes, seconds, where.lsn, where.timeline, in_recovery=True)

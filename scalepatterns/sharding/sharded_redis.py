@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from scalepatterns._deps import require
+from scalepatterns._redis_url import client_from_url
 from scalepatterns.events import Listeners
 from scalepatterns.sharding.errors import ShardUnavailable
 from scalepatterns.sharding.placement import Placement
@@ -80,6 +81,8 @@ def _group(router: ShardRouter[Any], keys: Iterable[RedisKey]) -> dict[str, list
 class _Routed:
     """What both clients share: the router from keys to the clients of their shards."""
 
+    _asyncio = False  # which kind of client a URL becomes
+
     def __init__(
         self,
         placement: Placement,
@@ -88,6 +91,17 @@ class _Routed:
         name: str = "redis-shards",
         listeners: Listeners | None = None,
     ) -> None:
+        clients = {
+            shard: client_from_url(
+                client,
+                parameter=f"clients[{shard!r}]",
+                feature=type(self).__name__,
+                asyncio=self._asyncio,
+            )
+            if isinstance(client, str)
+            else client
+            for shard, client in clients.items()
+        }
         self.router: ShardRouter[Any] = ShardRouter(
             placement, clients, name=name, listeners=listeners
         )
@@ -102,7 +116,8 @@ class ShardedRedis(_Routed):
 
     Args:
         placement: decides the shard id of each key (`HashRing`, `JumpHash`...).
-        clients: ``{shard id: redis.Redis}``: separate servers, or logical databases.
+        clients: ``{shard id: redis.Redis}``: separate servers, or logical databases; a
+            URL in place of a client makes one.
         name: the router's name in events.
 
     ```python
@@ -191,8 +206,10 @@ class ShardedRedis(_Routed):
 
 
 class AsyncShardedRedis(_Routed):
-    """`ShardedRedis` for `redis.asyncio.Redis` clients; multi-key commands run on their
-    shards concurrently."""
+    """`ShardedRedis` for `redis.asyncio.Redis` clients (URLs make them); multi-key
+    commands run on their shards concurrently."""
+
+    _asyncio = True
 
     async def _on(self, shard: str, command: str, *args: Any, **options: Any) -> Any:
         try:
