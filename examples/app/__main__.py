@@ -8,6 +8,7 @@ configuration from `SP_APP_*` variables.
 from __future__ import annotations
 
 import argparse
+import logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,8 +31,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from examples.app.app import create_app
 
+    # uvicorn's own lines at INFO: startup, one access line per request, shutdown; the
+    # app's lines (the workers' warnings, its stop line) beside them.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     print(f"serving the {settings.build} build on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
 
 
 if __name__ == "__main__":

@@ -148,6 +148,20 @@ def not_found() -> HTTPException:
     return HTTPException(404, "no such user")
 
 
+def log_stop(services: Any) -> None:
+    """The line the app logs when it stops: what it ran, and what it gave back."""
+    workers = services.bus.workers() if services.bus is not None else {}
+    in_flight = sum(worker.in_flight for worker in workers.values())
+    log.info(
+        "the %s build stops: %d outbox relay(s), %d worker group(s), %d message(s) in flight "
+        "(finished within the shutdown timeout, or given back to the queue)",
+        services.settings.build,
+        len(services.relays),
+        len(workers),
+        in_flight,
+    )
+
+
 def signup_event(user_id: int) -> dict[str, str]:
     """The outbox options of a signup's event: its id (the welcome email's dedup key)
     and its ordering key."""

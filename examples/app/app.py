@@ -25,6 +25,7 @@ from examples.app.api import (
     fresh_router_token,
     hand_out_token,
     limit_key,
+    log_stop,
     may_hold_token,
     new_user,
     not_found,
@@ -72,6 +73,7 @@ def _create_sync_app(settings: Settings, services: Services | None) -> FastAPI: 
             yield
         finally:
             if services is None:
+                log_stop(svc)
                 svc.close()
 
     app = FastAPI(title=f"scalepatterns reference app ({settings.build})", lifespan=lifespan)

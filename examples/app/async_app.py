@@ -28,6 +28,7 @@ from examples.app.api import (
     fresh_router_token,
     hand_out_token,
     limit_key,
+    log_stop,
     may_hold_token,
     new_user,
     not_found,
@@ -67,6 +68,7 @@ def create_async_app(  # noqa: PLR0915
             yield
         finally:
             if services is None:
+                log_stop(svc)
                 await svc.aclose()
 
     app = FastAPI(title=f"scalepatterns reference app ({settings.build})", lifespan=lifespan)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,8 +65,8 @@ class QueryCounter:
             return {"primary": self.counts["primary"], "replica": self.counts["replica"]}
 
 
-def _sqlite_urls(settings: Settings, shard: str) -> tuple[str, str]:
-    path = settings.data_dir / f"{settings.prefix}_{shard}.db"
+def _sqlite_urls(settings: Settings, directory: Path, shard: str) -> tuple[str, str]:
+    path = directory / f"{settings.prefix}_{shard}.db"
     driver = "sqlite+aiosqlite" if settings.asynchronous else "sqlite"
     # The embedded "replica": the same file opened read-only. It never lags, but every
     # read it serves is counted apart from the primary's, as a real replica's would be.
@@ -146,6 +149,7 @@ class Databases:
         self.settings = settings
         self.asynchronous = settings.asynchronous
         self.counter = counter or QueryCounter()
+        self._temporary: Path | None = None  # made for the SQLite files, removed at dispose
         self.primaries: dict[str, Any] = {}  # Engine, or AsyncEngine in the async build
         self.replicas: dict[str, Any] = {}
         routers: dict[str, ReadWriteRouter] = {}
@@ -159,7 +163,7 @@ class Databases:
                 primary_url, replica_url = _postgres_urls(settings, shard)
                 options: dict[str, Any] = {"pool_size": 10, "max_overflow": 20}
             else:
-                primary_url, replica_url = _sqlite_urls(settings, shard)
+                primary_url, replica_url = _sqlite_urls(settings, self._sqlite_dir(), shard)
                 options = {"connect_args": {"timeout": 30}}
             _create_tables(primary_url)
             primary = create_engine(primary_url, **options)
@@ -198,6 +202,13 @@ class Databases:
                 for shard, engine in self.primaries.items()
             }
         )
+
+    def _sqlite_dir(self) -> Path:
+        if self.settings.data_dir is not None:
+            return self.settings.data_dir
+        if self._temporary is None:
+            self._temporary = Path(tempfile.mkdtemp(prefix="sp-app-"))
+        return self._temporary
 
     def shard_of(self, user_id: int) -> str:
         return self.shards.shard_for(str(user_id))
@@ -252,10 +263,17 @@ class Databases:
     def dispose(self) -> None:
         for engine in [*self.primaries.values(), *self.replicas.values()]:
             engine.dispose()
+        self._remove_temporary()
 
     async def adispose(self) -> None:
         for engine in [*self.primaries.values(), *self.replicas.values()]:
             await engine.dispose()
+        self._remove_temporary()
+
+    def _remove_temporary(self) -> None:
+        directory, self._temporary = self._temporary, None
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _sync(engine: Any) -> sa.Engine:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 BUILDS = ("patterned", "async", "naive")
@@ -43,7 +42,8 @@ class Settings:
     """
 
     build: str = "patterned"
-    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sp-app-")))
+    data_dir: Path | None = None  # the SQLite shard files; None: a temporary directory the
+    # app removes when it stops
     shards: int = 2
     postgres_url: str | None = None
     postgres_replica_url: str | None = None
@@ -90,7 +90,7 @@ class Settings:
         data_dir = _env("SP_APP_DATA_DIR")
         return cls(
             build=_env("SP_APP_BUILD", "patterned") or "patterned",
-            data_dir=Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="sp-app-")),
+            data_dir=Path(data_dir) if data_dir else None,
             shards=int(_env("SP_APP_SHARDS", "2") or 2),
             postgres_url=_env("SP_APP_POSTGRES_URL"),
             postgres_replica_url=_env("SP_APP_POSTGRES_REPLICA_URL"),
