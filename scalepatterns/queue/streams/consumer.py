@@ -1,0 +1,359 @@
+"""Deliveries, their settlements and the consuming loop, shared by both Redis brokers.
+
+A `Consumer` is one subscription: a name in the queue's consumer group, the deliveries
+it holds, and `loop`, a flow (see `steps.py`) that fetches while there is room under the
+prefetch and otherwise waits, either for a settlement (room again) or, with the queue
+empty, in a blocking XREAD for new entries. The sync broker drives the loop on a thread
+of its own, the async one as a task. Settling a delivery never does I/O: it is recorded
+in the broker's `Settlements` and sent, batched, by the broker's settler.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from scalepatterns.queue.broker import Delivery, Properties
+from scalepatterns.queue.steps import Flow
+from scalepatterns.queue.streams import scripts
+from scalepatterns.queue.streams.envelope import read_entry
+from scalepatterns.queue.streams.keys import GROUP, QueueKeys
+
+__all__ = [
+    "ACK",
+    "DEAD",
+    "GIVE_BACK",
+    "Consumer",
+    "Settlements",
+    "StreamsDelivery",
+    "Waker",
+    "consumer_name",
+    "read_fetched",
+]
+
+_log = logging.getLogger("scalepatterns.queue.redis")
+
+ACK, GIVE_BACK, DEAD = "ack", "give_back", "dead"
+_CHUNK = 1000  # ids per settling script call (Lua's unpack takes a few thousand)
+
+
+def consumer_name(role: str = "c") -> str:
+    """A consumer name unique to this subscription: host, process, role, random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{role}:{uuid.uuid4().hex[:8]}"
+
+
+class StreamsDelivery:
+    """A message taken from a stream; `ack` and `reject` only record the settlement."""
+
+    __slots__ = (
+        "_done",
+        "_settle",
+        "body",
+        "consumer",
+        "entry_id",
+        "keys",
+        "properties",
+        "redelivered",
+        "routing_key",
+        "stream",
+        "taken_at",
+    )
+
+    def __init__(  # noqa: PLR0917 - the parts of one fetched entry
+        self,
+        settle: Callable[[StreamsDelivery, str], None],
+        keys: QueueKeys,
+        stream: str,
+        entry_id: str,
+        consumer: str,
+        fields: Sequence[bytes],
+        redelivered: bool,
+    ) -> None:
+        self._settle = settle
+        self._done = False
+        self.keys = keys
+        self.stream = stream
+        self.entry_id = entry_id
+        self.consumer = consumer
+        self.taken_at = time.monotonic()
+        body, properties, routing_key, given_back = read_entry(fields, keys.queue)
+        self.body: bytes = body
+        self.properties: Properties = properties
+        self.routing_key: str = routing_key
+        self.redelivered: bool = redelivered or given_back
+
+    def ack(self) -> None:
+        self._finish(ACK)
+
+    def reject(self, *, requeue: bool) -> None:
+        self._finish(GIVE_BACK if requeue else DEAD)
+
+    def _finish(self, kind: str) -> None:
+        if self._done:  # settled twice: ignored, like a stale delivery tag
+            return
+        self._done = True
+        self._settle(self, kind)
+
+    def __repr__(self) -> str:
+        return f"StreamsDelivery({self.keys.queue!r}, {self.entry_id})"
+
+
+class Settlements:
+    """Settlements waiting to be sent, from any thread; `take` turns them into script
+    calls, one per stream and kind; calls that could not be sent come back with `retry`."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, str], tuple[QueueKeys, list[str]]] = {}
+        self._retry: list[scripts.Call] = []
+
+    def add(self, delivery: StreamsDelivery, kind: str) -> None:
+        key = (kind, delivery.stream, delivery.consumer)
+        with self._lock:
+            entry = self._pending.get(key)
+            if entry is None:
+                self._pending[key] = (delivery.keys, [delivery.entry_id])
+            else:
+                entry[1].append(delivery.entry_id)
+
+    def __bool__(self) -> bool:
+        return bool(self._pending or self._retry)
+
+    def take(self) -> list[scripts.Call]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            calls, self._retry = self._retry, []
+        for (kind, stream, consumer), (keys, ids) in pending.items():
+            for start in range(0, len(ids), _CHUNK):
+                calls.append(self._call(kind, stream, consumer, keys, ids[start : start + _CHUNK]))
+        return calls
+
+    def _call(
+        self, kind: str, stream: str, consumer: str, keys: QueueKeys, ids: list[str]
+    ) -> scripts.Call:
+        if kind == ACK:
+            return scripts.ACK, [stream], [GROUP, *ids]
+        if kind == GIVE_BACK:
+            return scripts.GIVE_BACK, [stream], [GROUP, consumer, *ids]
+        dead = keys.dead(self._prefix)
+        return scripts.DEAD, [stream, dead.meta, dead.stream()], [GROUP, consumer, *ids]
+
+    def retry(self, calls: list[scripts.Call]) -> None:
+        with self._lock:
+            self._retry[:0] = calls
+
+
+def send(client: Any, calls: list[scripts.Call]) -> Flow[None]:
+    """Send settlement calls; a call the server refused (its queue was deleted) is logged."""
+    results, _ = yield from scripts.run_all(client, calls)
+    for (script, keys, _args), result in zip(calls, results, strict=True):
+        if isinstance(result, Exception):
+            _log.warning("could not %s on %s: %s", script.name, keys[0], result)
+
+
+class Waker(Protocol):
+    """Wakes a consumer's loop: `set` from any thread; `wait` returns (or is awaitable)
+    once set or after `timeout` seconds, and clears it."""
+
+    def set(self) -> None: ...
+
+    def wait(self, timeout: float) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    visibility_timeout: float
+    block: float
+    reclaim_every: float
+    connection_errors: tuple[type[BaseException], ...]
+
+
+class Consumer:
+    """One subscription to a queue (see the module)."""
+
+    def __init__(  # noqa: PLR0917 - a subscription's parts, assembled by the broker core
+        self,
+        keys: QueueKeys,
+        levels: int,
+        prefetch: int,
+        on_delivery: Callable[[Delivery], None],
+        settlements: Settlements,
+        waker: Waker,
+        options: ConsumerOptions,
+        on_settled: Callable[[], None],
+    ) -> None:
+        self.keys = keys
+        self.name = consumer_name()
+        self.prefetch = max(1, prefetch)
+        self._on_delivery = on_delivery
+        self._settlements = settlements
+        self._on_settled = on_settled
+        self.waker = waker
+        self._options = options
+        self._streams = keys.streams(levels)
+        self._fetch_keys = [keys.meta, keys.delayed, *self._streams]
+        self._lock = threading.Lock()
+        self._held: dict[str, StreamsDelivery] = {}
+        self.cancelled = False
+        self.closed = False
+        self._warned_at = -1e9
+
+    # -- from any thread ----------------------------------------------------------------
+
+    def settle(self, delivery: StreamsDelivery, kind: str) -> None:
+        with self._lock:
+            if self._held.pop(delivery.entry_id, None) is None:
+                return  # given back when the subscription closed: no longer ours
+        held = time.monotonic() - delivery.taken_at
+        if held > self._options.visibility_timeout:
+            self._warn_slow(held)
+        self._settlements.add(delivery, kind)
+        self._on_settled()
+        self.waker.set()
+
+    def _warn_slow(self, held: float) -> None:
+        now = time.monotonic()
+        if now - self._warned_at < 60:
+            return
+        self._warned_at = now
+        _log.warning(
+            "a message of %s was settled %.1fs after delivery, later than the "
+            "visibility_timeout (%.1fs): another consumer may have taken it over and "
+            "handled it too. Raise visibility_timeout above the slowest handler plus the "
+            "time a message waits in the prefetch (or lower the prefetch)",
+            self.keys.queue,
+            held,
+            self._options.visibility_timeout,
+        )
+
+    def stop(self, *, close: bool) -> list[StreamsDelivery]:
+        """Stop fetching; with `close`, take back every unsettled delivery (returned, to
+        be given back by the caller)."""
+        with self._lock:
+            self.cancelled = True
+            taken: list[StreamsDelivery] = []
+            if close:
+                self.closed = True
+                taken, self._held = list(self._held.values()), {}
+        self.waker.set()
+        return taken
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def loop(self, client: Any) -> Flow[None]:
+        """Fetch and deliver until stopped; survive lost connections (after one, the
+        consumer's own pending entries are fetched again: a reply lost on the way may
+        have held some)."""
+        options = self._options
+        recover = False
+        failures = 0
+        next_reclaim = time.monotonic()
+        while not self.cancelled:
+            room = self.prefetch - len(self._held)
+            if room <= 0:
+                yield self.waker.wait, (options.block,)
+                continue
+            now = time.monotonic()
+            reclaim = now >= next_reclaim
+            args = [
+                GROUP,
+                self.name,
+                room,
+                int(options.visibility_timeout * 1000) if reclaim else 0,
+                1 if recover else 0,
+            ]
+            try:
+                reply = yield from scripts.run(client, scripts.FETCH, self._fetch_keys, args)
+            except options.connection_errors as exc:
+                failures += 1
+                recover = True
+                self._lost(exc, failures)
+                yield self.waker.wait, (min(2.0, 0.05 * 2**failures),)
+                continue
+            recover, failures = False, 0
+            if reclaim:
+                next_reclaim = now + options.reclaim_every
+            entries, wake, due = reply
+            if due == -2:
+                _log.warning(
+                    "queue %s was deleted: its consumer %s stops", self.keys.queue, self.name
+                )
+                return
+            self._deliver(entries)
+            if len(entries) < room and wake:
+                waits = [options.block, next_reclaim - now]
+                if due >= 0:
+                    waits.append(due / 1000)
+                block_ms = int(min(waits) * 1000)
+                if block_ms >= 1 and not self.cancelled:
+                    try:
+                        yield (
+                            client.xread,
+                            (dict(zip(self._streams, wake, strict=True)), 1, block_ms),
+                        )
+                    except options.connection_errors as exc:
+                        failures += 1
+                        self._lost(exc, failures)
+                        yield self.waker.wait, (min(2.0, 0.05 * 2**failures),)
+
+    def _lost(self, error: BaseException, failures: int) -> None:
+        log = _log.warning if failures == 1 else _log.debug
+        log("consumer of %s lost its connection (%s); trying again", self.keys.queue, error)
+
+    def _deliver(self, entries: list[Any]) -> None:
+        fresh = []
+        give_back = []
+        with self._lock:
+            for level, raw_id, fields, redelivered in entries:
+                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                if entry_id in self._held:
+                    continue  # reclaimed from ourselves: still held, already delivered
+                delivery = StreamsDelivery(
+                    self.settle,
+                    self.keys,
+                    self._streams[level],
+                    entry_id,
+                    self.name,
+                    fields,
+                    bool(redelivered),
+                )
+                if self.closed:
+                    give_back.append(delivery)
+                else:
+                    self._held[entry_id] = delivery
+                    fresh.append(delivery)
+        for delivery in give_back:
+            self._settlements.add(delivery, GIVE_BACK)
+        if give_back:
+            self._on_settled()
+        for delivery in fresh:
+            try:
+                self._on_delivery(delivery)
+            except Exception:  # noqa: BLE001, PERF203 - a callback must not end the subscription
+                _log.exception("on_delivery failed for %s", self.keys.queue)
+
+
+def read_fetched(
+    reply: Any, settle: Callable[[StreamsDelivery, str], None], keys: QueueKeys, consumer: str
+) -> StreamsDelivery | None:
+    """The first delivery of a FETCH reply (for `get`), or None."""
+    entries = reply[0]
+    if not entries:
+        return None
+    level, raw_id, fields, redelivered = entries[0]
+    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+    return StreamsDelivery(
+        settle, keys, keys.stream(level), entry_id, consumer, fields, bool(redelivered)
+    )
