@@ -41,3 +41,37 @@ class TestAsyncRedisStreamsBroker(AsyncBrokerContract):
     @pytest.fixture
     def make_broker(self, redis_url: str, prefix: str) -> Callable[[], AsyncBroker]:
         return lambda: AsyncRedisStreamsBroker(redis_url, prefix=prefix)
+
+
+class TestRedisStreamsBrokerOnCluster(BrokerContract):
+    """Each queue's keys share a slot; fan-out and bindings span the three nodes."""
+
+    @pytest.fixture
+    def broker(self, cluster_ports: list[int]) -> Iterator[RedisStreamsBroker]:
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+        broker = RedisStreamsBroker(client)
+        yield broker
+        broker.close()
+        client.close()
+
+
+class _ClosingClient(AsyncRedisStreamsBroker):
+    """Closes the cluster client it was given, on the loop that used it."""
+
+    async def close(self) -> None:
+        await super().close()
+        await self.client.aclose()
+
+
+class TestAsyncRedisStreamsBrokerOnCluster(AsyncBrokerContract):
+    @pytest.fixture
+    def make_broker(self, cluster_ports: list[int]) -> Callable[[], AsyncBroker]:
+        from redis.asyncio.cluster import RedisCluster
+
+        def make() -> AsyncBroker:
+            client = RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+            return _ClosingClient(client)
+
+        return make
