@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,7 +73,8 @@ class StreamsDelivery:
         stream: str,
         entry_id: str,
         consumer: str,
-        fields: Sequence[bytes],
+        body: bytes,
+        meta: bytes | None,
         redelivered: bool,
     ) -> None:
         self._settle = settle
@@ -83,11 +84,11 @@ class StreamsDelivery:
         self.entry_id = entry_id
         self.consumer = consumer
         self.taken_at = time.monotonic()
-        body, properties, routing_key, given_back = read_entry(fields, keys.queue)
+        properties, routing_key = read_entry(meta, keys.queue)
         self.body: bytes = body
         self.properties: Properties = properties
         self.routing_key: str = routing_key
-        self.redelivered: bool = redelivered or given_back
+        self.redelivered: bool = redelivered
 
     def ack(self) -> None:
         self._finish(ACK)
@@ -152,8 +153,13 @@ class Settlements:
 
 
 def send(client: Any, calls: list[scripts.Call]) -> Flow[None]:
-    """Send settlement calls; a call the server refused (its queue was deleted) is logged."""
+    """Send settlement calls."""
     results, _ = yield from scripts.run_all(client, calls)
+    log_refused(calls, results)
+
+
+def log_refused(calls: list[scripts.Call], results: list[Any]) -> None:
+    """Log the settlements the server refused (their queue was deleted meanwhile)."""
     for (script, keys, _args), result in zip(calls, results, strict=True):
         if isinstance(result, Exception):
             _log.warning("could not %s on %s: %s", script.name, keys[0], result)
@@ -205,6 +211,9 @@ class Consumer:
         self.cancelled = False
         self.closed = False
         self._warned_at = -1e9
+        # While the loop waits (for room, or in XREAD for new entries) a settlement
+        # wakes it and the settler; else the loop's next fetch carries it.
+        self._waiting = False
 
     # -- from any thread ----------------------------------------------------------------
 
@@ -216,8 +225,9 @@ class Consumer:
         if held > self._options.visibility_timeout:
             self._warn_slow(held)
         self._settlements.add(delivery, kind)
-        self._on_settled()
-        self.waker.set()
+        if self._waiting:
+            self._on_settled()
+            self.waker.set()
 
     def _warn_slow(self, held: float) -> None:
         now = time.monotonic()
@@ -260,10 +270,13 @@ class Consumer:
         recover = False
         failures = 0
         next_reclaim = time.monotonic()
+        # Fetch in batches: with handlers settling one by one, wait for a quarter of the
+        # prefetch to be free (or nothing held) rather than fetch one message at a time.
+        batch = max(1, self.prefetch // 4)
         while not self.cancelled:
             room = self.prefetch - len(self._held)
-            if room <= 0:
-                yield self.waker.wait, (options.block,)
+            if room <= 0 or (room < batch and self._held):
+                yield from self._wait(options.block)
                 continue
             now = time.monotonic()
             reclaim = now >= next_reclaim
@@ -274,13 +287,16 @@ class Consumer:
                 int(options.visibility_timeout * 1000) if reclaim else 0,
                 1 if recover else 0,
             ]
+            # The settlements waiting go out in the same round trip as the fetch.
+            calls = self._settlements.take()
             try:
-                reply = yield from scripts.run(client, scripts.FETCH, self._fetch_keys, args)
+                reply = yield from self._fetch(client, calls, args)
             except options.connection_errors as exc:
+                self._settlements.retry(calls)
                 failures += 1
                 recover = True
                 self._lost(exc, failures)
-                yield self.waker.wait, (min(2.0, 0.05 * 2**failures),)
+                yield from self._wait(min(2.0, 0.05 * 2**failures))
                 continue
             recover, failures = False, 0
             if reclaim:
@@ -292,12 +308,13 @@ class Consumer:
                 )
                 return
             self._deliver(entries)
-            if len(entries) < room and wake:
+            if len(entries) // 3 < room and wake:
                 waits = [options.block, next_reclaim - now]
                 if due >= 0:
                     waits.append(due / 1000)
                 block_ms = int(min(waits) * 1000)
                 if block_ms >= 1 and not self.cancelled:
+                    self._start_waiting()
                     try:
                         yield (
                             client.xread,
@@ -306,18 +323,39 @@ class Consumer:
                     except options.connection_errors as exc:
                         failures += 1
                         self._lost(exc, failures)
-                        yield self.waker.wait, (min(2.0, 0.05 * 2**failures),)
+                        yield from self._wait(min(2.0, 0.05 * 2**failures))
+                    self._waiting = False
+
+    def _wait(self, timeout: float) -> Flow[None]:
+        self._start_waiting()
+        yield self.waker.wait, (timeout,)
+        self._waiting = False
+
+    def _start_waiting(self) -> None:
+        self._waiting = True
+        if self._settlements:  # settled while the loop was busy: the settler sends it
+            self._on_settled()
+
+    def _fetch(self, client: Any, calls: list[scripts.Call], args: list[Any]) -> Flow[Any]:
+        fetch: scripts.Call = (scripts.FETCH, self._fetch_keys, args)
+        if not calls:
+            return (yield from scripts.run(client, *fetch))
+        results, _ = yield from scripts.run_all(client, [*calls, fetch])
+        reply = results.pop()
+        log_refused(calls, results)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
 
     def _lost(self, error: BaseException, failures: int) -> None:
         log = _log.warning if failures == 1 else _log.debug
         log("consumer of %s lost its connection (%s); trying again", self.keys.queue, error)
 
-    def _deliver(self, entries: list[Any]) -> None:
+    def _deliver(self, entries: list[bytes]) -> None:
         fresh = []
         give_back = []
         with self._lock:
-            for level, raw_id, fields, redelivered in entries:
-                entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            for level, entry_id, body, meta, redelivered in fetched(entries):
                 if entry_id in self._held:
                     continue  # reclaimed from ourselves: still held, already delivered
                 delivery = StreamsDelivery(
@@ -326,8 +364,9 @@ class Consumer:
                     self._streams[level],
                     entry_id,
                     self.name,
-                    fields,
-                    bool(redelivered),
+                    body,
+                    meta,
+                    redelivered,
                 )
                 if self.closed:
                     give_back.append(delivery)
@@ -345,15 +384,25 @@ class Consumer:
                 _log.exception("on_delivery failed for %s", self.keys.queue)
 
 
+def fetched(entries: list[bytes]) -> Iterator[tuple[int, str, bytes, bytes, bool]]:
+    """(priority, entry id, body, meta, redelivered) of each entry of a FETCH reply."""
+    for index in range(0, len(entries), 3):
+        level, redelivered, entry_id = entries[index].split(b":", 2)
+        yield (
+            int(level),
+            entry_id.decode(),
+            entries[index + 1],
+            entries[index + 2],
+            redelivered == b"1",
+        )
+
+
 def read_fetched(
     reply: Any, settle: Callable[[StreamsDelivery, str], None], keys: QueueKeys, consumer: str
 ) -> StreamsDelivery | None:
     """The first delivery of a FETCH reply (for `get`), or None."""
-    entries = reply[0]
-    if not entries:
-        return None
-    level, raw_id, fields, redelivered = entries[0]
-    entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-    return StreamsDelivery(
-        settle, keys, keys.stream(level), entry_id, consumer, fields, bool(redelivered)
-    )
+    for level, entry_id, body, meta, redelivered in fetched(reply[0]):
+        return StreamsDelivery(
+            settle, keys, keys.stream(level), entry_id, consumer, body, meta, redelivered
+        )
+    return None

@@ -50,6 +50,20 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _publishing(keys: QueueKeys, chunk: list[tuple[int, int, int, bytes, str]]) -> scripts.Call:
+    """The script call publishing `chunk` (message index, delay ms, priority, body, meta)."""
+    top = max(level for _, _, level, _, _ in chunk)
+    if top == 0 and not any(delay_ms for _, delay_ms, _, _, _ in chunk):
+        now: list[Any] = []
+        for _, _, _, body, meta in chunk:
+            now += (body, meta)
+        return scripts.PUBLISH_NOW, [keys.meta, keys.stream()], now
+    args: list[Any] = []
+    for _, delay_ms, level, body, meta in chunk:
+        args += [delay_ms, level, uuid.uuid4().hex[:12] if delay_ms else "", body, meta]
+    return scripts.PUBLISH, [keys.meta, keys.delayed, *keys.streams(top + 1)], args
+
+
 class StreamsCore:
     """The shared part of the Redis Streams brokers: keys, scripts, routing, consumers."""
 
@@ -210,13 +224,7 @@ class StreamsCore:
             keys = self.keys(queue)
             for start in range(0, len(items), _BATCH):
                 chunk = items[start : start + _BATCH]
-                top = max(level for _, _, level, _, _ in chunk)
-                args: list[Any] = []
-                for _, delay_ms, level, body, meta in chunk:
-                    args += [delay_ms, level, uuid.uuid4().hex[:12] if delay_ms else "", body, meta]
-                calls.append(
-                    (scripts.PUBLISH, [keys.meta, keys.delayed, *keys.streams(top + 1)], args)
-                )
+                calls.append(_publishing(keys, chunk))
                 owners.append((queue, [index for index, *_ in chunk]))
         wait = (self.settings.min_replicas, int(self.settings.replica_timeout * 1000))
         results, replicas = (

@@ -11,7 +11,6 @@ Header values are what JSON holds; bytes travel as text (UTF-8, invalid bytes re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from scalepatterns.queue.broker import Properties
@@ -25,6 +24,7 @@ def _text(value: object) -> str:
     return str(value)
 
 
+_decode = json.JSONDecoder().decode
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_text)
 
 
@@ -52,16 +52,10 @@ def entry_meta(properties: Properties, routing_key: str | None) -> str:
     return _compact.encode(meta)
 
 
-def read_entry(
-    fields: Sequence[bytes] | Mapping[bytes, bytes], queue: str
-) -> tuple[bytes, Properties, str, bool]:
-    """(body, properties, routing key, redelivered) of a stream entry's fields (a flat
-    list of names and values, as a script returns them, or a mapping)."""
-    pairs: Mapping[bytes, bytes] = (
-        fields if isinstance(fields, Mapping) else dict(zip(fields[::2], fields[1::2], strict=True))
-    )
-    raw = pairs.get(b"m")
-    meta: dict[str, Any] = json.loads(raw) if raw else {}
+def read_entry(meta_field: bytes | None, queue: str) -> tuple[Properties, str]:
+    """(properties, routing key) from an entry's ``m`` field (None or empty when a
+    foreign producer wrote only a body)."""
+    meta: dict[str, Any] = _decode(meta_field.decode()) if meta_field else {}
     headers = meta.get("h")
     properties = Properties(
         message_id=meta.get("i"),
@@ -72,4 +66,4 @@ def read_entry(
         priority=meta.get("p"),
         persistent=meta.get("d", 1) != 0,
     )
-    return pairs.get(b"b", b""), properties, meta.get("k", queue), b"r" in pairs
+    return properties, meta.get("k", queue)

@@ -27,6 +27,7 @@ __all__ = [
     "FETCH",
     "GIVE_BACK",
     "PUBLISH",
+    "PUBLISH_NOW",
     "Call",
     "Script",
     "run",
@@ -98,6 +99,19 @@ return #ARGV / 5
 """,
 )
 
+PUBLISH_NOW = Script(
+    "publish_now",
+    """
+-- PUBLISH for messages of priority 0 due now, the common case: fewer arguments.
+-- KEYS: meta, the stream; ARGV: body and meta of each message.
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+for i = 1, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], '*', 'b', ARGV[i], 'm', ARGV[i + 1])
+end
+return #ARGV / 2
+""",
+)
+
 FETCH = Script(
     "fetch",
     _PROMOTE
@@ -105,9 +119,11 @@ FETCH = Script(
 -- KEYS: meta, delay set, streams by priority.
 -- ARGV: group, consumer, count, reclaim min-idle ms (0: no reclaim), recover (1: the
 -- consumer's own pending entries first, after a lost reply).
--- Returns {entries, wake ids, ms until the next delayed message is due (-1: none)};
--- an entry is {priority, id, fields, redelivered}; wake ids (one per stream) are where
--- a blocking XREAD waits from when fewer than `count` were found; -2 alone: no queue.
+-- Returns {entries, wake ids, ms until the next delayed message is due (-1: none)}.
+-- Entries are flat, three values each: "<priority>:<redelivered 0|1>:<entry id>", the
+-- body, the meta (the reply stays small: redis-py parses it value by value). Wake ids
+-- (one per stream) are where a blocking XREAD waits from when fewer than `count` were
+-- found. {{}, {}, -2}: the queue does not exist.
 if redis.call('EXISTS', KEYS[1]) == 0 then return {{}, {}, -2} end
 local group, consumer = ARGV[1], ARGV[2]
 local count = tonumber(ARGV[3])
@@ -116,12 +132,25 @@ local levels = #KEYS - 2
 local now = now_ms()
 promote(now)
 local out = {}
+local function emit(level, redelivered, entry)
+  local body, meta = '', ''
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == 'b' then body = fields[i + 1]
+    elseif name == 'm' then meta = fields[i + 1]
+    elseif name == 'r' then redelivered = 1 end
+  end
+  out[#out + 1] = level .. ':' .. redelivered .. ':' .. entry[1]
+  out[#out + 1] = body
+  out[#out + 1] = meta
+end
 if ARGV[5] == '1' then
   for level = levels - 1, 0, -1 do
     local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'STREAMS', KEYS[3 + level], '0')
     if r then
       for _, e in ipairs(r[1][2]) do
-        if e[2] then out[#out + 1] = {level, e[1], e[2], 1} end
+        if e[2] then emit(level, 1, e) end
       end
     end
   end
@@ -133,7 +162,7 @@ if reclaim > 0 then
                          'COUNT', count)
     for _, e in ipairs(r[2]) do
       if e[2] then
-        out[#out + 1] = {level, e[1], e[2], 1}
+        emit(level, 1, e)
         count = count - 1
       end
     end
@@ -145,7 +174,7 @@ for level = levels - 1, 0, -1 do
                        'STREAMS', KEYS[3 + level], '>')
   if r then
     for _, e in ipairs(r[1][2]) do
-      out[#out + 1] = {level, e[1], e[2], 0}
+      emit(level, 0, e)
       count = count - 1
     end
   end

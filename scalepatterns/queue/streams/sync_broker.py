@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = ["RedisStreamsBroker"]
 
 _log = logging.getLogger("scalepatterns.queue.redis")
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_LINGER = 0.002
 
 
 class _Waker:
@@ -185,6 +187,9 @@ class RedisStreamsBroker:
         while not self._closed:
             self._settle_wanted.wait(0.5)
             self._settle_wanted.clear()
+            # A moment for more to gather, and for a consumer's loop to carry them with
+            # its next fetch.
+            time.sleep(_LINGER)
             if not self._core.settlements:
                 continue
             try:
