@@ -55,6 +55,8 @@ local function now_ms()
 end
 """
 
+# A delayed message is a member of the delay set: "<token>:<priority>:<body length>:"
+# followed by the body and the meta (the token, random, keeps equal messages apart).
 # KEYS[2] is the delay set, KEYS[3..] the streams of priority 0, 1, ...: messages due by
 # `now` move into their stream, oldest first, at most 500 per call.
 _PROMOTE = (
@@ -64,9 +66,14 @@ local function promote(now)
   local levels = #KEYS - 2
   local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 500)
   for _, member in ipairs(due) do
-    local m = cmsgpack.unpack(member)
-    local level = math.min(m[2], levels - 1)
-    redis.call('XADD', KEYS[3 + level], '*', 'b', m[3], 'm', m[4])
+    local a = string.find(member, ':', 1, true)
+    local b = string.find(member, ':', a + 1, true)
+    local c = string.find(member, ':', b + 1, true)
+    local level = math.min(tonumber(string.sub(member, a + 1, b - 1)), levels - 1)
+    local size = tonumber(string.sub(member, b + 1, c - 1))
+    local body = string.sub(member, c + 1, c + size)
+    local meta = string.sub(member, c + size + 1)
+    redis.call('XADD', KEYS[3 + level], '*', 'b', body, 'm', meta)
     redis.call('ZREM', KEYS[2], member)
   end
 end
@@ -89,7 +96,8 @@ for i = 1, #ARGV, 5 do
   local delay = tonumber(ARGV[i])
   if delay > 0 then
     now = now or now_ms()
-    local member = cmsgpack.pack({ARGV[i + 2], level, ARGV[i + 3], ARGV[i + 4]})
+    local member = ARGV[i + 2] .. ':' .. level .. ':' .. #ARGV[i + 3] .. ':' .. ARGV[i + 3]
+                   .. ARGV[i + 4]
     redis.call('ZADD', KEYS[2], now + delay, member)
   else
     redis.call('XADD', KEYS[3 + level], '*', 'b', ARGV[i + 3], 'm', ARGV[i + 4])
@@ -132,6 +140,13 @@ local levels = #KEYS - 2
 local now = now_ms()
 promote(now)
 local out = {}
+-- XREADGROUP's entries of its one stream ({{stream, entries}}; fakeredis, which the unit
+-- tests and the docs' samples run on, answers {stream, entries}).
+local function read_entries(reply)
+  if not reply then return {} end
+  if type(reply[1]) == 'table' then return reply[1][2] or {} end
+  return reply[2] or {}
+end
 local function emit(level, redelivered, entry)
   local body, meta = '', ''
   local fields = entry[2]
@@ -148,10 +163,8 @@ end
 if ARGV[5] == '1' then
   for level = levels - 1, 0, -1 do
     local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'STREAMS', KEYS[3 + level], '0')
-    if r then
-      for _, e in ipairs(r[1][2]) do
-        if e[2] then emit(level, 1, e) end
-      end
+    for _, e in ipairs(read_entries(r)) do
+      if e[2] then emit(level, 1, e) end
     end
   end
 end
@@ -160,7 +173,7 @@ if reclaim > 0 then
     if count <= 0 then break end
     local r = redis.call('XAUTOCLAIM', KEYS[3 + level], group, consumer, reclaim, '0-0',
                          'COUNT', count)
-    for _, e in ipairs(r[2]) do
+    for _, e in ipairs(r[2] or {}) do
       if e[2] then
         emit(level, 1, e)
         count = count - 1
@@ -172,11 +185,9 @@ for level = levels - 1, 0, -1 do
   if count <= 0 then break end
   local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,
                        'STREAMS', KEYS[3 + level], '>')
-  if r then
-    for _, e in ipairs(r[1][2]) do
-      emit(level, 0, e)
-      count = count - 1
-    end
+  for _, e in ipairs(read_entries(r)) do
+    emit(level, 0, e)
+    count = count - 1
   end
 end
 local wake = {}
