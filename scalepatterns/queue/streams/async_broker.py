@@ -66,6 +66,8 @@ class _AsyncSubscription:
     async def close(self) -> None:
         # As the sync subscription's: the loop ends by itself, giving back late fetches.
         await self._broker._give_back(self.consumer.stop(close=True))
+        with contextlib.suppress(BackendUnavailable):
+            await self._broker._run(self.consumer.forget(self._broker._core.client), "closing")
 
     async def join(self) -> None:
         await asyncio.wait([self.task], timeout=self._broker._core.settings.timeout + 1)

@@ -128,13 +128,21 @@ class Settlements:
     def __bool__(self) -> bool:
         return bool(self._pending or self._retry)
 
-    def take(self) -> list[scripts.Call]:
+    def take(self, consumer: str | None = None) -> list[scripts.Call]:
+        """The calls for every settlement waiting, or only for those of `consumer` (which
+        its loop sends; the rest, and calls to try again, are the settler's)."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-            calls, self._retry = self._retry, []
-        for (kind, stream, consumer), (keys, ids) in pending.items():
+            if consumer is None:
+                pending, self._pending = self._pending, {}
+                calls, self._retry = self._retry, []
+            else:
+                pending = {k: v for k, v in self._pending.items() if k[2] == consumer}
+                for key in pending:
+                    del self._pending[key]
+                calls = []
+        for (kind, stream, owner), (keys, ids) in pending.items():
             for start in range(0, len(ids), _CHUNK):
-                calls.append(self._call(kind, stream, consumer, keys, ids[start : start + _CHUNK]))
+                calls.append(self._call(kind, stream, owner, keys, ids[start : start + _CHUNK]))
         return calls
 
     def _call(
@@ -288,11 +296,12 @@ class Consumer:
                 1 if recover else 0,
             ]
             # The settlements waiting go out in the same round trip as the fetch.
-            calls = self._settlements.take()
+            calls = self._settlements.take(self.name)
             try:
                 reply = yield from self._fetch(client, calls, args)
             except options.connection_errors as exc:
                 self._settlements.retry(calls)
+                self._on_settled()
                 failures += 1
                 recover = True
                 self._lost(exc, failures)
@@ -335,6 +344,13 @@ class Consumer:
         self._waiting = True
         if self._settlements:  # settled while the loop was busy: the settler sends it
             self._on_settled()
+
+    def forget(self, client: Any) -> Flow[None]:
+        """Leave the group, once closed and holding nothing (best effort)."""
+        try:
+            yield from scripts.run(client, scripts.FORGET, self._streams, [GROUP, self.name])
+        except Exception as exc:  # noqa: BLE001 - an idle consumer left behind is harmless
+            _log.debug("consumer %s could not leave its group: %s", self.name, exc)
 
     def _fetch(self, client: Any, calls: list[scripts.Call], args: list[Any]) -> Flow[Any]:
         fetch: scripts.Call = (scripts.FETCH, self._fetch_keys, args)

@@ -25,6 +25,7 @@ __all__ = [
     "DECLARE",
     "DEPTH",
     "FETCH",
+    "FORGET",
     "GIVE_BACK",
     "PUBLISH",
     "PUBLISH_NOW",
@@ -147,6 +148,16 @@ local function read_entries(reply)
   if type(reply[1]) == 'table' then return reply[1][2] or {} end
   return reply[2] or {}
 end
+-- Consumers that hold nothing and were idle for `idle` ms (killed workers) leave the group.
+local function forget_idle(stream, group, consumer, idle)
+  for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+    local fields = {}
+    for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+    if fields['pending'] == 0 and fields['idle'] > idle and fields['name'] ~= consumer then
+      redis.call('XGROUP', 'DELCONSUMER', stream, group, fields['name'])
+    end
+  end
+end
 local function emit(level, redelivered, entry)
   local body, meta = '', ''
   local fields = entry[2]
@@ -170,6 +181,7 @@ if ARGV[5] == '1' then
 end
 if reclaim > 0 then
   for level = levels - 1, 0, -1 do
+    forget_idle(KEYS[3 + level], group, consumer, math.max(3600000, 10 * reclaim))
     if count <= 0 then break end
     local r = redis.call('XAUTOCLAIM', KEYS[3 + level], group, consumer, reclaim, '0-0',
                          'COUNT', count)
@@ -356,6 +368,26 @@ store(KEYS[1], queue)
 store(KEYS[2], dead)
 for i = 3, #KEYS do redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[1], '0', 'MKSTREAM') end
 return {}
+""",
+)
+
+
+FORGET = Script(
+    "forget",
+    """
+-- KEYS: a queue's streams; ARGV: group, consumer. The closed consumer leaves the group
+-- where it holds nothing (else its entries stay pending, for another to take over).
+local n = 0
+for i = 1, #KEYS do
+  for _, info in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[i], ARGV[1])) do
+    local fields = {}
+    for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+    if fields['name'] == ARGV[2] and fields['pending'] == 0 then
+      n = n + redis.call('XGROUP', 'DELCONSUMER', KEYS[i], ARGV[1], ARGV[2])
+    end
+  end
+end
+return n
 """,
 )
 

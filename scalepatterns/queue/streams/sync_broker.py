@@ -66,6 +66,8 @@ class _Subscription:
         # The loop may sit in a blocking XREAD for a moment more: it fetches nothing
         # after this, and gives back what a fetch under way brings (via the settler).
         self._broker._give_back(self.consumer.stop(close=True))
+        with contextlib.suppress(BackendUnavailable):
+            self._broker._run(self.consumer.forget(self._broker._core.client), "closing")
 
     def join(self) -> None:
         if self.thread is not threading.current_thread():

@@ -309,3 +309,17 @@ def test_a_restarted_server_gets_its_scripts_again(throwaway_redis: RedisServer)
             Producer(broker, reconnect_timeout=10).publish("restarted", 2)
             wait_until(lambda: received, what="the message published after the restart")
         assert [m.body for m in received] == [2]
+
+
+def test_a_closed_consumer_leaves_its_group(redis_url: str, prefix: str, admin: Any) -> None:
+    """Workers that come and go leave no consumers behind (a killed one's name goes once
+    it has held nothing for an hour)."""
+    with RedisStreamsBroker(redis_url, prefix=prefix) as broker:
+        handled: list[Message] = []
+        for round_ in range(1, 4):
+            with Worker(broker, "churn", handled.append):
+                Producer(broker).publish("churn", 1)
+                wait_until(lambda n=round_: len(handled) == n, what="a handled message")
+        consumers = admin.xinfo_consumers(QueueKeys.of(prefix, "churn").stream(), GROUP)
+        assert consumers == []
+        assert len(handled) == 3

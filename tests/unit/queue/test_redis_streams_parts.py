@@ -207,3 +207,13 @@ def test_scripts_are_named_by_their_sha1() -> None:
 
     assert scripts.FETCH.sha == hashlib.sha1(scripts.FETCH.source.encode()).hexdigest()
     assert len({s.sha for s in (scripts.PUBLISH, scripts.FETCH, scripts.ACK, scripts.DEAD)}) == 4
+
+
+def test_a_consumer_takes_only_its_own_settlements() -> None:
+    settlements = Settlements("p:")
+    keys = QueueKeys.of("p:", "q")
+    for owner in ("mine", "getter"):
+        StreamsDelivery(settlements.add, keys, keys.stream(), "1-0", owner, b"", None, False).ack()
+    assert [c[2] for c in settlements.take("mine")] == [["sp", "1-0"]]
+    assert settlements  # the getter's waits for the settler
+    assert len(settlements.take()) == 1
