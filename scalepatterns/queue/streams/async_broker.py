@@ -70,6 +70,10 @@ class _AsyncSubscription:
             await self._broker._run(self.consumer.forget(self._broker._core.client), "closing")
 
     async def join(self) -> None:
+        """Wait for the loop to end; one in a blocking read (which fetches nothing) is
+        cancelled."""
+        if self.consumer.reading:
+            self.task.cancel()
         await asyncio.wait([self.task], timeout=self._broker._core.settings.timeout + 1)
 
 

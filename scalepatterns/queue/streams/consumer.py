@@ -28,14 +28,18 @@ from scalepatterns.queue.streams.keys import GROUP, QueueKeys
 
 __all__ = [
     "ACK",
+    "Consumer",
+    "ConsumerOptions",
     "DEAD",
     "GIVE_BACK",
-    "Consumer",
     "Settlements",
     "StreamsDelivery",
     "Waker",
     "consumer_name",
+    "fetched",
+    "log_refused",
     "read_fetched",
+    "send",
 ]
 
 _log = logging.getLogger("scalepatterns.queue.redis")
@@ -218,6 +222,8 @@ class Consumer:
         self._held: dict[str, StreamsDelivery] = {}
         self.cancelled = False
         self.closed = False
+        self._error: BaseException | None = None
+        self.reading = False  # in a blocking XREAD: it fetches nothing, so need not be awaited
         self._warned_at = -1e9
         # While the loop waits (for room, or in XREAD for new entries) a settlement
         # wakes it and the settler; else the loop's next fetch carries it.
@@ -322,18 +328,25 @@ class Consumer:
                 if due >= 0:
                     waits.append(due / 1000)
                 block_ms = int(min(waits) * 1000)
-                if block_ms >= 1 and not self.cancelled:
-                    self._start_waiting()
-                    try:
-                        yield (
-                            client.xread,
-                            (dict(zip(self._streams, wake, strict=True)), 1, block_ms),
-                        )
-                    except options.connection_errors as exc:
-                        failures += 1
-                        self._lost(exc, failures)
-                        yield from self._wait(min(2.0, 0.05 * 2**failures))
-                    self._waiting = False
+                if block_ms >= 1 and not (yield from self._read_new(client, wake, block_ms)):
+                    failures += 1
+                    self._lost(None, failures)
+                    yield from self._wait(min(2.0, 0.05 * 2**failures))
+
+    def _read_new(self, client: Any, wake: list[bytes], block_ms: int) -> Flow[bool]:
+        """Block until entries arrive after `wake` or `block_ms` pass; False if the
+        connection was lost (while the consumer still runs)."""
+        self._start_waiting()
+        self.reading = True
+        try:
+            yield client.xread, (dict(zip(self._streams, wake, strict=True)), 1, block_ms)
+        except self._options.connection_errors as exc:
+            self._error = exc
+            return self.cancelled  # closing the broker closed the client under the read
+        finally:
+            self.reading = False
+            self._waiting = False
+        return True
 
     def _wait(self, timeout: float) -> Flow[None]:
         self._start_waiting()
@@ -363,8 +376,9 @@ class Consumer:
             raise reply
         return reply
 
-    def _lost(self, error: BaseException, failures: int) -> None:
+    def _lost(self, error: BaseException | None, failures: int) -> None:
         log = _log.warning if failures == 1 else _log.debug
+        error = error or self._error
         log("consumer of %s lost its connection (%s); trying again", self.keys.queue, error)
 
     def _deliver(self, entries: list[bytes]) -> None:

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.queue.broker import dead_letter_queue
 
-__all__ = ["DEFAULT_PREFIX", "GROUP", "MAX_LEVEL", "QueueKeys", "exchange_key", "check_prefix"]
+__all__ = [
+    "DEFAULT_PREFIX",
+    "GROUP",
+    "MAX_LEVEL",
+    "QueueKeys",
+    "check_prefix",
+    "exchange_key",
+]
 
 DEFAULT_PREFIX = "sp:queue:"
 GROUP = "sp"

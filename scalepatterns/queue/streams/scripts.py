@@ -21,6 +21,7 @@ from scalepatterns.queue.steps import Flow
 
 __all__ = [
     "ACK",
+    "Call",
     "DEAD",
     "DECLARE",
     "DEPTH",
@@ -29,7 +30,6 @@ __all__ = [
     "GIVE_BACK",
     "PUBLISH",
     "PUBLISH_NOW",
-    "Call",
     "Script",
     "run",
     "run_all",

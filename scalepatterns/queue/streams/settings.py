@@ -12,7 +12,12 @@ from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.queue.streams.keys import DEFAULT_PREFIX, check_prefix
 
-__all__ = ["StreamsSettings", "make_client"]
+__all__ = [
+    "StreamsSettings",
+    "describe",
+    "is_cluster",
+    "make_client",
+]
 
 # Longest blocking XREAD of an idle consumer: how long closing a subscription may take.
 _BLOCK = 0.5

@@ -70,7 +70,9 @@ class _Subscription:
             self._broker._run(self.consumer.forget(self._broker._core.client), "closing")
 
     def join(self) -> None:
-        if self.thread is not threading.current_thread():
+        """Wait for the loop to end, unless it sits in a blocking read (which fetches
+        nothing: closing the client ends it)."""
+        if self.thread is not threading.current_thread() and not self.consumer.reading:
             self.thread.join(timeout=self._broker._core.settings.timeout + 1)
 
 
