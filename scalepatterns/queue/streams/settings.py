@@ -78,6 +78,12 @@ def make_client(
                 client_or_url,
                 f"a {kind}.Redis or {kind}.cluster.RedisCluster client, or a redis:// URL",
             )
+        if client_or_url.get_encoder().decode_responses:
+            raise ConfigurationError(
+                "client_or_url",
+                client_or_url,
+                "a client with decode_responses=False (message bodies are bytes)",
+            )
         return client_or_url, False
     client = client_from_url(
         client_or_url,
@@ -99,7 +105,11 @@ def describe(client: Any) -> str:
     if is_cluster(client):
         nodes = client.get_nodes()
         return "cluster " + ",".join(f"{n.host}:{n.port}" for n in nodes[:3])
-    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if service is not None:
+        return f"redis+sentinel://.../{service}"
+    kwargs = getattr(pool, "connection_kwargs", {})
     if "path" in kwargs:
         return redact(f"unix://{kwargs['path']}")
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

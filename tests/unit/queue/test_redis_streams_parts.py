@@ -200,6 +200,18 @@ def test_a_client_of_the_wrong_kind_is_refused() -> None:
         RedisStreamsBroker(redis.asyncio.Redis())
     with pytest.raises(ConfigurationError, match=r"redis\.asyncio\.Redis or"):
         AsyncRedisStreamsBroker(redis.Redis())
+    with pytest.raises(ConfigurationError, match="decode_responses=False"):
+        RedisStreamsBroker(redis.Redis(decode_responses=True))
+
+
+def test_the_broker_says_where_it_connects_without_a_password() -> None:
+    from redis.sentinel import Sentinel
+
+    assert RedisStreamsBroker("redis://:secret@db.example:6380/2").url == (
+        "redis://db.example:6380/2"
+    )
+    managed = Sentinel([("127.0.0.1", 1)]).master_for("mymaster")
+    assert RedisStreamsBroker(managed).url == "redis+sentinel://.../mymaster"
 
 
 def test_scripts_are_named_by_their_sha1() -> None:
