@@ -58,7 +58,8 @@ class _AsyncSubscription:
         try:
             await adrive(self.consumer.loop(self._broker._core.client))
         except Exception:  # noqa: BLE001 - logged; the queue's messages stay safe in Redis
-            _log.exception("the consumer of %s stopped", self.consumer.keys.queue)
+            if not self.consumer.cancelled:  # else: the client was closed under its read
+                _log.exception("the consumer of %s stopped", self.consumer.keys.queue)
 
     async def cancel(self) -> None:
         self.consumer.stop(close=False)
