@@ -288,10 +288,10 @@ class Consumer:
         # prefetch to be free (or nothing held) rather than fetch one message at a time.
         batch = max(1, self.prefetch // 4)
         while not self.cancelled:
-            room = self.prefetch - len(self._held)
-            if room <= 0 or (room < batch and self._held):
-                yield from self._wait(options.block)
+            if self._full(batch):
+                yield from self._wait(options.block, batch)
                 continue
+            room = self.prefetch - len(self._held)
             now = time.monotonic()
             reclaim = now >= next_reclaim
             args = [
@@ -348,9 +348,16 @@ class Consumer:
             self._waiting = False
         return True
 
-    def _wait(self, timeout: float) -> Flow[None]:
+    def _full(self, batch: int) -> bool:
+        room = self.prefetch - len(self._held)
+        return room <= 0 or (room < batch and bool(self._held))
+
+    def _wait(self, timeout: float, batch: int | None = None) -> Flow[None]:
+        """Wait for a settlement (or `timeout`); with `batch`, only while still too full
+        to fetch, checked once settlements wake the loop (no wake-up is missed)."""
         self._start_waiting()
-        yield self.waker.wait, (timeout,)
+        if batch is None or self._full(batch):
+            yield self.waker.wait, (timeout,)
         self._waiting = False
 
     def _start_waiting(self) -> None:
