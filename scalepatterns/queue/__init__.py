@@ -1,7 +1,8 @@
 """Queue: producers and workers that lose nothing, retry with backoff, dead-letter poison.
 
-Brokers: `MemoryBroker` (in-process) and `RabbitMQBroker` (pika, loaded on first use), and
-their asyncio forms `AsyncMemoryBroker` and `AsyncRabbitMQBroker`. Each sync class has an
+Brokers: `MemoryBroker` (in-process), `RabbitMQBroker` (pika) and `RedisStreamsBroker`
+(redis-py), the last two loaded on first use, and their asyncio forms `AsyncMemoryBroker`,
+`AsyncRabbitMQBroker` and `AsyncRedisStreamsBroker`. Each sync class has an
 ``Async`` twin with the same methods as coroutines (`AsyncProducer`, `AsyncWorker`,
 `AsyncEventBus`, `AsyncDeadLetters`, `AsyncTask`).
 """
@@ -65,6 +66,7 @@ from scalepatterns.queue.worker import Handler, Worker
 
 if TYPE_CHECKING:
     from scalepatterns.queue.rabbitmq import AsyncRabbitMQBroker, RabbitMQBroker
+    from scalepatterns.queue.streams import AsyncRedisStreamsBroker, RedisStreamsBroker
 
 __all__ = [
     "AsyncBroker",
@@ -74,6 +76,7 @@ __all__ = [
     "AsyncMemoryBroker",
     "AsyncProducer",
     "AsyncRabbitMQBroker",
+    "AsyncRedisStreamsBroker",
     "AsyncSubscription",
     "AsyncTask",
     "AsyncWorker",
@@ -104,6 +107,7 @@ __all__ = [
     "RabbitMQBroker",
     "Reconnected",
     "RedisDedupStore",
+    "RedisStreamsBroker",
     "Reject",
     "RetryPolicy",
     "Subscription",
@@ -119,11 +123,14 @@ __all__ = [
 ]
 
 
-# The RabbitMQ brokers load only when asked for (pika itself only on construction).
+# The RabbitMQ and Redis Streams brokers load only when asked for (pika and redis
+# themselves only on construction).
 __getattr__ = lazy_attributes(
     __name__,
     {
         "AsyncRabbitMQBroker": "scalepatterns.queue.rabbitmq",
+        "AsyncRedisStreamsBroker": "scalepatterns.queue.streams",
         "RabbitMQBroker": "scalepatterns.queue.rabbitmq",
+        "RedisStreamsBroker": "scalepatterns.queue.streams",
     },
 )

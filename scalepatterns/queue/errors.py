@@ -37,9 +37,11 @@ class ConnectionLost(BackendUnavailable):
             absorb the copies).
     """
 
-    def __init__(self, message: str, unconfirmed: Sequence[str] = ()) -> None:
+    def __init__(
+        self, message: str, unconfirmed: Sequence[str] = (), *, backend: str = "rabbitmq"
+    ) -> None:
         self.unconfirmed = list(unconfirmed)
-        super().__init__("rabbitmq", message)
+        super().__init__(backend, message)
 
 
 class BrokerBlocked(BackendUnavailable):

@@ -266,6 +266,7 @@ def test_system_clock_is_monotonic() -> None:
         ("pika", "scalepatterns.RabbitMQBroker('amqp://guest:guest@127.0.0.1:1/')", "rabbitmq"),
         ("redis", "scalepatterns.Cache.redis('redis://127.0.0.1:1/0')", "redis"),
         ("redis", "scalepatterns.RateLimiter('1/second', redis='redis://127.0.0.1:1/0')", "redis"),
+        ("redis", "scalepatterns.RedisStreamsBroker('redis://127.0.0.1:1/0')", "redis"),
     ],
 )
 def test_touching_a_backend_without_its_extra_names_the_extra(

@@ -14,6 +14,7 @@ from scalepatterns.queue import (
     AsyncMemoryBroker,
     AsyncProducer,
     AsyncRabbitMQBroker,
+    AsyncRedisStreamsBroker,
     AsyncTask,
     AsyncWorker,
     Broker,
@@ -22,6 +23,7 @@ from scalepatterns.queue import (
     MemoryBroker,
     Producer,
     RabbitMQBroker,
+    RedisStreamsBroker,
     Task,
     Worker,
 )
@@ -41,6 +43,7 @@ PAIRS = [
     (MemoryBroker, AsyncMemoryBroker),
     (RabbitMQBroker, AsyncRabbitMQBroker),
     (Task, AsyncTask),
+    (RedisStreamsBroker, AsyncRedisStreamsBroker),
 ]
 
 
@@ -74,7 +77,12 @@ def test_the_async_twin_has_the_same_methods_and_parameters(sync: type, async_: 
 
 @pytest.mark.parametrize(
     ("sync", "async_"),
-    [(Worker, AsyncWorker), (EventBus, AsyncEventBus), (MemoryBroker, AsyncMemoryBroker)],
+    [
+        (Worker, AsyncWorker),
+        (EventBus, AsyncEventBus),
+        (MemoryBroker, AsyncMemoryBroker),
+        (RedisStreamsBroker, AsyncRedisStreamsBroker),
+    ],
     ids=lambda cls: cls.__name__,
 )
 def test_context_managers_match(sync: type, async_: type) -> None:
@@ -82,7 +90,7 @@ def test_context_managers_match(sync: type, async_: type) -> None:
 
 
 def test_constructors_take_the_same_options() -> None:
-    for sync, async_ in PAIRS[1:5] + PAIRS[6:7]:
+    for sync, async_ in PAIRS[1:5] + PAIRS[6:7] + PAIRS[8:]:
         ours = inspect.signature(sync).parameters
         theirs = inspect.signature(async_).parameters
         assert [p for p in ours if p != "broker"] == [p for p in theirs if p != "broker"], sync
