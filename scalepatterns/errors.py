@@ -123,6 +123,8 @@ class RateLimited(Refused):
         retry_after: seconds until the same call would be allowed.
     """
 
+    retry_after: float  # always known
+
     def __init__(self, key: str, retry_after: float) -> None:
         self.key = key
         self.retry_after = retry_after
@@ -136,6 +138,8 @@ class CircuitOpen(Refused):
         name: the breaker's name.
         retry_after: seconds until the breaker lets a trial call through.
     """
+
+    retry_after: float  # always known
 
     def __init__(self, name: str, retry_after: float) -> None:
         self.name = name
