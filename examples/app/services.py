@@ -212,8 +212,10 @@ class Services:
         ]
 
     def _relay_options(self) -> dict[str, Any]:
-        # SQLite polls: a short interval keeps the email prompt; PostgreSQL is notified
-        return {"poll_interval": 0.2, "listeners": self.listeners}
+        # PostgreSQL wakes the relays with NOTIFY (the poll is a fallback); SQLite has
+        # only the poll, kept short so the welcome email is prompt
+        poll = 1.0 if self.settings.postgres_url else 0.2
+        return {"poll_interval": poll, "listeners": self.listeners}
 
     def start_relays(self) -> None:
         """An outbox relay per shard database, publishing its signup events (on threads).

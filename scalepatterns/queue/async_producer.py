@@ -17,7 +17,7 @@ __all__ = ["AsyncProducer"]
 
 # Bodies encoded per loop iteration in `publish_many` (~10 us each): other tasks wait
 # well under a millisecond while a big batch is prepared.
-_SLICE = 64
+_SLICE = 32
 
 
 class AsyncProducer:

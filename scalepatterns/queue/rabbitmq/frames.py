@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = ["batching"]
 
-_READ_PER_EVENT = 16 * 1024
+_READ_PER_EVENT = 8 * 1024
 
 
 def batching(connection_class: type[Any]) -> type[Any]:
