@@ -8,7 +8,6 @@ mandatory messages, a closed channel) in the order it arrives.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import threading
 from collections import Counter, deque
@@ -69,6 +68,18 @@ class Batch:
                 if nacked:
                     self.nacked.append(message_id)
             self.remaining -= 1
+            finished = self.remaining <= 0
+        if finished:
+            self._finish()
+
+    def confirm(self, message_ids: list[str]) -> None:
+        """Many messages confirmed at once (one lock for all of them)."""
+        with self._lock:
+            if self.remaining <= 0:
+                return
+            count = min(len(message_ids), self.remaining)
+            self.settled.update(message_ids[:count])
+            self.remaining -= count
             finished = self.remaining <= 0
         if finished:
             self._finish()
@@ -136,65 +147,61 @@ class ConfirmWait:
 
 
 class ConfirmTracker:
-    """Delivery tags of one confirm-mode channel, from publish to confirm."""
+    """Delivery tags of one confirm-mode channel, from publish to confirm.
+
+    A confirm with ``multiple`` may settle thousands of messages at once: the acks are
+    gathered per publish call and settled with one lock each (this runs on the event
+    loop of the async broker, where a slow callback stalls every other task).
+    """
 
     def __init__(self) -> None:
         # delivery tag -> (batch, message id, exchange, body size), in tag order
         self._pending: dict[int, tuple[Batch, str, str, int]] = {}
-        self._tags_by_id: dict[str, deque[int]] = {}
-        self._returned: dict[int, str] = {}
+        # message id -> reasons of basic.return not yet matched to that message's confirm
+        self._returns: dict[str, deque[str]] = {}
         self._last_tag = 0
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def sent(
-        self, batch: Batch, message_id: str, exchange: str, size: int, *, mandatory: bool
-    ) -> None:
+    def sent(self, batch: Batch, message_id: str, exchange: str, size: int) -> None:
         """A message went out on the channel (it took the channel's next delivery tag)."""
         self._last_tag += 1
-        tag = self._last_tag
-        self._pending[tag] = (batch, message_id, exchange, size)
-        if mandatory:
-            self._tags_by_id.setdefault(message_id, deque()).append(tag)
+        self._pending[self._last_tag] = (batch, message_id, exchange, size)
 
     def returned(self, message_id: str, reason: str) -> None:
-        """``basic.return``: the oldest unconfirmed mandatory message with this id was
-        unroutable. Its confirm (an ack) follows and settles it as refused."""
-        for tag in self._tags_by_id.get(message_id, ()):
-            if tag not in self._returned:
-                self._returned[tag] = reason
-                return
+        """``basic.return``: a mandatory message with this id was unroutable. RabbitMQ
+        sends it before that message's confirm (an ack), which then settles it as refused."""
+        self._returns.setdefault(message_id, deque()).append(reason)
 
     def confirmed(self, delivery_tag: int, *, multiple: bool, nacked: bool) -> None:
         """``basic.ack`` / ``basic.nack`` for `delivery_tag` (and every earlier one if
         `multiple`)."""
+        pending = self._pending
         if multiple:
             tags = []
-            for tag in self._pending:
+            for tag in pending:
                 if tag > delivery_tag:
                     break
                 tags.append(tag)
         else:
-            tags = [delivery_tag]
+            tags = [delivery_tag] if delivery_tag in pending else []
+        returns = self._returns
+        acked: dict[Batch, list[str]] = {}
         for tag in tags:
-            entry = self._pending.pop(tag, None)
-            if entry is None:
-                continue
-            batch, message_id, _, _ = entry
-            queue = self._tags_by_id.get(message_id)
-            if queue:
-                with contextlib.suppress(ValueError):
-                    queue.remove(tag)
-                if not queue:
-                    del self._tags_by_id[message_id]
-            returned = self._returned.pop(tag, None)
-            if returned is not None:
-                batch.settle(message_id, f"unroutable ({returned})")
+            batch, message_id, _, _ = pending.pop(tag)
+            reasons = returns.get(message_id) if returns else None
+            if reasons:
+                reason = reasons.popleft()
+                if not reasons:
+                    del returns[message_id]
+                batch.settle(message_id, f"unroutable ({reason})")
             elif nacked:
                 batch.settle(message_id, "nacked by the broker", nacked=True)
             else:
-                batch.settle(message_id)
+                acked.setdefault(batch, []).append(message_id)
+        for batch, message_ids in acked.items():
+            batch.confirm(message_ids)
 
     def fail_all(
         self, reason: str, *, lost: bool, refused: Callable[[str, int], bool] | None = None
@@ -203,8 +210,7 @@ class ConfirmTracker:
         `refused(exchange, size)` picks, the others as lost when `lost`, else as refused
         too. A new channel's tags start over at 1."""
         pending, self._pending = self._pending, {}
-        self._tags_by_id.clear()
-        self._returned.clear()
+        self._returns.clear()
         self._last_tag = 0
         for batch, message_id, exchange, size in pending.values():
             if refused is not None and refused(exchange, size):

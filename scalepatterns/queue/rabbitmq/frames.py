@@ -6,7 +6,7 @@
   write, which also cuts the publisher's CPU time by about a tenth.
 - Reads: pika reads up to 100 KB per readable event and dispatches every frame in it
   before the loop runs anything else (about 10 ms of deliveries and confirms); here at
-  most 16 KB, so other tasks wait about a millisecond at most.
+  most 8 KB, so other tasks wait about a millisecond at most.
 
 The async broker's loop is the application's own, so this is what keeps it responsive.
 """

@@ -349,7 +349,7 @@ class Link:
             except Exception as exc:  # noqa: BLE001 - an unencodable message is refused, not lost
                 batch.settle(message_id, f"not sent: {type(exc).__name__}: {exc}")
                 continue
-            sent(batch, message_id, out.exchange, len(out.body), mandatory=out.mandatory)
+            sent(batch, message_id, out.exchange, len(out.body))
 
     def _on_return(self, _channel: Any, method: Any, props: Any, _body: bytes) -> None:
         reason = f"{getattr(method, 'reply_code', 312)} {getattr(method, 'reply_text', 'NO_ROUTE')}"

@@ -211,8 +211,8 @@ def test_a_nack_in_a_batch_that_also_lost_messages_is_not_dropped() -> None:
     finished: list[bool] = []
     batch = Batch(["a", "b"], lambda: finished.append(True))
     tracker = ConfirmTracker()
-    tracker.sent(batch, "a", "", 2, mandatory=True)
-    tracker.sent(batch, "b", "", 2, mandatory=True)
+    tracker.sent(batch, "a", "", 2)
+    tracker.sent(batch, "b", "", 2)
     tracker.confirmed(1, multiple=False, nacked=True)
     tracker.fail_all("connection lost", lost=True)
     assert finished == [True]
@@ -474,9 +474,9 @@ def test_a_broker_channel_error_refuses_the_message_it_names(
 
     batch = Batch(["small", "big", "elsewhere"])
     tracker = ConfirmTracker()
-    tracker.sent(batch, "small", "", 10, mandatory=True)
-    tracker.sent(batch, "big", "", 200_000_000, mandatory=True)
-    tracker.sent(batch, "elsewhere", "gone", 10, mandatory=False)
+    tracker.sent(batch, "small", "", 10)
+    tracker.sent(batch, "big", "", 200_000_000)
+    tracker.sent(batch, "elsewhere", "gone", 10)
     named = culprit(reason)
     tracker.fail_all(reason, lost=named is not None, refused=named)
     assert set(batch.failed) == refused
