@@ -114,7 +114,7 @@ class Flows:
     def local_lookup(self, lkey: Hashable) -> tuple[Any, Any, bool]:
         """(value or MISSING, stale entry or None, refresh wanted) from the memory tier."""
         core = self.core
-        entry = self.local._data.get(lkey) if self.local is not None else None
+        entry = self.local.entry(lkey) if self.local is not None else None
         if entry is None:
             return MISSING, None, False
         now = core.monotonic()

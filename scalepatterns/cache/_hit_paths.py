@@ -38,7 +38,7 @@ def _fast_lookup(
     fast_key, local = core.fast_key, core.local
     if fast_key is None or local is None or core.options.early_refresh:
         return None
-    return fast_key, local._data.get
+    return fast_key, local.entry
 
 
 def memory_hit(

@@ -33,8 +33,7 @@ class LocalIndex:
         local = self.local
         if local is not None and len(reverse) > 2 * local.maxsize:
             with self._lock:
-                data = local._data
-                self.reverse = {s: k for s, k in list(reverse.items()) if k in data}
+                self.reverse = {s: k for s, k in list(reverse.items()) if k in local}
 
     def forget_keys(self) -> None:
         """Drop the reverse index (the memory tier was cleared)."""
@@ -59,8 +58,7 @@ class LocalIndex:
             self._tagged += len(tags)
             local = self.local
             if local is not None and self._tagged > 2 * local.maxsize:
-                data = local._data
-                pruned = {tag: {k for k in keys if k in data} for tag, keys in index.items()}
+                pruned = {tag: {k for k in keys if k in local} for tag, keys in index.items()}
                 self.tags = {tag: keys for tag, keys in pruned.items() if keys}
                 self._tagged = sum(map(len, self.tags.values()))
 

@@ -85,7 +85,7 @@ class BackendContract:
         assert backend.incr(key) == 2
         backend.delete(key)
 
-    def requires(self, backend: Any, declared: bool | None, method: str, ability: str) -> None:
+    def _requires(self, backend: Any, declared: bool | None, method: str, ability: str) -> None:
         """Skip, with the reason, a test of an optional ability the backend lacks."""
         if declared is None:
             declared = hasattr(backend, method)
@@ -93,7 +93,7 @@ class BackendContract:
             pytest.skip(f"{type(backend).__name__} is not a {ability} (an optional ability)")
 
     def test_lock_has_one_owner_and_only_the_owner_releases(self, backend: Any) -> None:
-        self.requires(backend, self.locking, "acquire_lock", "LockingBackend")
+        self._requires(backend, self.locking, "acquire_lock", "LockingBackend")
         key = self.key("lock")
         assert backend.acquire_lock(key, "owner-a", 30)
         assert not backend.acquire_lock(key, "owner-b", 30)
@@ -103,7 +103,7 @@ class BackendContract:
         assert backend.release_lock(key, "owner-b")
 
     def test_tags_name_their_keys_once(self, backend: Any) -> None:
-        self.requires(backend, self.tagging, "tag", "TaggingBackend")
+        self._requires(backend, self.tagging, "tag", "TaggingBackend")
         tag_a, tag_b = self.key("tag-a"), self.key("tag-b")
         backend.tag(self.key("t1"), [tag_a], 60)
         backend.tag(self.key("t2"), [tag_a, tag_b], 60)
