@@ -1,7 +1,7 @@
 """What a cached function knows apart from I/O: options, keys, stats, the local tier, codecs.
 
-`_Core` is shared by the sync driver and the async driver (`_drivers.py`), which only
-differ in how they await the shared backend and the loader.
+One `Core` per cached function, below its flows (`_flows.py`) and the driver that runs
+them (`_drivers.py`); above the `Namespace` it shares with the cache's other functions.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import random
 import time
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
+from scalepatterns.cache._namespace import Namespace
 from scalepatterns.cache.events import (
     CacheHit,
     CacheLoad,
@@ -25,9 +26,6 @@ from scalepatterns.cache.memory import MemoryBackend
 from scalepatterns.cache.policy import decode_entry, encode_entry, jittered
 from scalepatterns.clock import SYSTEM_CLOCK
 from scalepatterns.errors import SerializationError
-
-if TYPE_CHECKING:
-    from scalepatterns.cache.cache import Cache
 
 __all__ = ["CacheInfo", "Options"]
 
@@ -96,30 +94,35 @@ MISSING: Any = object()
 
 
 class Core:
-    """Per-function state shared by the sync and async drivers."""
+    """Per-function state: its keys, options, counters, and the namespace it lives in."""
 
     def __init__(
-        self, cache: Cache, fn: Callable[..., Any], keys: KeyBuilder, options: Options
+        self,
+        namespace: Namespace,
+        fn: Callable[..., Any],
+        keys: KeyBuilder,
+        options: Options,
+        rand: Callable[[], float],
     ) -> None:
-        self.cache = cache
+        self.namespace = namespace
         self.fn = fn
         self.keys = keys
         self.options = options
         self.function = keys.prefix.rstrip(":")
-        self.source = cache.namespace
-        self.listeners = cache.listeners
+        self.source = namespace.name
+        self.listeners = namespace.listeners
         self.stats = Stats()
-        self.local: MemoryBackend | None = cache.local
-        self.local_ttl = cache.local_ttl
-        self.serializer = cache.serializer
-        clock = cache.clock
+        self.local: MemoryBackend | None = namespace.local
+        self.local_ttl = namespace.local_ttl
+        self.serializer = namespace.serializer
+        clock = namespace.clock
         self.monotonic: Callable[[], float] = (
             time.monotonic if clock is SYSTEM_CLOCK else clock.monotonic
         )
         self.wall: Callable[[], float] = time.time if clock is SYSTEM_CLOCK else clock.time
         self.clock = clock
-        self.random: Callable[[], float] = cache.random
-        self.token = object()
+        self.random = rand
+        self.generation = namespace.generation()
         self.fast_key = keys.fast_local()
 
     # -- keys ----------------------------------------------------------------------------
@@ -127,12 +130,9 @@ class Core:
     def local_key(self, values: tuple[Any, ...]) -> Hashable | None:
         """The local-tier key, or None when an argument is unhashable."""
         try:
-            return (self.token, *self.keys.local(values))
+            return (self.generation.token, *self.keys.local(values))
         except TypeError:
             return None
-
-    def shared_key(self, values: tuple[Any, ...]) -> str:
-        return self.keys.shared(values, self.cache.head())
 
     # -- the local tier --------------------------------------------------------------------
 
@@ -159,9 +159,9 @@ class Core:
         if local is None:
             return
         now = self.monotonic()
-        if skey is not None or self.cache.shared:
+        if skey is not None or self.namespace.shared:
             if skey is not None:
-                self.cache.remember(skey, key)
+                self.namespace.index.remember(skey, key)
             # The local tier of a two-tier cache holds a short-lived copy (also while
             # Redis is down, when invalidations cannot reach it); Redis keeps the stale
             # window.
@@ -181,7 +181,7 @@ class Core:
             raise SerializationError(
                 f"{self.function}: cannot store a {type(value).__name__} in the cache: {exc}"
             ) from exc
-        if self.cache.plain_values:
+        if self.namespace.plain_values:
             return payload
         fresh = math.inf if ttl is None else self.wall() + ttl
         return encode_entry(payload, fresh, delta)
@@ -228,7 +228,7 @@ class Core:
 
     def backend_failed(self, operation: str, exc: BaseException, name: str) -> None:
         self.stats.backend_errors += 1
-        self.cache.backend_failed(operation, exc, name, self.function)
+        self.namespace.failed(operation, exc, name, self.function)
 
     def info(self) -> CacheInfo:
         s = self.stats

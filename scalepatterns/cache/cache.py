@@ -20,50 +20,34 @@ assert square(4) == 16 and calls == [4, 4]
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import functools
-import logging
 import random
-import threading
-import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
 from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
-from scalepatterns._redis_url import aclose_client, close_client, server_of
+from scalepatterns._redis_url import aclose_client, close_client
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
-from scalepatterns.cache.events import CacheBackendError
+from scalepatterns.cache._hit_paths import async_wrapper, sync_wrapper
+from scalepatterns.cache._namespace import Namespace
+from scalepatterns.cache._steps import arun, run
 from scalepatterns.cache.keys import KeyBuilder
 from scalepatterns.cache.memory import MemoryBackend
-from scalepatterns.cache.policy import HEADER, MAGIC
-from scalepatterns.cache.unsent import Batch, Unsent, asend, send
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
-from scalepatterns.errors import ConfigurationError, SerializationError
+from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.outage import OutageGuard
 from scalepatterns.serializers import JsonSerializer, Serializer
-from scalepatterns.sharding.errors import ShardUnavailable
 
 __all__ = ["AsyncCachedFunction", "Cache", "CachedFunction"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-T = TypeVar("T")
-_log = logging.getLogger("scalepatterns.cache")
-
-# Seconds between two tries of the background sender of unsent invalidations (each try
-# goes through the outage guard, so a dead Redis is not touched more often than it allows).
-RESEND_EVERY = 0.25
-
-
-def _name(backend: Any) -> str:
-    return str(getattr(backend, "name", "backend"))
 
 
 class _Default:
@@ -186,18 +170,12 @@ class Cache:
         seconds("lock_ttl", lock_ttl, positive=True)
         self.namespace = namespace
         self.ttl = ttl
-        self.jitter = float(jitter)
-        self.serializer: Serializer = serializer if serializer is not None else JsonSerializer()
-        self.plain_values = plain_values
         self.listeners = listeners if listeners is not None else default_listeners
-        self.clock = clock
         self.guard = guard if guard is not None else OutageGuard(3, 5.0, clock=clock)
-        self.version_ttl = version_ttl
-        self.lock_ttl = float(lock_ttl)
-        self.lock_wait = float(lock_wait)
-        self.local_ttl = float(local_ttl)
-        self.random: Callable[[], float] = random.random
-        self.backend_errors = 0
+        self._jitter = float(jitter)
+        self._lock_ttl = float(lock_ttl)
+        self._lock_wait = float(lock_wait)
+        self._random: Callable[[], float] = random.random
         if backend is None or isinstance(backend, MemoryBackend):
             if local is not None:
                 raise ConfigurationError(
@@ -223,20 +201,19 @@ class Cache:
                         "backend must implement get/get_many/set/delete/incr "
                         "(see scalepatterns.cache.CacheBackend)"
                     )
-        self._version = 0
-        self.unsent = Unsent()  # invalidations Redis has not seen yet
-        self._closing = threading.Event()
-        self._head = f"{namespace}:"
-        self._head_until = 0.0 if self.shared else float("inf")
-        self._cores: weakref.WeakSet[Core] = weakref.WeakSet()
-        self._tag_index: dict[str, set[Hashable]] = {}
-        self._tagged = 0  # (tag, entry) pairs in the index, pruned or not
-        self._reverse: dict[str, Hashable] = {}
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: set[concurrent.futures.Future[None]] = set()
-        self._lock = threading.Lock()
-        self._publisher: Callable[[str], None] | None = None
-        self._subscriber: _Subscriber | None = None
+        self._namespace = Namespace(
+            namespace,
+            backend=self.backend,
+            async_backend=self.async_backend,
+            local=self.local,
+            guard=self.guard,
+            listeners=self.listeners,
+            clock=clock,
+            serializer=serializer if serializer is not None else JsonSerializer(),
+            plain_values=plain_values,
+            local_ttl=float(local_ttl),
+            version_ttl=version_ttl,
+        )
         self._owns_clients = False
 
     # -- constructors ----------------------------------------------------------------------
@@ -302,7 +279,12 @@ class Cache:
     @property
     def shared(self) -> bool:
         """True when entries live in a shared backend (Redis, sharded, your own)."""
-        return self.backend is not None or self.async_backend is not None
+        return self._namespace.shared
+
+    @property
+    def backend_errors(self) -> int:
+        """Shared-backend failures counted so far (each also emitted as `CacheBackendError`)."""
+        return self._namespace.backend_errors
 
     # -- the decorator ---------------------------------------------------------------------
 
@@ -382,7 +364,7 @@ class Cache:
         """
         settled = Options(
             ttl=self.ttl if ttl is DEFAULT else ttl,
-            jitter=self.jitter,
+            jitter=self._jitter,
             negative_ttl=negative_ttl,
             cache_none=cache_none,
             stale_ttl=stale_ttl,
@@ -391,8 +373,8 @@ class Cache:
             unless=unless,
             tags=tags,
             lock=lock,
-            lock_ttl=self.lock_ttl,
-            lock_wait=self.lock_wait,
+            lock_ttl=self._lock_ttl,
+            lock_wait=self._lock_wait,
         )
         self._check(settled, sensitive)
 
@@ -412,7 +394,7 @@ class Cache:
                 sensitive,
                 "a memory-only Cache: sensitive results never go to a shared backend",
             )
-        if self.plain_values and not options.plain:
+        if self._namespace.plain_values and not options.plain:
             raise ConfigurationError(
                 "plain_values",
                 True,
@@ -444,14 +426,13 @@ class Cache:
         keys = KeyBuilder(
             fn, qualname=qualname, version=version, template=template, include_self=include_self
         )
-        core = Core(self, fn, keys, options)
-        self._cores.add(core)
+        core = Core(self._namespace, fn, keys, options, self._random)
         if is_coroutine_callable(fn):
             if self.async_backend is not None:
                 adriver = AsyncDriver(core, self.async_backend, is_async=True)
             else:
                 adriver = AsyncDriver(core, self.backend, is_async=False)
-            wrapper = _async_wrapper(core, adriver, options)
+            wrapper = async_wrapper(core, adriver)
             wrapper.invalidate = lambda *a, **k: adriver.invalidate(a, k)  # type: ignore[attr-defined]
             wrapper.refresh = lambda *a, **k: adriver.refresh(a, k)  # type: ignore[attr-defined]
             wrapper.get_many = adriver.get_many  # type: ignore[attr-defined]
@@ -463,7 +444,7 @@ class Cache:
                     "a sync backend for a def function (this cache has only an asyncio one)",
                 )
             driver = SyncDriver(core, self.backend)
-            wrapper = _sync_wrapper(core, driver, options)
+            wrapper = sync_wrapper(core, driver)
             wrapper.invalidate = lambda *a, **k: driver.invalidate(a, k)  # type: ignore[attr-defined]
             wrapper.refresh = lambda *a, **k: driver.refresh(a, k)  # type: ignore[attr-defined]
             wrapper.get_many = driver.get_many  # type: ignore[attr-defined]
@@ -475,160 +456,6 @@ class Cache:
         wrapper._core = core  # type: ignore[attr-defined]
         return wrapper
 
-    # -- keys and versions -----------------------------------------------------------------
-
-    @property
-    def version_key(self) -> str:
-        return f"{self.namespace}:__version__"
-
-    def tag_key(self, tag: str) -> str:
-        return f"{self.namespace}:__tag__:{tag}"
-
-    def _set_version(self, version: int) -> None:
-        if version != self._version:
-            self._version = version
-            self._head = f"{self.namespace}@{version}:" if version else f"{self.namespace}:"
-            for core in list(self._cores):
-                core.token = object()  # every local entry of the old version is now unreachable
-
-    def head(self) -> str:
-        """``namespace[@version]:``, the start of every shared key.
-
-        Invalidations Redis has not taken yet (it was unreachable) are sent first, so
-        this process does not read an entry it invalidated.
-        """
-        if self.clock.monotonic() >= self._head_until and self.backend is not None:
-            backend = self.backend
-            if self.unsent and not self._send_unsent(backend):
-                return self._head  # Redis still away: try again on the next call
-            self._head_until = self.clock.monotonic() + self.version_ttl
-            version = self.call_backend(
-                "get", _name(backend), lambda: int(backend.get(self.version_key) or 0), None
-            )
-            if version is not None:  # on failure, go on with the version we know
-                self._set_version(version)
-        return self._head
-
-    async def ahead(self) -> str:
-        """`head()` for asyncio callers."""
-        if self.clock.monotonic() >= self._head_until and self.async_backend is not None:
-            backend = self.async_backend
-            if self.unsent and not await self._asend_unsent(backend):
-                return self._head
-            self._head_until = self.clock.monotonic() + self.version_ttl
-
-            async def read_version() -> int:
-                return int(await backend.get(self.version_key) or 0)
-
-            version = await self.acall_backend("get", _name(backend), read_version, None)
-            if version is not None:
-                self._set_version(version)
-            return self._head
-        return self.head()
-
-    async def ashared_key(self, core: Core, values: tuple[Any, ...]) -> str:
-        return core.keys.shared(values, await self.ahead())
-
-    def call_backend(self, operation: str, backend: str, call: Callable[[], T], default: T) -> T:
-        """`call()` behind the outage guard; `default` while the guard is open or when the
-        call fails (counted and emitted by `backend_failed`)."""
-        if not self.guard.allow():
-            return default
-        try:
-            result = call()
-        except Exception as exc:  # noqa: BLE001 - any backend failure means: go on without it
-            self.backend_failed(operation, exc, backend, "")
-            return default
-        self.guard.record_success()
-        return result
-
-    async def acall_backend(
-        self, operation: str, backend: str, call: Callable[[], Awaitable[T]], default: T
-    ) -> T:
-        """`call_backend` for an asyncio backend."""
-        if not self.guard.allow():
-            return default
-        try:
-            result = await call()
-        except Exception as exc:  # noqa: BLE001
-            self.backend_failed(operation, exc, backend, "")
-            return default
-        self.guard.record_success()
-        return result
-
-    def backend_failed(
-        self, operation: str, exc: BaseException, backend: str, function: str
-    ) -> None:
-        """Count a backend failure, feed the breaker, emit `CacheBackendError`."""
-        self.backend_errors += 1
-        # A decode error is the entry's fault, and a shard with its own guard
-        # (`ShardUnavailable`) cools down alone: neither opens the cache-wide guard.
-        feeds_guard = operation != "decode" and not isinstance(exc, ShardUnavailable)
-        opened = self.guard.record_failure() if feeds_guard else False
-        if opened:
-            _log.warning(
-                "cache %r: %s backend%s failing (%s); skipping it for %.1fs",
-                self.namespace,
-                backend,
-                self._server(),
-                type(exc).__name__,
-                self.guard.cooldown,
-            )
-        if self.listeners.active:
-            self.listeners.emit(
-                CacheBackendError(
-                    self.namespace,
-                    function,
-                    backend,
-                    operation,
-                    f"{type(exc).__name__}: {exc}",
-                    opened or self.guard.is_open,
-                )
-            )
-
-    def _server(self) -> str:
-        """`` at host:port`` of the shared backend's Redis client, for log lines ("" for
-        other backends)."""
-        shared = self.backend if self.backend is not None else self.async_backend
-        client = getattr(shared, "client", None)
-        return "" if client is None else f" at {server_of(client)}"
-
-    # -- local tier bookkeeping ------------------------------------------------------------
-
-    def remember(self, skey: str, lkey: Hashable) -> None:
-        """Map a shared key to its local-tier key, for invalidations from other processes."""
-        reverse = self._reverse
-        reverse[skey] = lkey
-        local = self.local
-        if local is not None and len(reverse) > 2 * local.maxsize:
-            with self._lock:
-                data = local._data
-                self._reverse = {s: k for s, k in list(reverse.items()) if k in data}
-
-    def tag_local(self, lkey: Hashable, tags: list[str]) -> None:
-        with self._lock:
-            index = self._tag_index
-            for tag in tags:
-                index.setdefault(tag, set()).add(lkey)
-            self._tagged += len(tags)
-            local = self.local
-            if local is not None and self._tagged > 2 * local.maxsize:
-                # Entries the memory tier evicted or expired leave their tags behind:
-                # prune them, amortised over as many taggings as the tier holds entries.
-                data = local._data
-                pruned = {tag: {k for k in keys if k in data} for tag, keys in index.items()}
-                self._tag_index = {tag: keys for tag, keys in pruned.items() if keys}
-                self._tagged = sum(map(len, self._tag_index.values()))
-
-    def _drop_local(self, skeys: Iterable[str]) -> None:
-        local = self.local
-        if local is None:
-            return
-        for skey in skeys:
-            lkey = self._reverse.pop(skey, None)
-            if lkey is not None:
-                local.pop(lkey)
-
     # -- invalidation ----------------------------------------------------------------------
 
     def invalidate_namespace(self) -> int:
@@ -637,49 +464,13 @@ class Cache:
         Other processes see the new version within `version_ttl` seconds (at once in a
         two-tier cache). Returns the new version.
         """
-        version = self._version + 1
-        backend = self.backend
-        if backend is not None:
-            bumped = self.call_backend(
-                "incr", _name(backend), lambda: int(backend.incr(self.version_key)), None
-            )
-            if bumped is None:
-                # Redis unreachable: this process moves on now, and the bump goes to Redis
-                # before it is read again (or its older version would bring the
-                # invalidated entries back).
-                self.defer(bump=True)
-            version = version if bumped is None else bumped
-        self._set_version(version)
-        if self.local is not None and self.shared:
-            self.local.clear()
-            self._reverse.clear()
-        self._publish("n")
-        return version
+        return run(self._namespace.bump(self.backend))
 
     async def ainvalidate_namespace(self) -> int:
         """`invalidate_namespace()` for a cache with an asyncio backend."""
         if self.async_backend is None or self.backend is not None:
             return self.invalidate_namespace()
-        backend = self.async_backend
-        bumped = await self.acall_backend(
-            "incr", _name(backend), lambda: backend.incr(self.version_key), None
-        )
-        if bumped is None:  # as in `invalidate_namespace`
-            self.defer(bump=True)
-        version = self._version + 1 if bumped is None else int(bumped)
-        self._set_version(version)
-        if self.local is not None:
-            self.local.clear()
-        return version
-
-    def _pop_local_tags(self, tags: tuple[str, ...]) -> tuple[list[str], int]:
-        names = [self.tag_key(t) for t in tags]
-        with self._lock:
-            lkeys = set().union(*(self._tag_index.pop(n, set()) for n in names))
-        if self.local is not None:
-            for lkey in lkeys:
-                self.local.pop(lkey)
-        return names, len(lkeys)
+        return await arun(self._namespace.bump(self.async_backend))
 
     def invalidate_tags(self, *tags: str) -> int:
         """Drop every entry stored with any of `tags`.
@@ -687,46 +478,13 @@ class Cache:
         Returns how many shared keys were deleted (local entries when there is no
         shared backend).
         """
-        names, local_count = self._pop_local_tags(tags)
-        backend = self.backend
-        if backend is None or not hasattr(backend, "pop_tagged"):
-            return local_count
-        batch = Batch(tags=set(names))
-
-        def pop_and_delete() -> bool:
-            send(backend, batch, self.version_key)
-            return True
-
-        if not self.call_backend("tag", _name(backend), pop_and_delete, False):
-            self.defer(keys=batch.keys, tags=batch.tags)  # sent when Redis answers
-            return 0
-        skeys = sorted(batch.keys)
-        self._drop_local(skeys)
-        self.publish_keys(skeys)
-        return len(skeys)
+        return run(self._namespace.drop_tags(self.backend, tags))
 
     async def ainvalidate_tags(self, *tags: str) -> int:
         """`invalidate_tags()` for a cache with an asyncio backend."""
-        backend = self.async_backend
-        if backend is None or self.backend is not None:
+        if self.async_backend is None or self.backend is not None:
             return self.invalidate_tags(*tags)
-        names, local_count = self._pop_local_tags(tags)
-        if not hasattr(backend, "pop_tagged"):
-            return local_count
-        batch = Batch(tags=set(names))
-
-        async def pop_and_delete() -> bool:
-            await asend(backend, batch, self.version_key)
-            return True
-
-        if not await self.acall_backend("tag", _name(backend), pop_and_delete, False):
-            self.defer(keys=batch.keys, tags=batch.tags)
-            return 0
-        skeys = sorted(batch.keys)
-        self._drop_local(skeys)
-        return len(skeys)
-
-    # -- invalidations Redis has not taken yet ----------------------------------------------
+        return await arun(self._namespace.drop_tags(self.async_backend, tags))
 
     @property
     def unsent_invalidations(self) -> int:
@@ -735,171 +493,19 @@ class Cache:
         Shared keys to delete and tags to pop, made while it was unreachable; they are sent
         before this cache reads it again, and by a background sender as soon as it answers.
         """
-        return len(self.unsent)
+        return len(self._namespace.unsent)
 
-    def defer(
-        self, *, keys: Iterable[str] = (), tags: Iterable[str] = (), bump: bool = False
-    ) -> None:
-        """Keep invalidations the shared backend did not take, to send when it answers."""
-        self.unsent.add(keys=keys, tags=tags, bump=bump)
-        self._head_until = 0.0  # the next key computed sends them first
-        if self.backend is not None:
-            with self._lock:
-                if self.unsent.thread is None and not self._closing.is_set():
-                    self.unsent.thread = threading.Thread(
-                        target=self._resend,
-                        name=f"scalepatterns-cache-unsent-{self.namespace}",
-                        daemon=True,
-                    )
-                    self.unsent.thread.start()
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop here: the next `ahead()` sends them
-            return
-        if self.unsent.task is None or self.unsent.task.done():
-            self.unsent.task = loop.create_task(self._aresend())
-
-    def _resend(self) -> None:
-        while not self._closing.wait(RESEND_EVERY):
-            with self._lock:
-                if not self.unsent:
-                    self.unsent.thread = None
-                    return
-            self._send_unsent(self.backend)
-
-    async def _aresend(self) -> None:
-        while self.unsent:
-            await asyncio.sleep(RESEND_EVERY)
-            await self._asend_unsent(self.async_backend)
-
-    def _send_unsent(self, backend: Any) -> bool:
-        """Send the unsent invalidations through a sync backend; True when none are left."""
-        with self.unsent.send_lock:  # one sender; other callers wait, then read Redis
-            batch = self._take_unsent()
-            if batch is None:
-                return not self.unsent
-            try:
-                version = send(backend, batch, self.version_key)
-            except Exception as exc:  # noqa: BLE001 - kept for the next try
-                self._not_sent(batch, exc, backend)
-                return False
-            except BaseException:
-                self._not_sent(batch, None, backend)
-                raise
-            return self._was_sent(batch, version)
-
-    async def _asend_unsent(self, backend: Any) -> bool:
-        """`_send_unsent` through an asyncio backend."""
-        sending = self.unsent.asending
-        if sending is not None:  # another task is sending: wait for it, then read Redis
-            await asyncio.shield(sending)
-            return not self.unsent
-        batch = self._take_unsent()
-        if batch is None:
-            return not self.unsent
-        self.unsent.asending = finished = asyncio.get_running_loop().create_future()
-        try:
-            version = await asend(backend, batch, self.version_key)
-        except Exception as exc:  # noqa: BLE001 - kept for the next try
-            self._not_sent(batch, exc, backend)
-            return False
-        except BaseException:
-            self._not_sent(batch, None, backend)
-            raise
-        finally:
-            self.unsent.asending = None
-            finished.set_result(None)
-        return self._was_sent(batch, version)
-
-    # What the two senders share: taking a batch past the guard, and the verdict.
-
-    def _take_unsent(self) -> Batch | None:
-        """The invalidations to send now; None if none wait or the guard says not now."""
-        batch = self.unsent.take()
-        if batch and self.guard.allow():
-            return batch
-        self.unsent.give_back(batch)
-        return None
-
-    def _not_sent(self, batch: Batch, exc: Exception | None, backend: Any) -> None:
-        """Keep `batch` for the next try; `exc` None: interrupted, no verdict on Redis."""
-        self.unsent.give_back(batch)
-        if exc is None:
-            self.guard.release_probe()
-        else:
-            self.backend_failed("invalidate", exc, _name(backend), "")
-
-    def _was_sent(self, batch: Batch, version: int | None) -> bool:
-        self.unsent.done()
-        self.guard.record_success()
-        self._sent(batch, version)
-        return not self.unsent
-
-    def _sent(self, batch: Batch, version: int | None) -> None:
-        """Tell the memory tiers (this one and, through pub/sub, the others)."""
-        skeys = sorted(batch.keys)
-        self._drop_local(skeys)
-        self.publish_keys(skeys)
-        if version is not None:
-            self._set_version(version)
-            if self.local is not None:
-                self.local.clear()
-                self._reverse.clear()
-            self._publish("n")
-
-    # -- two-tier invalidation messages ----------------------------------------------------
+    # -- two-tier invalidation messages and background work --------------------------------
 
     @property
     def channel(self) -> str:
-        return f"{self.namespace}:__invalidate__"
-
-    def publish_keys(self, skeys: list[str]) -> None:
-        if skeys:
-            self._publish("k" + "\n".join(skeys))
-
-    def _publish(self, message: str) -> None:
-        publisher = self._publisher
-        if publisher is not None:
-            self.call_backend("publish", "redis", lambda: publisher(message), None)
+        """The Redis pub/sub channel this cache's invalidations travel on (two-tier)."""
+        return self._namespace.channel
 
     def listen_for_invalidations(self, client: Any) -> None:
-        """Subscribe to this namespace's invalidation channel (two-tier caches)."""
-        channel = self.channel
-        self._publisher = lambda message: client.publish(channel, message.encode())
-        self._subscriber = _Subscriber(self, client)
-        self._subscriber.start()
-
-    def on_message(self, message: str) -> None:
-        """Apply an invalidation published by another process (or this one)."""
-        if message.startswith("k"):
-            self._drop_local(message[1:].split("\n"))
-        elif message == "n":
-            self._head_until = 0.0
-            self.head()
-            if self.local is not None:
-                self.local.clear()
-                self._reverse.clear()
-
-    def resync(self) -> None:
-        """Forget the local tier: called after pub/sub was cut, when messages may be lost."""
-        self._head_until = 0.0
-        if self.local is not None and self.shared:
-            self.local.clear()
-            self._reverse.clear()
-
-    # -- background work -------------------------------------------------------------------
-
-    def submit(self, work: Callable[[], None]) -> None:
-        """Run a background refresh on the cache's small thread pool."""
-        with self._lock:
-            if self._executor is None:
-                self._executor = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=4, thread_name_prefix="scalepatterns-cache-refresh"
-                )
-            future = self._executor.submit(work)
-            self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        """Publish this cache's invalidations on, and apply other processes' from, the
+        namespace's channel of the redis-py `client` (two-tier caches)."""
+        self._namespace.listen(client)
 
     def wait_background(self, timeout: float | None = 10.0) -> bool:
         """Wait up to `timeout` seconds (None: no limit) for the background refreshes
@@ -908,46 +514,19 @@ class Cache:
         A refresh still running at the deadline (a hung loader) finishes on its own thread;
         the cache starts a fresh pool for later refreshes.
         """
-        with self._lock:
-            executor, self._executor = self._executor, None
-            pending, self._pending = self._pending, set()
-        if executor is None:
-            return True
-        _, not_done = concurrent.futures.wait(pending, timeout=timeout)
-        executor.shutdown(wait=False)
-        return not not_done
+        return self._namespace.refreshes.wait(timeout)
 
     def close(self) -> None:
         """Stop the pub/sub listener and background refreshes; close the sync client
         `Cache.redis(url)` made (use `aclose()` to close its asyncio client too)."""
-        self._closing.set()
-        sender = self.unsent.thread
-        if sender is not None:
-            sender.join(timeout=5)
-        if self.unsent:
-            _log.warning(
-                "closing %r with %d invalidations Redis never took: its entries stay "
-                "until their TTL",
-                self,
-                len(self.unsent),
-            )
-        if self._subscriber is not None:
-            self._subscriber.stop()
-            self._subscriber = None
-        if not self.wait_background():
-            _log.warning("closing %r with background refreshes still running", self)
+        self._namespace.close()
         if self._owns_clients and self.backend is not None:
             with contextlib.suppress(Exception):
                 close_client(self.backend.client)
 
     async def aclose(self) -> None:
         """`close()`, and close the asyncio client `Cache.redis(url)` made."""
-        task = self.unsent.task
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            self.unsent.task = None
+        await self._namespace.astop_sender()
         self.close()
         if self._owns_clients and self.async_backend is not None:
             with contextlib.suppress(Exception):
@@ -961,184 +540,3 @@ class Cache:
         )
         backend = self.backend if self.backend is not None else self.async_backend
         return f"Cache({kind}, namespace={self.namespace!r}, backend={backend or self.local!r})"
-
-
-class _Subscriber:
-    """A daemon thread that applies invalidation messages to the local tier."""
-
-    def __init__(self, cache: Cache, client: Any) -> None:
-        self.cache = weakref.ref(cache)
-        self.client = client
-        self.channel = cache.channel
-        self._stop = threading.Event()
-        self._reconnected = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"scalepatterns-cache-{cache.namespace}", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _on_connect(self, connection: Any) -> None:
-        self._reconnected = True
-
-    def _run(self) -> None:
-        pubsub = None
-        while not self._stop.is_set():
-            try:
-                if pubsub is None:
-                    pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.channel)
-                    # A client with driver retries reconnects and subscribes again inside
-                    # redis-py (after a failover, to the new master), unseen here.
-                    register = getattr(pubsub.connection, "register_connect_callback", None)
-                    if register is not None:
-                        register(self._on_connect)
-                    self._reconnected = True
-                if self._reconnected:
-                    self._reconnected = False
-                    cache = self.cache()
-                    if cache is None:
-                        return
-                    cache.resync()  # messages sent while we were away are lost
-                    del cache
-                message = pubsub.get_message(timeout=0.2)
-                if message is not None and message.get("type") == "message":
-                    cache = self.cache()
-                    if cache is None:
-                        return
-                    cache.on_message(message["data"].decode())
-                    del cache
-            except Exception:  # noqa: BLE001, PERF203 - reconnect after a pause
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        pubsub.close()
-                pubsub = None
-                self._stop.wait(0.5)
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                pubsub.close()
-
-
-def _sync_wrapper(core: Core, driver: SyncDriver, options: Options) -> Callable[..., Any]:
-    call = driver.call
-    fast_key = core.fast_key
-    local = core.local
-    if local is None and driver.backend is not None and core.keys.arity >= 0:
-        return _sync_shared_wrapper(core, driver, options)
-    if fast_key is None or local is None or options.early_refresh:
-
-        def generic(*args: Any, **kwargs: Any) -> Any:
-            return call(args, kwargs)
-
-        return generic
-
-    # The hot path, chosen once: a positional call binds without inspect, its key is a
-    # tuple, and a fresh entry is one lock-free dict read and one clock read away.
-    arity = core.keys.arity
-    data_get = local._data.get
-    monotonic = core.monotonic
-    stats = core.stats
-    listeners = core.listeners
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not kwargs and len(args) == arity:
-            try:
-                entry = data_get(fast_key(core.token, args))
-            except TypeError:  # an unhashable argument: the general path handles it
-                entry = None
-            if entry is not None and entry[1] > monotonic():
-                stats.hits += 1
-                if listeners.active:
-                    core.hit_event()
-                return entry[0]
-        return call(args, kwargs)
-
-    return wrapper
-
-
-def _sync_shared_wrapper(core: Core, driver: SyncDriver, options: Options) -> Callable[..., Any]:
-    # The shared-backend hit path, chosen once: one GET, the envelope's expiry checked
-    # inline; anything unusual (a miss, stale, early refresh, an outage) goes on through
-    # the driver with the bytes already read, so no call pays a second round trip.
-    call, after_get, skipped = driver.call, driver.after_get, driver.call_skipped
-    keys, cache, guard, stats, listeners = (
-        core.keys,
-        core.cache,
-        driver.guard,
-        core.stats,
-        core.listeners,
-    )
-    get = driver.backend.get
-    arity, skip = keys.arity, keys.skip_first
-    shared, head, wall = keys.shared, cache.head, core.wall
-    loads = core.serializer.loads
-    plain = options.plain and not cache.plain_values
-    magic, header, start = MAGIC, HEADER, len(MAGIC)
-    offset = start + HEADER.size
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if kwargs or len(args) != arity:
-            return call(args, kwargs)
-        if guard.is_open:
-            return skipped(args) if guard.retry_after() > 0.0 else call(args, kwargs)
-        skey = shared(args[1:] if skip else args, head())
-        try:
-            data = get(skey)
-        except Exception as exc:  # noqa: BLE001 - a failing backend: fail open
-            driver.core.backend_failed("get", exc, driver.name)
-            data = None
-        else:
-            guard.record_success()
-            if plain and data is not None and data[:start] == magic and len(data) >= offset:
-                fresh_until = header.unpack_from(data, start)[0]
-                if fresh_until > wall():
-                    try:
-                        value = loads(data[offset:])
-                    except SerializationError:
-                        pass
-                    else:
-                        stats.hits += 1
-                        if listeners.active:
-                            core.hit_event()
-                        return value
-        return after_get(skey, data, None, None, args, kwargs)
-
-    return wrapper
-
-
-def _async_wrapper(core: Core, driver: AsyncDriver, options: Options) -> Callable[..., Any]:
-    call = driver.call
-    fast_key = core.fast_key
-    local = core.local
-    if fast_key is None or local is None or options.early_refresh:
-
-        async def generic(*args: Any, **kwargs: Any) -> Any:
-            return await call(args, kwargs)
-
-        return generic
-
-    arity = core.keys.arity
-    data_get = local._data.get
-    monotonic = core.monotonic
-    stats = core.stats
-    listeners = core.listeners
-
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not kwargs and len(args) == arity:
-            try:
-                entry = data_get(fast_key(core.token, args))
-            except TypeError:
-                entry = None
-            if entry is not None and entry[1] > monotonic():
-                stats.hits += 1
-                if listeners.active:
-                    core.hit_event()
-                return entry[0]
-        return await call(args, kwargs)
-
-    return wrapper

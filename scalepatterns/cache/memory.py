@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
@@ -43,6 +43,8 @@ class MemoryBackend:
         self.maxsize = maxsize
         self.clock = clock
         self._data: dict[Hashable, Entry] = {}
+        self.entry: Callable[[Hashable], Entry | None] = self._data.get
+        """The entry under a key, expired or not, read without a lock: the cache's hit path."""
         self._lock = threading.Lock()
         self._locks: dict[str, tuple[str, float]] = {}
         self._tags: dict[str, set[str]] = {}
@@ -85,6 +87,9 @@ class MemoryBackend:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._data
 
     # -- CacheBackend ----------------------------------------------------------------------
 

@@ -1,10 +1,12 @@
 """Redis backends: `RedisBackend` (redis-py) and `AsyncRedisBackend` (`redis.asyncio`).
 
-Both only move bytes. A `RedisCluster` client works too: batch reads use its
-`mget_nonatomic` (keys of one batch may live on different slots); so does a
-Sentinel-managed one (``Sentinel(...).master_for(name)``), which finds the new master
-after a failover. Loaded only when a
-Redis cache is built, so `import scalepatterns` never imports redis.
+Both only move bytes; what takes more than one command (releasing a lock, tagging,
+popping tags) is written once as a flow of commands (`_Commands`), run with plain calls by
+`RedisBackend` and with awaits by `AsyncRedisBackend`. A `RedisCluster` client works too:
+batch reads use its `mget_nonatomic` (keys of one batch may live on different slots); so
+does a Sentinel-managed one (``Sentinel(...).master_for(name)``), which finds the new
+master after a failover. Loaded only when a Redis cache is built, so `import scalepatterns`
+never imports redis.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from scalepatterns._deps import require
 from scalepatterns._redis_url import client_from_url
+from scalepatterns.cache._steps import Flow, arun, run
 
 __all__ = ["AsyncRedisBackend", "RedisBackend", "connect", "connect_async"]
 
@@ -76,6 +79,73 @@ def connect_async(url: str, *, socket_timeout: float = 0.5) -> Any:
     )
 
 
+class _Commands:
+    """The multi-command operations of both backends, as flows of Redis commands (see
+    `_steps`): `RedisBackend` runs them with plain calls, `AsyncRedisBackend` with awaits."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.release = client.register_script(_RELEASE)
+        self.tag_script = client.register_script(_TAG)
+        self.lua = True  # false once the server has no scripting (fakeredis without lupa)
+
+    def _no_scripting(self, exc: Exception) -> bool:
+        if "unknown command" not in str(exc):
+            return False
+        self.lua = False
+        return True
+
+    def release_lock(self, key: str, token: str) -> Flow[bool]:
+        if self.lua:
+            try:
+                released = yield self.release, ([key], [token.encode()])
+                return bool(released)
+            except Exception as exc:
+                if not self._no_scripting(exc):
+                    raise
+        # Without scripting: WATCH, compare, delete in MULTI.
+        pipe = self.client.pipeline(transaction=True)
+        try:
+            yield pipe.watch, (key,)
+            if (yield pipe.get, (key,)) != token.encode():
+                yield pipe.unwatch, ()
+                return False
+            pipe.multi()
+            pipe.delete(key)
+            replies = yield pipe.execute, ()
+            return bool(replies[0])
+        finally:
+            yield pipe.reset, ()
+
+    def tag(self, key: str, tags: Sequence[str], ttl: float | None) -> Flow[None]:
+        ms = -1 if ttl is None else _ms(ttl)
+        client = self.client
+        for tag in tags:
+            if self.lua:
+                try:
+                    yield self.tag_script, ([tag], [key.encode(), ms])
+                    continue
+                except Exception as exc:
+                    if not self._no_scripting(exc):
+                        raise
+            yield client.sadd, (tag, key)
+            if ms < 0:
+                yield client.persist, (tag,)
+            elif (yield client.pttl, (tag,)) < ms:
+                yield client.pexpire, (tag, ms)
+
+    def pop_tagged(self, tags: Sequence[str]) -> Flow[list[str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for tag in tags:
+            pipe.smembers(tag)
+            pipe.delete(tag)
+        replies = yield pipe.execute, ()
+        keys: set[bytes] = set()
+        for members in replies[::2]:
+            keys |= set(members)
+        return sorted(k.decode() for k in keys)
+
+
 class RedisBackend:
     """A `CacheBackend`, `LockingBackend` and `TaggingBackend` over a redis-py client."""
 
@@ -84,9 +154,7 @@ class RedisBackend:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._mget = getattr(client, "mget_nonatomic", client.mget)
-        self._release = client.register_script(_RELEASE)
-        self._tag = client.register_script(_TAG)
-        self._lua = True
+        self._commands = _Commands(client)
 
     def get(self, key: str) -> bytes | None:
         value: bytes | None = self.client.get(key)
@@ -115,49 +183,13 @@ class RedisBackend:
         return bool(self.client.set(key, token.encode(), nx=True, px=_ms(ttl)))
 
     def release_lock(self, key: str, token: str) -> bool:
-        if self._lua:
-            try:
-                return bool(self._release(keys=[key], args=[token.encode()]))
-            except Exception as exc:
-                if "unknown command" not in str(exc):
-                    raise
-                self._lua = False  # a server without scripting (fakeredis): WATCH instead
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.watch(key)
-            if pipe.get(key) != token.encode():
-                pipe.unwatch()
-                return False
-            pipe.multi()
-            pipe.delete(key)
-            return bool(pipe.execute()[0])
+        return run(self._commands.release_lock(key, token))
 
     def tag(self, key: str, tags: Sequence[str], ttl: float | None) -> None:
-        ms = -1 if ttl is None else _ms(ttl)
-        for tag in tags:
-            if self._lua:
-                try:
-                    self._tag(keys=[tag], args=[key.encode(), ms])
-                    continue
-                except Exception as exc:
-                    if "unknown command" not in str(exc):
-                        raise
-                    self._lua = False
-            self.client.sadd(tag, key)
-            if ms < 0:
-                self.client.persist(tag)
-            elif self.client.pttl(tag) < ms:
-                self.client.pexpire(tag, ms)
+        run(self._commands.tag(key, tags, ttl))
 
     def pop_tagged(self, tags: Sequence[str]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for tag in tags:
-            pipe.smembers(tag)
-            pipe.delete(tag)
-        replies = pipe.execute()
-        keys: set[bytes] = set()
-        for members in replies[::2]:
-            keys |= set(members)
-        return sorted(k.decode() for k in keys)
+        return run(self._commands.pop_tagged(tags))
 
     def close(self) -> None:
         self.client.close()
@@ -174,9 +206,7 @@ class AsyncRedisBackend:
     def __init__(self, client: Any) -> None:
         self.client = client
         self._mget = getattr(client, "mget_nonatomic", client.mget)
-        self._release = client.register_script(_RELEASE)
-        self._tag = client.register_script(_TAG)
-        self._lua = True
+        self._commands = _Commands(client)
 
     async def get(self, key: str) -> bytes | None:
         value: bytes | None = await self.client.get(key)
@@ -205,49 +235,13 @@ class AsyncRedisBackend:
         return bool(await self.client.set(key, token.encode(), nx=True, px=_ms(ttl)))
 
     async def release_lock(self, key: str, token: str) -> bool:
-        if self._lua:
-            try:
-                return bool(await self._release(keys=[key], args=[token.encode()]))
-            except Exception as exc:
-                if "unknown command" not in str(exc):
-                    raise
-                self._lua = False
-        async with self.client.pipeline(transaction=True) as pipe:
-            await pipe.watch(key)
-            if await pipe.get(key) != token.encode():
-                await pipe.unwatch()
-                return False
-            pipe.multi()
-            pipe.delete(key)
-            return bool((await pipe.execute())[0])
+        return await arun(self._commands.release_lock(key, token))
 
     async def tag(self, key: str, tags: Sequence[str], ttl: float | None) -> None:
-        ms = -1 if ttl is None else _ms(ttl)
-        for tag in tags:
-            if self._lua:
-                try:
-                    await self._tag(keys=[tag], args=[key.encode(), ms])
-                    continue
-                except Exception as exc:
-                    if "unknown command" not in str(exc):
-                        raise
-                    self._lua = False
-            await self.client.sadd(tag, key)
-            if ms < 0:
-                await self.client.persist(tag)
-            elif await self.client.pttl(tag) < ms:
-                await self.client.pexpire(tag, ms)
+        await arun(self._commands.tag(key, tags, ttl))
 
     async def pop_tagged(self, tags: Sequence[str]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for tag in tags:
-            pipe.smembers(tag)
-            pipe.delete(tag)
-        replies = await pipe.execute()
-        keys: set[bytes] = set()
-        for members in replies[::2]:
-            keys |= set(members)
-        return sorted(k.decode() for k in keys)
+        return await arun(self._commands.pop_tagged(tags))
 
     async def aclose(self) -> None:
         await self.client.aclose()

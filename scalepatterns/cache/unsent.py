@@ -18,7 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Batch", "Unsent", "asend", "send"]
+from scalepatterns.cache._steps import Flow
+
+__all__ = ["Batch", "Unsent", "send"]
 
 LIMIT = 10_000
 
@@ -38,7 +40,7 @@ class Batch:
 class Unsent:
     """Thread-safe bookkeeping of unsent invalidations, and of who is sending them.
 
-    The sending itself is the cache's (`send`/`asend` below move the bytes).
+    The sending itself is the cache's (the `send` flow below moves the bytes).
     """
 
     def __init__(self, limit: int = LIMIT) -> None:
@@ -90,25 +92,18 @@ class Unsent:
             self._merge(batch)
 
 
-# The I/O: the same three steps for a sync and an asyncio backend. Tags are popped first
+# The I/O, one flow for a sync and an asyncio backend (see `_steps`). Tags are popped first
 # and their keys join the batch, so a failure after the pop loses nothing.
 
 
-def send(backend: Any, batch: Batch, version_key: str) -> int | None:
-    """Send `batch` to a sync backend; the new namespace version if it was bumped."""
+def send(backend: Any, batch: Batch, version_key: str) -> Flow[int | None]:
+    """Send `batch` to `backend`; the new namespace version if it was bumped."""
     if batch.tags and hasattr(backend, "pop_tagged"):
-        batch.keys.update(backend.pop_tagged(sorted(batch.tags)))
+        batch.keys.update((yield backend.pop_tagged, (sorted(batch.tags),)))
     batch.tags.clear()
     if batch.keys:
-        backend.delete(*sorted(batch.keys))
-    return int(backend.incr(version_key)) if batch.bump else None
-
-
-async def asend(backend: Any, batch: Batch, version_key: str) -> int | None:
-    """`send` for an asyncio backend."""
-    if batch.tags and hasattr(backend, "pop_tagged"):
-        batch.keys.update(await backend.pop_tagged(sorted(batch.tags)))
-    batch.tags.clear()
-    if batch.keys:
-        await backend.delete(*sorted(batch.keys))
-    return int(await backend.incr(version_key)) if batch.bump else None
+        yield backend.delete, tuple(sorted(batch.keys))
+    if not batch.bump:
+        return None
+    version = yield backend.incr, (version_key,)
+    return int(version)

@@ -14,7 +14,7 @@ import redis
 
 from scalepatterns.cache import Cache
 from scalepatterns.cache.redis_backend import AsyncRedisBackend, RedisBackend, connect
-from scalepatterns.cache.testing import BackendContract
+from scalepatterns.cache.testing import AsyncBackendContract, BackendContract
 from scalepatterns.outage import OutageGuard
 from tests.support.servers import RedisServer, TcpProxy
 
@@ -32,10 +32,23 @@ def client(redis_url: str, unique_name: str) -> Iterator[redis.Redis]:
 
 
 class TestRealRedisBackend(BackendContract):
+    locking = tagging = True
+
     @pytest.fixture
     def backend(self, client: redis.Redis) -> Iterator[RedisBackend]:
         backend = RedisBackend(client)
         yield backend
+        keys = list(client.scan_iter(f"{self.key('')}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+class TestRealAsyncRedisBackend(AsyncBackendContract):
+    locking = tagging = True
+
+    @pytest.fixture
+    def async_backend(self, client: redis.Redis, redis_url: str) -> Iterator[AsyncRedisBackend]:
+        yield AsyncRedisBackend(redis.asyncio.Redis.from_url(redis_url))
         keys = list(client.scan_iter(f"{self.key('')}*", count=1000))
         if keys:
             client.delete(*keys)

@@ -13,6 +13,8 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 class TestRedisClusterBackend(BackendContract):
+    locking = tagging = True
+
     @pytest.fixture
     def backend(self, cluster_client: object) -> RedisBackend:
         return RedisBackend(cluster_client)

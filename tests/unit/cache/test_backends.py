@@ -6,26 +6,40 @@ import fakeredis
 import pytest
 
 from scalepatterns.cache import MemoryBackend, ShardedBackend
-from scalepatterns.cache.redis_backend import RedisBackend
-from scalepatterns.cache.testing import BackendContract
+from scalepatterns.cache.redis_backend import AsyncRedisBackend, RedisBackend
+from scalepatterns.cache.testing import AsyncBackendContract, BackendContract
 from scalepatterns.clock import FakeClock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.sharding import HashRing, ShardUnavailable
 
 
 class TestMemoryBackend(BackendContract):
+    locking = tagging = True
+
     @pytest.fixture
     def backend(self) -> MemoryBackend:
         return MemoryBackend(100)
 
 
 class TestFakeRedisBackend(BackendContract):
+    locking = tagging = True
+
     @pytest.fixture
     def backend(self) -> RedisBackend:
         return RedisBackend(fakeredis.FakeRedis())
 
 
+class TestAsyncFakeRedisBackend(AsyncBackendContract):
+    locking = tagging = True
+
+    @pytest.fixture
+    def async_backend(self) -> AsyncRedisBackend:
+        return AsyncRedisBackend(fakeredis.FakeAsyncRedis())
+
+
 class TestShardedBackend(BackendContract):
+    locking = tagging = True
+
     @pytest.fixture
     def backend(self) -> ShardedBackend:
         nodes = ["a", "b", "c"]

@@ -11,6 +11,8 @@ from scalepatterns.clock import FakeClock
 
 
 class TestCachetoolsBackend(BackendContract):
+    locking = tagging = False  # eviction policies only: the lock and tag tests are skipped
+
     @pytest.fixture
     def backend(self) -> CachetoolsBackend:
         return CachetoolsBackend(cachetools.LRUCache(maxsize=100))
