@@ -90,9 +90,7 @@ def client_from_url(
     )
     sentinel_module = require(f"{module}.sentinel", extra="redis", feature=feature)
     merged = {**options, **master_options}
-    sentinel_options = {
-        k: v for k, v in merged.items() if k.startswith("socket_") or k == "retry"
-    }
+    sentinel_options = {k: v for k, v in merged.items() if k.startswith("socket_") or k == "retry"}
     sentinel_options.update({k.removeprefix("sentinel_"): v for k, v in login.items()})
     manager = sentinel_module.Sentinel(sentinels, sentinel_kwargs=sentinel_options)
     return manager.master_for(service, **merged)
@@ -118,6 +116,7 @@ def _parse_sentinel_url(
 ) -> tuple[list[tuple[str, int]], str, dict[str, Any], dict[str, str]]:
     """(sentinel addresses, service name, master options, sentinel login) of `url`;
     `parse_url` is redis-py's, which reads the options of one server's URL."""
+
     def refuse(why: str) -> ConfigurationError:
         return ConfigurationError(parameter, redact(url), f"{ACCEPTED}: {why}")
 

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.cache._core import Core
 from scalepatterns.cache._flows import IO, Flows
-from scalepatterns.cache._steps import Flow, arun, run
 from scalepatterns.cache.backend import (
     AsyncLockingBackend,
     AsyncTaggingBackend,
@@ -53,7 +53,7 @@ class SyncDriver:
         )
 
     def _flight(self, key: Hashable, flow: Flow[Any]) -> Any:
-        return self.flight.do(key, lambda: run(flow))
+        return self.flight.do(key, lambda: drive(flow))
 
     def _background(self, key: Hashable, flow: Flow[Any]) -> None:
         # Claimed at submit: a refresh waiting for a pool thread is not in flight yet, and
@@ -66,7 +66,7 @@ class SyncDriver:
         def refresh() -> None:
             try:
                 with contextlib.suppress(Exception):
-                    self.flight.do(key, lambda: run(flow))
+                    self.flight.do(key, lambda: drive(flow))
             finally:
                 with self._queued_lock:
                     self._queued.discard(key)
@@ -79,13 +79,13 @@ class SyncDriver:
             raise
 
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return run(self.flows.call(args, kwargs))
+        return drive(self.flows.call(args, kwargs))
 
     def after_get(
         self, skey: str, data: bytes | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Carry on from the shared backend's answer (no memory tier): the hit path's exit."""
-        return run(self.flows.after_get(skey, data, None, None, args, kwargs))
+        return drive(self.flows.after_get(skey, data, None, None, args, kwargs))
 
     def skipped(self, args: tuple[Any, ...]) -> Any:
         """A positional call while the guard skips the backend (no memory tier): the hit
@@ -97,16 +97,16 @@ class SyncDriver:
             hash(key)
         except TypeError:
             key = None
-        return run(self.flows.skipped(key, None, None, args, {}))
+        return drive(self.flows.skipped(key, None, None, args, {}))
 
     def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        run(self.flows.invalidate(args, kwargs))
+        drive(self.flows.invalidate(args, kwargs))
 
     def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return run(self.flows.refresh(args, kwargs))
+        return drive(self.flows.refresh(args, kwargs))
 
     def get_many(self, items: Iterable[Any]) -> list[Any]:
-        return run(self.flows.get_many(items))
+        return drive(self.flows.get_many(items))
 
 
 class _Awaiting:
@@ -152,23 +152,23 @@ class AsyncDriver:
         )
 
     def _flight(self, key: Hashable, flow: Flow[Any]) -> Any:
-        return self.flight.do(key, lambda: arun(flow))
+        return self.flight.do(key, lambda: adrive(flow))
 
     async def _background(self, key: Hashable, flow: Flow[Any]) -> None:
         if self.flight.in_flight(key):
             return
-        task = self.flight.start(key, lambda: arun(flow))
+        task = self.flight.start(key, lambda: adrive(flow))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await arun(self.flows.call(args, kwargs))
+        return await adrive(self.flows.call(args, kwargs))
 
     async def invalidate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        await arun(self.flows.invalidate(args, kwargs))
+        await adrive(self.flows.invalidate(args, kwargs))
 
     async def refresh(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await arun(self.flows.refresh(args, kwargs))
+        return await adrive(self.flows.refresh(args, kwargs))
 
     async def get_many(self, items: Iterable[Any]) -> list[Any]:
-        return await arun(self.flows.get_many(items))
+        return await adrive(self.flows.get_many(items))

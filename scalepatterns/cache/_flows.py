@@ -14,9 +14,9 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from scalepatterns._steps import Flow
 from scalepatterns.cache._core import MISSING, Core
 from scalepatterns.cache._namespace import guarded
-from scalepatterns.cache._steps import Flow
 from scalepatterns.cache.policy import Freshness, classify
 from scalepatterns.errors import SerializationError
 

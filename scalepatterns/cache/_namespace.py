@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from scalepatterns._redis_url import server_of
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.cache._local_index import LocalIndex
 from scalepatterns.cache._refresh import RefreshPool
-from scalepatterns.cache._steps import Flow, arun, run
 from scalepatterns.cache._subscriber import Subscriber
 from scalepatterns.cache.events import CacheBackendError
 from scalepatterns.cache.memory import MemoryBackend
@@ -160,13 +160,13 @@ class Namespace:
         """
         if self.clock.monotonic() < self._head_until or self.backend is None:
             return self._head
-        return run(self._read_head(self.backend, self._send_unsent))
+        return drive(self._read_head(self.backend, self._send_unsent))
 
     async def ahead(self) -> str:
         """`head()` on the asyncio backend (on the sync one when there is none)."""
         if self.clock.monotonic() < self._head_until or self.async_backend is None:
             return self.head()
-        return await arun(self._read_head(self.async_backend, self._asend_unsent))
+        return await adrive(self._read_head(self.async_backend, self._asend_unsent))
 
     def _read_head(self, backend: Any, send_unsent: Callable[[Any], Any]) -> Flow[str]:
         if self.unsent and not (yield send_unsent, (backend,)):
@@ -326,7 +326,7 @@ class Namespace:
     def _send_unsent(self, backend: Any) -> bool:
         """Send the unsent invalidations through a sync backend; True when none are left."""
         with self.unsent.send_lock:  # one sender; other callers wait, then read Redis
-            return run(self._sending(backend))
+            return drive(self._sending(backend))
 
     async def _asend_unsent(self, backend: Any) -> bool:
         """`_send_unsent` through an asyncio backend: one task sends, the others wait."""
@@ -336,7 +336,7 @@ class Namespace:
             return not self.unsent
         self.unsent.asending = finished = asyncio.get_running_loop().create_future()
         try:
-            return await arun(self._sending(backend))
+            return await adrive(self._sending(backend))
         finally:
             self.unsent.asending = None
             finished.set_result(None)
@@ -377,7 +377,7 @@ class Namespace:
     def _publish(self, message: str) -> None:
         publisher = self._publisher
         if publisher is not None:
-            run(self.guarded("publish", publisher, (message,), None))
+            drive(self.guarded("publish", publisher, (message,), None))
 
     def listen(self, client: Any) -> None:
         """Publish invalidations on, and apply those heard from, the channel of `client`."""

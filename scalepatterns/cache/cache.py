@@ -31,11 +31,11 @@ from typing_extensions import ParamSpec
 from scalepatterns._checks import seconds
 from scalepatterns._coroutines import has_async_commands, is_coroutine_callable
 from scalepatterns._redis_url import aclose_client, close_client
+from scalepatterns._steps import adrive, drive
 from scalepatterns.cache._core import CacheInfo, Core, Options
 from scalepatterns.cache._drivers import AsyncDriver, SyncDriver
 from scalepatterns.cache._hit_paths import async_wrapper, sync_wrapper
 from scalepatterns.cache._namespace import Namespace
-from scalepatterns.cache._steps import arun, run
 from scalepatterns.cache.keys import KeyBuilder
 from scalepatterns.cache.memory import MemoryBackend
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
@@ -464,13 +464,13 @@ class Cache:
         Other processes see the new version within `version_ttl` seconds (at once in a
         two-tier cache). Returns the new version.
         """
-        return run(self._namespace.bump(self.backend))
+        return drive(self._namespace.bump(self.backend))
 
     async def ainvalidate_namespace(self) -> int:
         """`invalidate_namespace()` for a cache with an asyncio backend."""
         if self.async_backend is None or self.backend is not None:
             return self.invalidate_namespace()
-        return await arun(self._namespace.bump(self.async_backend))
+        return await adrive(self._namespace.bump(self.async_backend))
 
     def invalidate_tags(self, *tags: str) -> int:
         """Drop every entry stored with any of `tags`.
@@ -478,13 +478,13 @@ class Cache:
         Returns how many shared keys were deleted (local entries when there is no
         shared backend).
         """
-        return run(self._namespace.drop_tags(self.backend, tags))
+        return drive(self._namespace.drop_tags(self.backend, tags))
 
     async def ainvalidate_tags(self, *tags: str) -> int:
         """`invalidate_tags()` for a cache with an asyncio backend."""
         if self.async_backend is None or self.backend is not None:
             return self.invalidate_tags(*tags)
-        return await arun(self._namespace.drop_tags(self.async_backend, tags))
+        return await adrive(self._namespace.drop_tags(self.async_backend, tags))
 
     @property
     def unsent_invalidations(self) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from scalepatterns._deps import require
 from scalepatterns._redis_url import client_from_url
-from scalepatterns.cache._steps import Flow, arun, run
+from scalepatterns._steps import Flow, adrive, drive
 
 __all__ = ["AsyncRedisBackend", "RedisBackend", "connect", "connect_async"]
 
@@ -183,13 +183,13 @@ class RedisBackend:
         return bool(self.client.set(key, token.encode(), nx=True, px=_ms(ttl)))
 
     def release_lock(self, key: str, token: str) -> bool:
-        return run(self._commands.release_lock(key, token))
+        return drive(self._commands.release_lock(key, token))
 
     def tag(self, key: str, tags: Sequence[str], ttl: float | None) -> None:
-        run(self._commands.tag(key, tags, ttl))
+        drive(self._commands.tag(key, tags, ttl))
 
     def pop_tagged(self, tags: Sequence[str]) -> list[str]:
-        return run(self._commands.pop_tagged(tags))
+        return drive(self._commands.pop_tagged(tags))
 
     def close(self) -> None:
         self.client.close()
@@ -235,13 +235,13 @@ class AsyncRedisBackend:
         return bool(await self.client.set(key, token.encode(), nx=True, px=_ms(ttl)))
 
     async def release_lock(self, key: str, token: str) -> bool:
-        return await arun(self._commands.release_lock(key, token))
+        return await adrive(self._commands.release_lock(key, token))
 
     async def tag(self, key: str, tags: Sequence[str], ttl: float | None) -> None:
-        await arun(self._commands.tag(key, tags, ttl))
+        await adrive(self._commands.tag(key, tags, ttl))
 
     async def pop_tagged(self, tags: Sequence[str]) -> list[str]:
-        return await arun(self._commands.pop_tagged(tags))
+        return await adrive(self._commands.pop_tagged(tags))
 
     async def aclose(self) -> None:
         await self.client.aclose()

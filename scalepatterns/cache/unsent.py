@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scalepatterns.cache._steps import Flow
+from scalepatterns._steps import Flow
 
 __all__ = ["Batch", "Unsent", "send"]
 

@@ -23,8 +23,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if exc.name != "click":
             raise
         print(
-            "the scalepatterns command needs the 'click' package: "
-            "pip install 'scalepatterns[cli]'",
+            "the scalepatterns command needs the 'click' package: pip install 'scalepatterns[cli]'",
             file=sys.stderr,
         )
         return USAGE

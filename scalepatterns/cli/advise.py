@@ -21,8 +21,7 @@ __all__ = ["advise"]
 @click.option("--max-workers", type=int, default=10_000, show_default=True, help="Give up above.")
 @json_option
 def advise(
-    *,
-    arrival_rate: float, service_time: float, target_wait: float, max_workers: int, as_json: bool
+    *, arrival_rate: float, service_time: float, target_wait: float, max_workers: int, as_json: bool
 ) -> int:
     """The fewest workers for which the mean queueing wait stays under --target-wait.
 

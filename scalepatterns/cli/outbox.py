@@ -100,8 +100,10 @@ def relay(
     emit(
         as_json,
         data,
-        lambda: f"published {counts['published']} row(s) of {table}"
-        + (f"; {counts['refused']} refused, moved to {table}_dead" if counts["refused"] else ""),
+        lambda: (
+            f"published {counts['published']} row(s) of {table}"
+            + (f"; {counts['refused']} refused, moved to {table}_dead" if counts["refused"] else "")
+        ),
     )
     return exits.OK
 

@@ -265,10 +265,12 @@ def redrive(
     emit(
         as_json,
         data,
-        lambda: f"{verb} {moved} dead letter(s) back to {name}"
-        + (f": {', '.join(str(i) for i in ids_moved[:20])}" if ids_moved else "")
-        + ("..." if len(ids_moved) > 20 else "")
-        + f"\n{left} left in {dead.name}",
+        lambda: (
+            f"{verb} {moved} dead letter(s) back to {name}"
+            + (f": {', '.join(str(i) for i in ids_moved[:20])}" if ids_moved else "")
+            + ("..." if len(ids_moved) > 20 else "")
+            + f"\n{left} left in {dead.name}"
+        ),
     )
     return exits.FOUND if dry_run and moved else exits.OK
 

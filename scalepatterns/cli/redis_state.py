@@ -119,7 +119,5 @@ def status(name: str, prefix: str, redis_url: str, as_json: bool) -> int:
         if until is not None and opened is not None
         else "not open (each process is closed or half-open on its own)"
     )
-    emit(
-        as_json, data, lambda: fields([("breaker", f"{name} ({prefix}{name})"), ("state", shown)])
-    )
+    emit(as_json, data, lambda: fields([("breaker", f"{name} ({prefix}{name})"), ("state", shown)]))
     return exits.FOUND if opened is not None else exits.OK

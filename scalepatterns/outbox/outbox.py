@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from scalepatterns._deps import require
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, ScalePatternsError
 from scalepatterns.outbox.table import dead_table, outbox_table
 from scalepatterns.queue.message import encode
-from scalepatterns.queue.steps import Flow, adrive, drive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["Outbox", "OutboxError"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scalepatterns._checks import seconds
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -38,7 +39,6 @@ from scalepatterns.queue.broker import Outgoing, Properties
 from scalepatterns.queue.bus import AsyncEventBus, EventBus
 from scalepatterns.queue.errors import ConnectionLost, PublishError
 from scalepatterns.queue.producer import Producer
-from scalepatterns.queue.steps import Flow, adrive, drive
 
 __all__ = ["AsyncOutboxRelay", "OutboxRelay", "RelayBatch"]
 
@@ -57,7 +57,7 @@ class RelayBatch:
 
 
 class _Relaying:
-    """What both relays do, as flows of I/O steps (see `scalepatterns.queue.steps`)."""
+    """What both relays do, as flows of I/O steps (see `scalepatterns._steps`)."""
 
     def __init__(
         self,

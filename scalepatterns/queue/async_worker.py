@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
+from scalepatterns._steps import adrive
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -20,7 +21,6 @@ from scalepatterns.queue.dedup import AsyncDedupStore, Claim
 from scalepatterns.queue.handling import Handler, WorkerSettings, handle
 from scalepatterns.queue.message import Message
 from scalepatterns.queue.retry import RetryPolicy
-from scalepatterns.queue.steps import adrive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["AsyncWorker"]

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners
@@ -20,7 +21,6 @@ from scalepatterns.queue.errors import Reject
 from scalepatterns.queue.handling import Handler
 from scalepatterns.queue.message import Message
 from scalepatterns.queue.producer import Producer
-from scalepatterns.queue.steps import Flow, adrive, drive
 from scalepatterns.queue.topics import topic_matches
 from scalepatterns.queue.worker import Worker
 from scalepatterns.serializers import Serializer

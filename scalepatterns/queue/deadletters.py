@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.queue.broker import AsyncBroker, Broker, Delivery, Outgoing, dead_letter_queue
 from scalepatterns.queue.handling import (
     ERROR_MESSAGE_HEADER,
@@ -15,7 +16,6 @@ from scalepatterns.queue.handling import (
     ORIGINAL_QUEUE_HEADER,
 )
 from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, header_int
-from scalepatterns.queue.steps import Flow, adrive, drive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["AsyncDeadLetters", "DeadLetters", "DeadMessage", "describe", "redriven"]

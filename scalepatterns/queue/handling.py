@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scalepatterns._checks import seconds
+from scalepatterns._steps import Step
 from scalepatterns.clock import Clock
 from scalepatterns.errors import ConfigurationError, SerializationError
 from scalepatterns.events import Listeners
@@ -36,7 +37,6 @@ from scalepatterns.queue.events import (
 )
 from scalepatterns.queue.message import ATTEMPT_HEADER, Message, decode, new_id
 from scalepatterns.queue.retry import DeadLetter, Retry, RetryPolicy
-from scalepatterns.queue.steps import Step
 from scalepatterns.serializers import Serializer
 
 __all__ = [

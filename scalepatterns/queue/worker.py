@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from scalepatterns._steps import drive
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -24,7 +25,6 @@ from scalepatterns.queue.dedup import Claim, DedupStore
 from scalepatterns.queue.handling import Handler, WorkerSettings, handle
 from scalepatterns.queue.message import Message
 from scalepatterns.queue.retry import RetryPolicy
-from scalepatterns.queue.steps import drive
 from scalepatterns.serializers import JsonSerializer, Serializer
 
 __all__ = ["Handler", "Worker"]

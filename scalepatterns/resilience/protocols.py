@@ -28,9 +28,7 @@ class Limiter(Protocol):
     """A rate limiter (such as `scalepatterns.RateLimiter`): `acquire(key, cost)` answers a
     `LimiterDecision`, or an awaitable of one."""
 
-    def acquire(
-        self, key: str, cost: int = 1
-    ) -> LimiterDecision | Awaitable[LimiterDecision]: ...
+    def acquire(self, key: str, cost: int = 1) -> LimiterDecision | Awaitable[LimiterDecision]: ...
 
 
 @runtime_checkable

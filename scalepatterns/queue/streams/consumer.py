@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from scalepatterns._steps import Flow
 from scalepatterns.queue.broker import Delivery, Properties
-from scalepatterns.queue.steps import Flow
 from scalepatterns.queue.streams import scripts
 from scalepatterns.queue.streams.envelope import read_entry
 from scalepatterns.queue.streams.keys import GROUP, QueueKeys

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scalepatterns._deps import require
+from scalepatterns._steps import Flow, R
 from scalepatterns.errors import BackendUnavailable, ConfigurationError
 from scalepatterns.queue.broker import (
     Delivery,
@@ -22,7 +23,6 @@ from scalepatterns.queue.broker import (
     delay_tier_ms,
 )
 from scalepatterns.queue.errors import ConnectionLost, PublishError, TopologyConflict
-from scalepatterns.queue.steps import Flow, R
 from scalepatterns.queue.streams import scripts
 from scalepatterns.queue.streams.consumer import (
     Consumer,

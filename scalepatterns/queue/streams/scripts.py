@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scalepatterns._deps import require
-from scalepatterns.queue.steps import Flow
+from scalepatterns._steps import Flow
 
 __all__ = [
     "ACK",

@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from scalepatterns._redis_url import close_client
+from scalepatterns._steps import Flow, R, drive
 from scalepatterns.errors import BackendUnavailable
 from scalepatterns.events import Listeners
 from scalepatterns.queue.broker import Delivery, Outgoing, QueueSpec
-from scalepatterns.queue.steps import Flow, R, drive
 from scalepatterns.queue.streams.consumer import GIVE_BACK, Consumer, StreamsDelivery
 from scalepatterns.queue.streams.core import StreamsCore
 from scalepatterns.queue.streams.keys import DEFAULT_PREFIX

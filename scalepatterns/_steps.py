@@ -1,16 +1,16 @@
-"""Running the cache's flows of I/O steps: `run` with plain calls, `arun` with awaits.
+"""Running a flow of I/O steps with plain calls (`drive`) or with awaits (`adrive`).
 
-A flow is a generator that yields each piece of I/O it needs as ``(function, arguments)``
-and is sent the result, or has the exception thrown in: it decides, the executors only
-carry out (the shape of `scalepatterns.queue.steps` and of tenacity's ``iter()``). The
-cache's decisions (`_flows.py`, `_namespace.py`) and the Redis backends' multi-command
-operations are written once this way; the sync side runs them with `run`, the asyncio
-side with `arun`.
+A flow is a generator that yields each piece of I/O it needs as ``(function,
+arguments)`` and is sent the result, or has the exception thrown in: it decides, the
+executors only carry out, as tenacity's ``iter()`` is run by its two loops. Every block
+with a sync and an async form writes its decisions once this way: the cache's misses,
+invalidations and Redis multi-command operations, the worker's handling of a delivery,
+the dead-letter tools, the event buses, the Redis Streams broker and the outbox.
 
-Unlike the queue's executors, these throw every exception into the flow, cancellation and
-KeyboardInterrupt included: a flow releases its load lock or gives back its unsent
-invalidations in ``finally`` and ``except BaseException`` blocks, which must run (and may
-still do I/O) before the exception leaves.
+Every exception is thrown into the flow, cancellation and KeyboardInterrupt included: a
+flow releases a lock, gives back messages or keeps unsent work in ``finally`` and
+``except BaseException`` blocks, which must run (and may still do I/O) before the
+exception leaves.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Flow", "Step", "arun", "run"]
+__all__ = ["Flow", "R", "Step", "adrive", "drive"]
 
 R = TypeVar("R")
 Step = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -26,9 +26,9 @@ Step = tuple[Callable[..., Any], tuple[Any, ...]]
 Flow = Generator[Step, Any, R]
 
 
-def run(flow: Flow[R]) -> R:
+def drive(flow: Flow[R]) -> R:
     """Run `flow`'s steps as plain calls; return what it returns."""
-    # A tight loop: the sync side runs a flow on every miss, in the caller's thread.
+    # A tight loop: the cache runs a flow on every miss, in the caller's thread.
     send, throw = flow.send, flow.throw
     try:
         function, arguments = send(None)
@@ -66,7 +66,7 @@ class _Steps(Generic[R]):
             raise StopIteration from None
 
 
-async def arun(flow: Flow[R]) -> R:
+async def adrive(flow: Flow[R]) -> R:
     """Run `flow`'s steps, awaiting each; return what it returns."""
     steps = _Steps(flow)
     for function, arguments in steps:
