@@ -220,70 +220,63 @@ class Retry:
             "reraise": True,
         }
 
-    def _start(self, source: str) -> None:
+    def _start(self, fn: Callable[..., Any]) -> tuple[str, float]:
+        """The first attempt of a call of `fn` begins: its source name and start time."""
+        source = self.name or name_of(fn)
         if self.budget is not None:
             self.budget.deposit()
         if self._listeners.active:
             self._listeners.emit(RetryAttempt(source, attempt=1))
+        return source, self._clock.monotonic()
 
-    def _attempt_hook(self, source: str, first: BaseException) -> Callable[[], bool]:
-        """Returns "is this the already-failed first attempt?"; emits attempt events."""
+    def _replaying(
+        self, source: str, first: BaseException, fn: Callable[..., R]
+    ) -> Callable[..., R]:
+        """`fn` for tenacity, whose first attempt re-raises `first` (the call already made
+        and failed) instead of calling again; emits the attempt events.
+        """
         pending = [first]
         listeners = self._listeners
         count = [1]
 
-        def replay() -> bool:
+        def attempt(*args: Any, **kwargs: Any) -> R:
             if pending:
-                pending.clear()
-                return True
+                raise pending.pop()
             count[0] += 1
             if listeners.active:
                 listeners.emit(RetryAttempt(source, attempt=count[0]))
-            return False
+            return fn(*args, **kwargs)
 
-        return replay
+        return attempt
 
     def call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call `fn`, retrying the exceptions in `on` as configured."""
-        source = self.name or name_of(fn)
-        self._start(source)
-        started = self._clock.monotonic()
+        source, started = self._start(fn)
         try:
             return fn(*args, **kwargs)
         except self.on as exc:
-            first = exc
-        is_first = self._attempt_hook(source, first)
-
-        def attempt() -> R:
-            if is_first():
-                raise first
-            return fn(*args, **kwargs)
-
+            attempt = self._replaying(source, exc, fn)
         retrying = tenacity.Retrying(
             sleep=self._clock.sleep, **self._tenacity_kwargs(source, started)
         )
-        return retrying(attempt)
+        return retrying(attempt, *args, **kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Await `fn`, retrying the exceptions in `on` as configured."""
-        source = self.name or name_of(fn)
-        self._start(source)
-        started = self._clock.monotonic()
+        source, started = self._start(fn)
         try:
             return await fn(*args, **kwargs)
         except self.on as exc:
-            first = exc
-        is_first = self._attempt_hook(source, first)
+            replaying = self._replaying(source, exc, fn)
 
-        async def attempt() -> R:
-            if is_first():
-                raise first
-            return await fn(*args, **kwargs)
+        async def attempt(*args: Any, **kwargs: Any) -> R:
+            # a coroutine function: AsyncRetrying calls a plain one without awaiting it
+            return await replaying(*args, **kwargs)
 
         retrying = tenacity.AsyncRetrying(
             sleep=self._clock.asleep, **self._tenacity_kwargs(source, started)
         )
-        return await retrying(attempt)
+        return await retrying(attempt, *args, **kwargs)
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...

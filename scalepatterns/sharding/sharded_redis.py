@@ -70,6 +70,15 @@ async def _per_shard_async(
     return done
 
 
+def _in_order(count: int, parts: list[tuple[list[int], list[Any]]]) -> list[Any]:
+    """The values of per-shard MGETs back in the caller's key order (None where missing)."""
+    values: list[Any] = [None] * count
+    for positions, found in parts:
+        for index, value in zip(positions, found, strict=True):
+            values[index] = value
+    return values
+
+
 def _group(router: ShardRouter[Any], keys: Iterable[RedisKey]) -> dict[str, list[int]]:
     """``{shard: [positions of its keys in the caller's list]}``."""
     groups: dict[str, list[int]] = {}
@@ -157,14 +166,10 @@ class ShardedRedis(_Routed):
     def mget(self, keys: Iterable[RedisKey]) -> list[Any]:
         """Values of `keys` in their order (None where missing): one MGET per shard."""
         keys = list(keys)
-        values: list[Any] = [None] * len(keys)
         parts = _per_shard(
             _group(self.router, keys), lambda s, p: self._on(s, "mget", [keys[i] for i in p])
         )
-        for positions, found in parts:
-            for index, value in zip(positions, found, strict=True):
-                values[index] = value
-        return values
+        return _in_order(len(keys), parts)
 
     def mset(self, mapping: Mapping[RedisKey, Any]) -> bool:
         """Set every pair: one MSET per shard (atomic per shard, not across shards)."""
@@ -237,11 +242,7 @@ class AsyncShardedRedis(_Routed):
         parts = await _per_shard_async(
             _group(self.router, keys), lambda s, p: self._on(s, "mget", [keys[i] for i in p])
         )
-        values: list[Any] = [None] * len(keys)
-        for positions, found in parts:
-            for index, value in zip(positions, found, strict=True):
-                values[index] = value
-        return values
+        return _in_order(len(keys), parts)
 
     async def mset(self, mapping: Mapping[RedisKey, Any]) -> bool:
         items = list(mapping.items())

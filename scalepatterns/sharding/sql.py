@@ -14,6 +14,7 @@ from operator import attrgetter
 from typing import Any, TypeVar
 
 from scalepatterns._deps import require
+from scalepatterns._steps import Flow, adrive, drive
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.sharding._keys import Key
 from scalepatterns.sharding.router import ShardRouter, merge_sorted
@@ -52,6 +53,19 @@ class _ShardedSessions:
         if session is None:
             session = self._open[shard] = self._factory(self.router.resource(shard))
         return session
+
+    def _closing(self) -> Flow[None]:
+        """Close every open session; one that fails to close does not keep the others
+        open (the first error is raised after all were tried)."""
+        sessions, self._open = list(self._open.values()), {}
+        errors: list[Exception] = []
+        for session in sessions:
+            try:
+                yield session.close, ()
+            except Exception as exc:  # noqa: BLE001, PERF203 - collected, the first re-raised
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def for_key(self, key: Key) -> Any:
         """The session of the shard owning `key`."""
@@ -193,15 +207,7 @@ class ShardedSession(_ShardedSessions):
     def close(self) -> None:
         """Close every shard's session; one that fails to close does not keep the others
         open (the first error is raised after all were tried)."""
-        sessions, self._open = list(self._open.values()), {}
-        errors: list[Exception] = []
-        for session in sessions:
-            try:
-                session.close()
-            except Exception as exc:  # noqa: BLE001, PERF203 - collected, the first re-raised
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        drive(self._closing())
 
     def __enter__(self) -> ShardedSession:
         return self
@@ -275,15 +281,7 @@ class AsyncShardedSession(_ShardedSessions):
 
     async def close(self) -> None:
         """Close every shard's session; see `ShardedSession.close`."""
-        sessions, self._open = list(self._open.values()), {}
-        errors: list[Exception] = []
-        for session in sessions:
-            try:
-                await session.close()
-            except Exception as exc:  # noqa: BLE001, PERF203 - collected, the first re-raised
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        await adrive(self._closing())
 
     async def __aenter__(self) -> AsyncShardedSession:
         return self
