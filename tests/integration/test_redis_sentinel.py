@@ -249,9 +249,7 @@ def test_async_cache_and_limiter_carry_on_after_a_failover(
 
     async def scenario() -> None:
         fast = {"socket_timeout": 0.5, "retry": AsyncRetry(NoBackoff(), 0)}
-        client = AsyncSentinel(sentinel.sentinels, sentinel_kwargs=fast, **fast).master_for(
-            SERVICE
-        )
+        client = AsyncSentinel(sentinel.sentinels, sentinel_kwargs=fast, **fast).master_for(SERVICE)
         cache = Cache.redis(client, namespace=unique_name, guard=OutageGuard(3, COOLDOWN))
         limiter = RateLimiter(
             f"{RATE}/second",

@@ -24,8 +24,10 @@ def shard_urls(postgres_url: str, unique_name: str) -> Iterator[dict[str, str]]:
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     names = {f"s{i}": f"{unique_name}_s{i}" for i in (1, 2, 3)}
     base = make_url(postgres_url)
-    urls = {shard: base.set(database=name).render_as_string(hide_password=False)
-            for shard, name in names.items()}
+    urls = {
+        shard: base.set(database=name).render_as_string(hide_password=False)
+        for shard, name in names.items()
+    }
     metadata = sa.MetaData()
     orders = sa.Table(
         "orders",

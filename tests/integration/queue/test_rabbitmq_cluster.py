@@ -18,6 +18,7 @@ from scalepatterns.queue import (
     AsyncWorker,
     MemoryDedupStore,
     Message,
+    MessageDeadLettered,
     MessageRetried,
     Producer,
     QueueSpec,
@@ -135,7 +136,15 @@ def test_quorum_queue_survives_its_leaders_death_while_publishing_and_consuming(
         leader = cluster.leader(queue)
         cluster.kill(leader)  # mid-consume: the worker holds a full prefetch
         gate.set()
-        wait_until(lambda: len(effects) == TOTAL, timeout=180, what="all 10,000 effects")
+        try:
+            wait_until(lambda: len(effects) == TOTAL, timeout=180, what="all 10,000 effects")
+        except pytest.fail.Exception:
+            missing = [f"k{i}" for i in range(TOTAL) if not effects[f"k{i}"]]
+            pytest.fail(
+                f"{len(missing)} effects missing after 180 s (first {missing[:5]}); "
+                f"dead-lettered {recorder.of_type(MessageDeadLettered)[:3]}, "
+                f"queue depth {cluster.depth(queue)}, worker in flight {worker.in_flight}"
+            )
         wait_until(lambda: cluster.depth(queue) == 0, timeout=60, what="an empty queue")
         time.sleep(1.0)  # any late redelivery arrives before counting
     finally:

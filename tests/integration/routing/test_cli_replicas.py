@@ -21,7 +21,10 @@ def test_a_streaming_replica_passes(
     assert run([*argv, "--replica", f"standby={pg_cluster.replica_url}", "--json"]) == exits.OK
     (row,) = json.loads(capsys.readouterr().out)["replicas"]
     assert (row["name"], row["in_rotation"], row["in_recovery"], row["warning"]) == (
-        "standby", True, True, None,
+        "standby",
+        True,
+        True,
+        None,
     )
     assert row["lag_bytes"] is not None
     assert row["lag_seconds"] is not None

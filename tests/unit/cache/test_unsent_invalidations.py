@@ -155,9 +155,7 @@ def test_a_namespace_bump_collapsed_from_too_many_keys_reaches_redis(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = fakeredis.FakeServer()
-    cache = Cache(
-        RedisBackend(fakeredis.FakeRedis(server=server)), namespace="many", ttl=3600
-    )
+    cache = Cache(RedisBackend(fakeredis.FakeRedis(server=server)), namespace="many", ttl=3600)
     monkeypatch.setattr(cache._namespace.unsent, "limit", 2)  # internal: a small bound
 
     @cache.cached()

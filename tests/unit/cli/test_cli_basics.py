@@ -176,9 +176,23 @@ def test_python_dash_m_and_the_console_script_run_the_same_command() -> None:
     scripts = metadata.entry_points(group="console_scripts", name="scalepatterns")
     assert [e.value for e in scripts] == ["scalepatterns.cli:main"]
     result = subprocess.run(
-        [sys.executable, "-m", "scalepatterns", "advise", "--arrival-rate", "0",
-         "--service-time", "1", "--target-wait", "1", "--json"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "scalepatterns",
+            "advise",
+            "--arrival-rate",
+            "0",
+            "--service-time",
+            "1",
+            "--target-wait",
+            "1",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["workers"] == 1

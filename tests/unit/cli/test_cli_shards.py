@@ -52,8 +52,17 @@ def shard_args(urls: dict[str, str]) -> list[str]:
 
 def reshard(urls: dict[str, str], *extra: str) -> list[str]:
     return [
-        "shards", "reshard", *shard_args(urls), "--to", "ring:a,b,c",
-        "--table", "accounts", "--key-column", "id", "--json", *extra,
+        "shards",
+        "reshard",
+        *shard_args(urls),
+        "--to",
+        "ring:a,b,c",
+        "--table",
+        "accounts",
+        "--key-column",
+        "id",
+        "--json",
+        *extra,
     ]
 
 
