@@ -126,9 +126,13 @@ def test_quorum_queue_survives_its_leaders_death_while_publishing_and_consuming(
                 assert cluster.leader(f"{queue}.delay.4000ms") == 1
                 threading.Timer(0.01, cluster.kill, args=(1,)).start()  # mid-batch
             producer.publish_many(queue, [{"key": f"k{i}"} for i in range(start, start + BATCH)])
-        wait_until(
-            lambda: all(effects[key] for key in waiting), timeout=60, what="the waiting retries"
-        )
+        try:
+            wait_until(lambda: all(effects[key] for key in waiting), timeout=60)
+        except pytest.fail.Exception:
+            pytest.fail(
+                f"the waiting retries {sorted(k for k in waiting if not effects[k])} did not "
+                f"come back in 60 s; queues: {cluster.describe(queue)}"
+            )
         assert not cluster.alive(1)  # they came back while node 1 was down
         cluster.restart(1)
         producer.publish_many(queue, [{"key": f"k{i}"} for i in range(held, TOTAL)])
