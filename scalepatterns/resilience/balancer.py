@@ -8,10 +8,10 @@ with lb.pick() as endpoint:          # records the outcome and the latency
     assert endpoint == "http://a:8000"
 ```
 
-Passive health: an endpoint is ejected (gets no traffic) after `eject_after_failures`
+Passive health: an endpoint is ejected (gets no traffic) after `failure_threshold`
 consecutive failures, or once its failure rate over the last `failure_window` calls
-reaches `eject_failure_rate`. After `eject_for` seconds (longer after each ejection in
-a row, up to `max_eject_for`) it gets one trial call: success re-admits it, failure
+reaches `eject_failure_rate`. After `cooldown` seconds (longer after each ejection in
+a row, up to `max_cooldown`) it gets one trial call: success re-admits it, failure
 ejects it again. At most `max_ejected` (a share) of the endpoints are ejected at once.
 
 Active health: `check_health()` (or `await acheck_health()`, or the background thread
@@ -165,13 +165,13 @@ class LoadBalancer(Generic[T]):
             ``"power_of_two"`` (power of two choices on EWMA latency), or a strategy
             object from `scalepatterns.resilience.strategies`.
         name: low-cardinality name for events and errors.
-        eject_after_failures: consecutive failures that eject an endpoint (None: never).
+        failure_threshold: consecutive failures that eject an endpoint (None: never).
         eject_failure_rate: failure share over `failure_window` calls that ejects an
             endpoint once `min_calls` have been seen (None: not used).
         failure_window: calls remembered per endpoint for the failure rate.
         min_calls: calls needed before the failure rate is judged.
-        eject_for: seconds of the first ejection; doubled for each ejection in a row.
-        max_eject_for: the longest ejection.
+        cooldown: seconds of the first ejection; doubled for each ejection in a row.
+        max_cooldown: the longest ejection.
         max_ejected: share of endpoints (0..1) that may be ejected at once, rounded down;
             at least one ejection is allowed when there are two endpoints or more (a lone
             endpoint is never ejected unless ``max_ejected=1``).
@@ -192,12 +192,12 @@ class LoadBalancer(Generic[T]):
         strategy: str | Strategy = "round_robin",
         *,
         name: str = "balancer",
-        eject_after_failures: int | None = 5,
+        failure_threshold: int | None = 5,
         eject_failure_rate: float | None = None,
         failure_window: int = 20,
         min_calls: int = 10,
-        eject_for: float = 10.0,
-        max_eject_for: float = 300.0,
+        cooldown: float = 10.0,
+        max_cooldown: float = 300.0,
         max_ejected: float = 0.5,
         health_check: Callable[[T], bool | Awaitable[bool]] | None = None,
         on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -206,12 +206,10 @@ class LoadBalancer(Generic[T]):
         listeners: Listeners | None = None,
     ) -> None:
         weights = _weights(endpoints)
-        if eject_after_failures is not None and (
-            not isinstance(eject_after_failures, int) or eject_after_failures < 1
+        if failure_threshold is not None and (
+            not isinstance(failure_threshold, int) or failure_threshold < 1
         ):
-            raise ConfigurationError(
-                "eject_after_failures", eject_after_failures, "an int >= 1 or None"
-            )
+            raise ConfigurationError("failure_threshold", failure_threshold, "an int >= 1 or None")
         if eject_failure_rate is not None and not 0 < eject_failure_rate <= 1:
             raise ConfigurationError(
                 "eject_failure_rate", eject_failure_rate, "a share in (0, 1] or None"
@@ -220,11 +218,11 @@ class LoadBalancer(Generic[T]):
             raise ConfigurationError("failure_window", failure_window, "an integer >= 1")
         if not isinstance(min_calls, int) or not 1 <= min_calls <= failure_window:
             raise ConfigurationError("min_calls", min_calls, f"an integer in 1..{failure_window}")
-        seconds("eject_for", eject_for, positive=True)
-        seconds("max_eject_for", max_eject_for)
-        if max_eject_for < eject_for:
+        seconds("cooldown", cooldown, positive=True)
+        seconds("max_cooldown", max_cooldown)
+        if max_cooldown < cooldown:
             raise ConfigurationError(
-                "max_eject_for", max_eject_for, f"seconds >= eject_for={eject_for}"
+                "max_cooldown", max_cooldown, f"seconds >= cooldown={cooldown}"
             )
         if not isinstance(max_ejected, (int, float)) or not 0 <= max_ejected <= 1:
             raise ConfigurationError("max_ejected", max_ejected, "a share between 0 and 1")
@@ -236,11 +234,11 @@ class LoadBalancer(Generic[T]):
         self.name = name
         self._strategy = resolve_strategy(strategy)
         self._endpoints = [_Endpoint(e, w, failure_window) for e, w in weights]
-        self._eject_after = eject_after_failures
+        self._failure_threshold = failure_threshold
         self._eject_rate = eject_failure_rate
         self._min_calls = min_calls
-        self._eject_for = float(eject_for)
-        self._max_eject_for = float(max_eject_for)
+        self._cooldown = float(cooldown)
+        self._max_cooldown = float(max_cooldown)
         count = len(self._endpoints)
         floor = 1 if count > 1 and max_ejected > 0 else 0
         self._max_ejected = max(floor, int(max_ejected * count))
@@ -348,7 +346,10 @@ class LoadBalancer(Generic[T]):
     def _should_eject(self, target: _Endpoint[T]) -> str | None:
         if target.ejected_until is not None:
             return None
-        if self._eject_after is not None and target.consecutive_failures >= self._eject_after:
+        if (
+            self._failure_threshold is not None
+            and target.consecutive_failures >= self._failure_threshold
+        ):
             return "consecutive_failures"
         recent = target.recent
         if (
@@ -368,7 +369,7 @@ class LoadBalancer(Generic[T]):
                 return None
         target.ejected_in_row += 1
         target.ejections += 1
-        duration = min(self._max_eject_for, self._eject_for * 2 ** (target.ejected_in_row - 1))
+        duration = min(self._max_cooldown, self._cooldown * 2 ** (target.ejected_in_row - 1))
         target.ejected_until = self._clock.monotonic() + duration
         target.trial = False
         target.consecutive_failures = 0

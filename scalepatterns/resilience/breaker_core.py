@@ -10,7 +10,7 @@ States:
   or the last N seconds). Once the window holds at least `minimum_calls` outcomes and the
   share of failures reaches `failure_rate_threshold` (or the share of slow calls reaches
   `slow_call_rate_threshold`), the breaker opens.
-- **open**: calls are refused for `open_for` seconds.
+- **open**: calls are refused for `cooldown` seconds.
 - **half-open**: `trial_calls` calls are let through; one bad trial re-opens the breaker,
   `trial_calls` good ones close it with an empty window.
 """
@@ -54,7 +54,7 @@ class BreakerPolicy:
         minimum_calls: outcomes the window must hold before a rate is judged.
         slow_call_duration: seconds above which a call counts as slow (None: never).
         slow_call_rate_threshold: share of slow calls (0 < x <= 1) that opens the breaker.
-        open_for: seconds the breaker refuses calls once open.
+        cooldown: seconds the breaker refuses calls once open.
         trial_calls: calls let through while half-open; all must succeed to close.
     """
 
@@ -64,7 +64,7 @@ class BreakerPolicy:
     minimum_calls: int = 10
     slow_call_duration: float | None = None
     slow_call_rate_threshold: float = 1.0
-    open_for: float = 30.0
+    cooldown: float = 30.0
     trial_calls: int = 3
 
     def __post_init__(self) -> None:
@@ -83,7 +83,7 @@ class BreakerPolicy:
                 "minimum_calls", self.minimum_calls, f"at most window={self.window} calls"
             )
         seconds("slow_call_duration", self.slow_call_duration, allow_none=True, positive=True)
-        seconds("open_for", self.open_for, positive=True)
+        seconds("cooldown", self.cooldown, positive=True)
         if not isinstance(self.trial_calls, int) or self.trial_calls < 1:
             raise ConfigurationError("trial_calls", self.trial_calls, "an integer >= 1")
 
@@ -177,7 +177,7 @@ class BreakerCore:
     from scalepatterns.resilience.breaker_core import BreakerCore, BreakerPolicy
 
     clock = FakeClock()
-    core = BreakerCore(BreakerPolicy(window=4, minimum_calls=2, open_for=10), clock)
+    core = BreakerCore(BreakerPolicy(window=4, minimum_calls=2, cooldown=10), clock)
     core.record(failed=True)
     assert core.record(failed=True) == "open"
     assert core.permit() == 10.0          # refused: retry after 10 s
@@ -303,9 +303,9 @@ class BreakerCore:
         return None
 
     def trip(self, until: float | None = None) -> None:
-        """Open the breaker (until monotonic time `until`, default now + open_for)."""
+        """Open the breaker (until monotonic time `until`, default now + cooldown)."""
         self.state = OPEN
-        self.open_until = self._clock.monotonic() + self.policy.open_for if until is None else until
+        self.open_until = self._clock.monotonic() + self.policy.cooldown if until is None else until
         self._trial_permits = self._trial_successes = 0
         self.window.reset()
 
