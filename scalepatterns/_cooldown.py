@@ -255,7 +255,11 @@ class CooldownState:
 
     def admit(self, now: float) -> bool:
         """Whether a call may go at `now`: in use, or as a trial (taken if so)."""
-        return not self.out or self.try_trial(now)
+        if not self.out:
+            return True
+        if now < self.until:
+            return False  # cooling: what every caller of a dead backend hears, kept short
+        return self.try_trial(now)
 
     def release_trial(self) -> None:
         """A trial call ended without a verdict (cancelled): its place is free again."""

@@ -203,7 +203,8 @@ class ReplicaHealth:
         return [r.name for r in self._order]
 
     def _available(self, replica: _Replica, now: float) -> bool:
-        return not replica.lag_ejected and not replica.outage.cooling(now)
+        outage = replica.outage
+        return not replica.lag_ejected and not (outage.out and outage.cooling(now))
 
     def in_rotation(self) -> list[str]:
         """Names of the replicas that may serve reads now, in configured order."""
