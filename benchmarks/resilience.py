@@ -20,7 +20,7 @@ def work() -> int:
 def run(bench: Bench) -> None:
     quiet = Listeners()
 
-    ours = CircuitBreaker("bench", listeners=quiet)
+    ours = CircuitBreaker(name="bench", listeners=quiet)
     ours_decorated = ours(work)
     theirs = pybreaker.CircuitBreaker(fail_max=5, reset_timeout=60)
     theirs_decorated = theirs(work)

@@ -50,7 +50,12 @@ def main() -> None:
         RetryGaveUp,
     )
     breaker = CircuitBreaker(
-        "pricing", window=20, minimum_calls=10, open_for=0.3, trial_calls=2, listeners=listeners
+        name="pricing",
+        window=20,
+        minimum_calls=10,
+        cooldown=0.3,
+        trial_calls=2,
+        listeners=listeners,
     )
 
     @resilient(

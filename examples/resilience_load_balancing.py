@@ -18,8 +18,8 @@ def spread(strategy: str, clock: FakeClock, listeners: Listeners) -> None:
     lb = LoadBalancer(
         {"api-1:8000": 3, "api-2:8000": 1, "api-3:8000": 2},  # weights: instance sizes
         strategy,
-        eject_after_failures=3,
-        eject_for=5.0,
+        failure_threshold=3,
+        cooldown=5.0,
         health_check=lambda endpoint: not broken.get(endpoint, False),
         clock=clock,
         listeners=listeners,

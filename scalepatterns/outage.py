@@ -26,16 +26,17 @@ assert guard.allow()
 
 For a full circuit breaker with failure-rate windows and half-open trial counts, use
 `scalepatterns.resilience.CircuitBreaker`; this guard is the minimal, lock-free-on-the-
-healthy-path version the backends need.
+healthy-path version the backends need. Both keep their cool-down in the same core
+(`scalepatterns._cooldown`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
-from scalepatterns._checks import seconds
+from scalepatterns._cooldown import CooldownPolicy, CooldownState
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
-from scalepatterns.errors import ConfigurationError
 
 __all__ = ["OutageGuard"]
 
@@ -46,71 +47,65 @@ class OutageGuard:
     Args:
         failure_threshold: consecutive failures that open the guard (>= 1).
         cooldown: seconds the guard stays open before one probe is let through (> 0).
+            A probe that has not reported after another `cooldown` is presumed lost
+            and the next caller probes instead.
         clock: time source (`FakeClock` in tests).
     """
 
-    __slots__ = (
-        "_clock",
-        "_failures",
-        "_lock",
-        "_open_until",
-        "_probe_until",
-        "cooldown",
-        "threshold",
-    )
+    __slots__ = ("_clock", "_lock", "_state")
 
     def __init__(
         self, failure_threshold: int = 3, cooldown: float = 5.0, *, clock: Clock = SYSTEM_CLOCK
     ) -> None:
-        if not isinstance(failure_threshold, int) or failure_threshold < 1:
-            raise ConfigurationError("failure_threshold", failure_threshold, "an integer >= 1")
-        seconds("cooldown", cooldown, positive=True)
-        self.threshold = failure_threshold
-        self.cooldown = float(cooldown)
+        policy = CooldownPolicy(failure_threshold, cooldown, trial_timeout=cooldown, outcomes="any")
+        self._state = CooldownState(policy)
         self._clock = clock
         self._lock = threading.Lock()
-        self._failures = 0
-        # 0.0 while closed; otherwise the monotonic time the cool-down ends.
-        self._open_until = 0.0
-        # 0.0 unless a probe is out; then the time it is presumed lost (its caller never
-        # reported: interrupted, killed), so one lost probe cannot close the door for good.
-        self._probe_until = 0.0
+
+    @property
+    def failure_threshold(self) -> int | None:
+        """Consecutive failures that open the guard."""
+        return self._state.policy.failure_threshold
+
+    @property
+    def cooldown(self) -> float:
+        """Seconds the guard stays open (settable; applies from the next failure)."""
+        return self._state.policy.cooldown
+
+    @cooldown.setter
+    def cooldown(self, value: float) -> None:
+        with self._lock:
+            policy = self._state.policy
+            self._state.policy = dataclasses.replace(policy, cooldown=value, trial_timeout=value)
 
     @property
     def is_open(self) -> bool:
         """True while calls are being short-circuited (including while a probe is out)."""
-        return self._open_until != 0.0
+        return self._state.out
 
     def allow(self) -> bool:
         """Whether the caller may touch the backend now."""
-        if self._open_until == 0.0:
+        state = self._state
+        if not state.out:
             return True
-        with self._lock:
-            if self._open_until == 0.0:
-                return True
-            now = self._clock.monotonic()
-            if now < self._open_until or now < self._probe_until:
-                return False
-            self._probe_until = now + self.cooldown
-            return True
+        with self._lock:  # another thread may have closed it meanwhile
+            return state.admit(self._clock.monotonic())
 
     def record_success(self) -> None:
         """The backend answered: close the guard."""
-        if self._failures or self._open_until:
+        state = self._state
+        if state.failures or state.out:
             with self._lock:
-                self._failures = 0
-                self._open_until = 0.0
-                self._probe_until = 0.0
+                state.succeeded()
 
     def record_failure(self) -> bool:
         """The backend failed. Returns True if this failure opened (or re-opened) the guard."""
+        state = self._state
         with self._lock:
-            self._failures += 1
-            if self._probe_until or self._failures >= self.threshold:
-                self._open_until = self._clock.monotonic() + self.cooldown
-                self._probe_until = 0.0
-                return True
-            return False
+            if state.failed() is None:
+                return False
+            state.trip(self._clock.monotonic())
+            return True
 
     def release_probe(self) -> None:
         """A call ended without a verdict on the backend (it was cancelled).
@@ -118,16 +113,19 @@ class OutageGuard:
         If it was the probe, the next caller may probe instead; otherwise the guard would
         wait forever for a verdict that never comes and skip the backend for good.
         """
-        if self._probe_until:
+        state = self._state
+        if state.trials:
             with self._lock:
-                self._probe_until = 0.0
+                state.release_trial()
 
     def retry_after(self) -> float:
         """Seconds until the next probe is allowed (0.0 when closed)."""
-        if self._open_until == 0.0:
+        state = self._state
+        if not state.out:
             return 0.0
-        return max(0.0, self._open_until - self._clock.monotonic())
+        return state.remaining(self._clock.monotonic())
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return f"OutageGuard({state}, failures={self._failures}, cooldown={self.cooldown})"
+        failures = self._state.failures
+        return f"OutageGuard({state}, failures={failures}, cooldown={self.cooldown})"

@@ -130,10 +130,10 @@ class Services:
         from scalepatterns.resilience import CircuitBreaker, resilient, retry, timeout
 
         self.breaker = CircuitBreaker(
-            "email-provider",
+            name="email-provider",
             minimum_calls=10,
             window=20,
-            open_for=5.0,
+            cooldown=5.0,
             listeners=self.listeners,
         )
         # the same policies wrap `def send` and `async def asend` (where the timeout

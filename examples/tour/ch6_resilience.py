@@ -35,7 +35,7 @@ def run() -> None:
         return 9.99
 
     breaker = CircuitBreaker(
-        "quotes", window=10, minimum_calls=5, open_for=30, clock=clock, listeners=listeners
+        name="quotes", window=10, minimum_calls=5, cooldown=30, clock=clock, listeners=listeners
     )
     quote = resilient(
         timeout=timeout(0.5, mode="inline", clock=clock, listeners=listeners),
@@ -57,7 +57,7 @@ def run() -> None:
         raise ConnectionError("quotes service down")
 
     reports = CircuitBreaker(
-        "reports", window=10, minimum_calls=5, open_for=30, clock=clock, listeners=listeners
+        name="reports", window=10, minimum_calls=5, cooldown=30, clock=clock, listeners=listeners
     )
     dead = resilient(
         breaker=reports,
@@ -74,7 +74,7 @@ def run() -> None:
     lb = LoadBalancer(
         ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
         "power_of_two",
-        eject_after_failures=3,
+        failure_threshold=3,
         clock=clock,
         listeners=listeners,
     )

@@ -8,11 +8,13 @@ with lb.pick() as endpoint:          # records the outcome and the latency
     assert endpoint == "http://a:8000"
 ```
 
-Passive health: an endpoint is ejected (gets no traffic) after `eject_after_failures`
+Passive health: an endpoint is ejected (gets no traffic) after `failure_threshold`
 consecutive failures, or once its failure rate over the last `failure_window` calls
-reaches `eject_failure_rate`. After `eject_for` seconds (longer after each ejection in
-a row, up to `max_eject_for`) it gets one trial call: success re-admits it, failure
+reaches `eject_failure_rate`. After `cooldown` seconds (longer after each ejection in
+a row, up to `max_cooldown`) it gets one trial call: success re-admits it, failure
 ejects it again. At most `max_ejected` (a share) of the endpoints are ejected at once.
+The failures in a row, the cool-downs and the trial are the shared core's
+(`scalepatterns._cooldown`); the failure share and `max_ejected` are the balancer's own.
 
 Active health: `check_health()` (or `await acheck_health()`, or the background thread
 of `start_health_checks(interval)`) runs your `health_check(endpoint)`; an endpoint that
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar
 
-from scalepatterns._checks import exception_types, seconds
+from scalepatterns._checks import exception_types
+from scalepatterns._cooldown import CooldownPolicy, CooldownState
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -72,9 +75,7 @@ class _Endpoint(Generic[T]):
     __slots__ = (
         "active",
         "calls",
-        "consecutive_failures",
-        "ejected_in_row",
-        "ejected_until",
+        "ejection",
         "ejections",
         "endpoint",
         "ewma",
@@ -82,11 +83,10 @@ class _Endpoint(Generic[T]):
         "healthy",
         "name",
         "recent",
-        "trial",
         "weight",
     )
 
-    def __init__(self, endpoint: T, weight: int, window: int) -> None:
+    def __init__(self, endpoint: T, weight: int, window: int, policy: CooldownPolicy) -> None:
         self.endpoint = endpoint
         self.name = str(endpoint)
         self.weight = weight
@@ -94,20 +94,19 @@ class _Endpoint(Generic[T]):
         self.calls = 0
         self.failures = 0
         self.ewma = 0.0
-        self.consecutive_failures = 0
         self.recent: collections.deque[bool] = collections.deque(maxlen=window)
-        self.ejected_until: float | None = None  # set while ejected
-        self.ejected_in_row = 0
+        # failures in a row, the ejection (a cool-down) and its one trial call
+        self.ejection = CooldownState(policy)
         self.ejections = 0
-        self.trial = False  # the one trial call after an ejection is in flight
         self.healthy = True  # the active health check's last verdict
 
     def state(self, now: float) -> EndpointState:
         if not self.healthy:
             return "unhealthy"
-        if self.ejected_until is None:
+        ejection = self.ejection
+        if not ejection.out:
             return "up"
-        return "ejected" if now < self.ejected_until or self.trial else "trial"
+        return "ejected" if ejection.cooling(now) or ejection.trials else "trial"
 
 
 class _Pick(Generic[T]):
@@ -165,13 +164,13 @@ class LoadBalancer(Generic[T]):
             ``"power_of_two"`` (power of two choices on EWMA latency), or a strategy
             object from `scalepatterns.resilience.strategies`.
         name: low-cardinality name for events and errors.
-        eject_after_failures: consecutive failures that eject an endpoint (None: never).
+        failure_threshold: consecutive failures that eject an endpoint (None: never).
         eject_failure_rate: failure share over `failure_window` calls that ejects an
             endpoint once `min_calls` have been seen (None: not used).
         failure_window: calls remembered per endpoint for the failure rate.
         min_calls: calls needed before the failure rate is judged.
-        eject_for: seconds of the first ejection; doubled for each ejection in a row.
-        max_eject_for: the longest ejection.
+        cooldown: seconds of the first ejection; doubled for each ejection in a row.
+        max_cooldown: the longest ejection.
         max_ejected: share of endpoints (0..1) that may be ejected at once, rounded down;
             at least one ejection is allowed when there are two endpoints or more (a lone
             endpoint is never ejected unless ``max_ejected=1``).
@@ -192,12 +191,12 @@ class LoadBalancer(Generic[T]):
         strategy: str | Strategy = "round_robin",
         *,
         name: str = "balancer",
-        eject_after_failures: int | None = 5,
+        failure_threshold: int | None = 5,
         eject_failure_rate: float | None = None,
         failure_window: int = 20,
         min_calls: int = 10,
-        eject_for: float = 10.0,
-        max_eject_for: float = 300.0,
+        cooldown: float = 10.0,
+        max_cooldown: float = 300.0,
         max_ejected: float = 0.5,
         health_check: Callable[[T], bool | Awaitable[bool]] | None = None,
         on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
@@ -206,12 +205,7 @@ class LoadBalancer(Generic[T]):
         listeners: Listeners | None = None,
     ) -> None:
         weights = _weights(endpoints)
-        if eject_after_failures is not None and (
-            not isinstance(eject_after_failures, int) or eject_after_failures < 1
-        ):
-            raise ConfigurationError(
-                "eject_after_failures", eject_after_failures, "an int >= 1 or None"
-            )
+        policy = CooldownPolicy(failure_threshold, cooldown, max_cooldown=max_cooldown)
         if eject_failure_rate is not None and not 0 < eject_failure_rate <= 1:
             raise ConfigurationError(
                 "eject_failure_rate", eject_failure_rate, "a share in (0, 1] or None"
@@ -220,12 +214,6 @@ class LoadBalancer(Generic[T]):
             raise ConfigurationError("failure_window", failure_window, "an integer >= 1")
         if not isinstance(min_calls, int) or not 1 <= min_calls <= failure_window:
             raise ConfigurationError("min_calls", min_calls, f"an integer in 1..{failure_window}")
-        seconds("eject_for", eject_for, positive=True)
-        seconds("max_eject_for", max_eject_for)
-        if max_eject_for < eject_for:
-            raise ConfigurationError(
-                "max_eject_for", max_eject_for, f"seconds >= eject_for={eject_for}"
-            )
         if not isinstance(max_ejected, (int, float)) or not 0 <= max_ejected <= 1:
             raise ConfigurationError("max_ejected", max_ejected, "a share between 0 and 1")
         if not isinstance(ewma_alpha, (int, float)) or not 0 < ewma_alpha <= 1:
@@ -235,12 +223,9 @@ class LoadBalancer(Generic[T]):
         types = exception_types("on", on)
         self.name = name
         self._strategy = resolve_strategy(strategy)
-        self._endpoints = [_Endpoint(e, w, failure_window) for e, w in weights]
-        self._eject_after = eject_after_failures
+        self._endpoints = [_Endpoint(e, w, failure_window, policy) for e, w in weights]
         self._eject_rate = eject_failure_rate
         self._min_calls = min_calls
-        self._eject_for = float(eject_for)
-        self._max_eject_for = float(max_eject_for)
         count = len(self._endpoints)
         floor = 1 if count > 1 and max_ejected > 0 else 0
         self._max_ejected = max(floor, int(max_ejected * count))
@@ -276,8 +261,9 @@ class LoadBalancer(Generic[T]):
             target = self._strategy.select(candidates, key)
             assert isinstance(target, _Endpoint)
             target.active += 1
-            if target.ejected_until is not None:  # this call is its trial
-                target.trial = True
+            ejection = target.ejection
+            if ejection.out:  # this call is its trial (it was a candidate: due)
+                ejection.take_trial(self._clock.monotonic())
                 self._refresh_candidates()
             return target
 
@@ -288,33 +274,31 @@ class LoadBalancer(Generic[T]):
         for target in self._endpoints:
             if not target.healthy:
                 continue
-            until = target.ejected_until
-            if until is None:
-                candidates.append(target)
-            elif not target.trial:
-                if now >= until:
-                    candidates.append(target)  # due for its trial
-                elif wake is None or until < wake:
-                    wake = until
+            ejection = target.ejection
+            if not ejection.out or ejection.trial_due(now):
+                candidates.append(target)  # in use, or due for its trial
+            elif not ejection.trials and (wake is None or ejection.until < wake):
+                wake = ejection.until
         self._candidates = candidates
         self._recompute_at = wake
 
     def _next_trial_in(self) -> float | None:
         now = self._clock.monotonic()
         waits = [
-            max(0.0, t.ejected_until - now)
+            t.ejection.remaining(now)
             for t in self._endpoints
-            if t.healthy and t.ejected_until is not None and not t.trial
+            if t.healthy and t.ejection.out and not t.ejection.trials
         ]
         return min(waits) if waits else None
 
     def _release(self, target: _Endpoint[T], failed: bool, ignored: bool, latency: float) -> None:
         event: EndpointEjected | EndpointReadmitted | None = None
+        ejection = target.ejection
         with self._lock:
             target.active -= 1
             if ignored:
-                if target.trial:
-                    target.trial = False
+                if ejection.trials:
+                    ejection.release_trial()
                     self._refresh_candidates()
                 return
             target.calls += 1
@@ -326,30 +310,24 @@ class LoadBalancer(Generic[T]):
             target.recent.append(failed)
             if failed:
                 target.failures += 1
-                target.consecutive_failures += 1
-                if target.trial:
+                due = ejection.failed()
+                if due == "again":
                     event = self._eject(target, "trial_failed", force=True)
                 else:
-                    reason = self._should_eject(target)
+                    reason = "consecutive_failures" if due else self._failure_share(target)
                     if reason is not None:
                         event = self._eject(target, reason)
-            else:
-                target.consecutive_failures = 0
-                if target.trial:
-                    target.trial = False
-                    target.ejected_until = None
-                    target.ejected_in_row = 0
-                    target.recent.clear()
-                    self._refresh_candidates()
-                    event = EndpointReadmitted(source=self.name, endpoint=target.name)
+            elif (ejection.failures or ejection.out) and ejection.succeeded():
+                target.recent.clear()  # the trial passed
+                self._refresh_candidates()
+                event = EndpointReadmitted(source=self.name, endpoint=target.name)
         if event is not None and self._listeners.active:
             self._listeners.emit(event)
 
-    def _should_eject(self, target: _Endpoint[T]) -> str | None:
-        if target.ejected_until is not None:
+    def _failure_share(self, target: _Endpoint[T]) -> str | None:
+        """``"failure_rate"`` if the endpoint, in use, fails too large a share of calls."""
+        if target.ejection.out:
             return None
-        if self._eject_after is not None and target.consecutive_failures >= self._eject_after:
-            return "consecutive_failures"
         recent = target.recent
         if (
             self._eject_rate is not None
@@ -363,15 +341,11 @@ class LoadBalancer(Generic[T]):
         self, target: _Endpoint[T], reason: str, *, force: bool = False
     ) -> EndpointEjected | None:
         if not force:
-            ejected = sum(1 for t in self._endpoints if t.ejected_until is not None)
+            ejected = sum(1 for t in self._endpoints if t.ejection.out)
             if ejected >= self._max_ejected:
                 return None
-        target.ejected_in_row += 1
         target.ejections += 1
-        duration = min(self._max_eject_for, self._eject_for * 2 ** (target.ejected_in_row - 1))
-        target.ejected_until = self._clock.monotonic() + duration
-        target.trial = False
-        target.consecutive_failures = 0
+        duration = target.ejection.trip(self._clock.monotonic())
         target.recent.clear()
         self._refresh_candidates()
         return EndpointEjected(
@@ -383,14 +357,11 @@ class LoadBalancer(Generic[T]):
         self, target: _Endpoint[T], healthy: bool
     ) -> EndpointEjected | EndpointReadmitted | None:
         with self._lock:
-            if healthy == target.healthy and not (healthy and target.ejected_until is not None):
+            if healthy == target.healthy and not (healthy and target.ejection.out):
                 return None
             target.healthy = healthy
             if healthy:
-                target.ejected_until = None
-                target.ejected_in_row = 0
-                target.trial = False
-                target.consecutive_failures = 0
+                target.ejection.reset()
                 target.recent.clear()
                 event: EndpointEjected | EndpointReadmitted = EndpointReadmitted(
                     source=self.name, endpoint=target.name
@@ -491,7 +462,7 @@ class LoadBalancer(Generic[T]):
                     calls=t.calls,
                     failures=t.failures,
                     ewma_latency=t.ewma,
-                    consecutive_failures=t.consecutive_failures,
+                    consecutive_failures=t.ejection.failures,
                     ejections=t.ejections,
                 )
                 for t in self._endpoints

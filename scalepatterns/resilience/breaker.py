@@ -55,7 +55,7 @@ class CircuitBreaker:
         minimum_calls: outcomes needed in the window before a rate is judged.
         slow_call_duration: seconds above which a call counts as slow (None: never).
         slow_call_rate_threshold: share of slow calls that opens the breaker.
-        open_for: seconds calls are refused once open.
+        cooldown: seconds calls are refused once open.
         trial_calls: calls let through while half-open; all must succeed to close.
         on: exception types counted as failures (others count as successes).
         ignore: exception types that count neither way (checked first).
@@ -71,7 +71,7 @@ class CircuitBreaker:
     from scalepatterns.resilience import CircuitBreaker
 
     clock = FakeClock()
-    breaker = CircuitBreaker("payments", window=5, minimum_calls=2, open_for=30, clock=clock)
+    breaker = CircuitBreaker(name="payments", window=5, minimum_calls=2, cooldown=30, clock=clock)
 
     @breaker
     def charge() -> None:
@@ -92,15 +92,15 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        name: str = "breaker",
         *,
+        name: str = "breaker",
         failure_rate_threshold: float = 0.5,
         window: int = 20,
         window_type: Literal["count", "time"] = "count",
         minimum_calls: int = 10,
         slow_call_duration: float | None = None,
         slow_call_rate_threshold: float = 1.0,
-        open_for: float = 30.0,
+        cooldown: float = 30.0,
         trial_calls: int = 3,
         on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
         ignore: type[BaseException] | tuple[type[BaseException], ...] = (),
@@ -119,7 +119,7 @@ class CircuitBreaker:
             minimum_calls=minimum_calls,
             slow_call_duration=slow_call_duration,
             slow_call_rate_threshold=slow_call_rate_threshold,
-            open_for=open_for,
+            cooldown=cooldown,
             trial_calls=trial_calls,
         )
         self._failure_on = exception_types("on", on)
@@ -339,4 +339,4 @@ class CircuitBreaker:
             _log.warning("breaker %r: clearing the shared state failed: %s", self.name, exc)
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.name!r}, state={self._core.state!r})"
+        return f"CircuitBreaker(name={self.name!r}, state={self._core.state!r})"

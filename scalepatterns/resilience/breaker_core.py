@@ -10,9 +10,13 @@ States:
   or the last N seconds). Once the window holds at least `minimum_calls` outcomes and the
   share of failures reaches `failure_rate_threshold` (or the share of slow calls reaches
   `slow_call_rate_threshold`), the breaker opens.
-- **open**: calls are refused for `open_for` seconds.
+- **open**: calls are refused for `cooldown` seconds.
 - **half-open**: `trial_calls` calls are let through; one bad trial re-opens the breaker,
   `trial_calls` good ones close it with an empty window.
+
+The open period and the trials are the shared core's (`scalepatterns._cooldown`, as for
+`OutageGuard` and the load balancer); the window, the rates and the state names are the
+breaker's own.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from scalepatterns._checks import seconds
+from scalepatterns._cooldown import CooldownPolicy, CooldownState
 from scalepatterns.clock import Clock
 from scalepatterns.errors import ConfigurationError
 
@@ -54,7 +59,7 @@ class BreakerPolicy:
         minimum_calls: outcomes the window must hold before a rate is judged.
         slow_call_duration: seconds above which a call counts as slow (None: never).
         slow_call_rate_threshold: share of slow calls (0 < x <= 1) that opens the breaker.
-        open_for: seconds the breaker refuses calls once open.
+        cooldown: seconds the breaker refuses calls once open.
         trial_calls: calls let through while half-open; all must succeed to close.
     """
 
@@ -64,7 +69,7 @@ class BreakerPolicy:
     minimum_calls: int = 10
     slow_call_duration: float | None = None
     slow_call_rate_threshold: float = 1.0
-    open_for: float = 30.0
+    cooldown: float = 30.0
     trial_calls: int = 3
 
     def __post_init__(self) -> None:
@@ -83,9 +88,16 @@ class BreakerPolicy:
                 "minimum_calls", self.minimum_calls, f"at most window={self.window} calls"
             )
         seconds("slow_call_duration", self.slow_call_duration, allow_none=True, positive=True)
-        seconds("open_for", self.open_for, positive=True)
-        if not isinstance(self.trial_calls, int) or self.trial_calls < 1:
-            raise ConfigurationError("trial_calls", self.trial_calls, "an integer >= 1")
+        self.cooldown_policy()  # checks `cooldown` and `trial_calls`
+
+    def cooldown_policy(self) -> CooldownPolicy:
+        """The open period and the trials, as the shared core's policy (the breaker trips
+        on its window's rates, not on failures in a row).
+
+        Raises:
+            ConfigurationError: `cooldown` or `trial_calls` out of range.
+        """
+        return CooldownPolicy(None, self.cooldown, trial_calls=self.trial_calls)
 
 
 class CountWindow:
@@ -177,7 +189,7 @@ class BreakerCore:
     from scalepatterns.resilience.breaker_core import BreakerCore, BreakerPolicy
 
     clock = FakeClock()
-    core = BreakerCore(BreakerPolicy(window=4, minimum_calls=2, open_for=10), clock)
+    core = BreakerCore(BreakerPolicy(window=4, minimum_calls=2, cooldown=10), clock)
     core.record(failed=True)
     assert core.record(failed=True) == "open"
     assert core.permit() == 10.0          # refused: retry after 10 s
@@ -188,11 +200,9 @@ class BreakerCore:
 
     __slots__ = (
         "_clock",
-        "_trial_permits",
-        "_trial_successes",
+        "_cooldown",
         "last_failure_rate",
         "last_slow_rate",
-        "open_until",
         "policy",
         "state",
         "window",
@@ -207,17 +217,21 @@ class BreakerCore:
             else TimeWindow(policy.window)
         )
         self.state: BreakerStateName = CLOSED
-        self.open_until = 0.0
-        self._trial_permits = 0
-        self._trial_successes = 0
+        # the open period and the half-open trials
+        self._cooldown = CooldownState(policy.cooldown_policy())
         self.last_failure_rate = 0.0
         self.last_slow_rate = 0.0
 
+    @property
+    def open_until(self) -> float:
+        """The monotonic time the open period ends (0.0 while closed)."""
+        cooldown = self._cooldown
+        return cooldown.until if cooldown.out else 0.0
+
     def refresh(self) -> BreakerStateName | None:
         """Move open -> half-open once the open period is over; return the new state if so."""
-        if self.state == OPEN and self._clock.monotonic() >= self.open_until:
+        if self.state == OPEN and not self._cooldown.cooling(self._clock.monotonic()):
             self.state = HALF_OPEN
-            self._trial_permits = self._trial_successes = 0
             return HALF_OPEN
         return None
 
@@ -225,20 +239,17 @@ class BreakerCore:
         """None if a call may go now; otherwise the seconds until one may (>= 0)."""
         if self.state == CLOSED:
             return None
+        cooldown = self._cooldown
         if self.state == OPEN:
-            remaining = self.open_until - self._clock.monotonic()
+            remaining = cooldown.until - self._clock.monotonic()
             if remaining > 0:
                 return remaining
             self.refresh()
-        if self._trial_permits < self.policy.trial_calls:
-            self._trial_permits += 1
-            return None
-        return 0.0
+        return None if cooldown.try_trial(self._clock.monotonic()) else 0.0
 
     def release(self) -> None:
         """A permitted call ended with an outcome that counts neither way."""
-        if self.state == HALF_OPEN and self._trial_permits > 0:
-            self._trial_permits -= 1
+        self._cooldown.release_trial()  # none are out unless half-open
 
     def record(self, failed: bool, duration: float = 0.0) -> BreakerStateName | None:
         """Count a call's outcome; return ``"open"`` or ``"closed"`` if the state changed."""
@@ -252,16 +263,18 @@ class BreakerCore:
             if window.calls < self.policy.minimum_calls:
                 return None
             return self._judge()
-        if state == HALF_OPEN and self._trial_permits > 0:
+        if state == HALF_OPEN:
+            cooldown = self._cooldown
             if failed or slow:
+                if cooldown.failed() is None:
+                    return None  # no trial is out: a call started before the breaker opened
                 self.last_failure_rate, self.last_slow_rate = float(failed), float(slow)
                 self.trip()
                 return OPEN
-            self._trial_successes += 1
-            if self._trial_successes >= self.policy.trial_calls:
+            if cooldown.succeeded():  # the last of `trial_calls` good trials
                 self.close()
                 return CLOSED
-        return None  # an outcome of a call started before the breaker opened: ignored
+        return None  # open: an outcome of a call started before the breaker opened
 
     def record_success(self) -> BreakerStateName | None:
         """`record(failed=False, duration=0.0)`, faster on the path healthy calls take.
@@ -303,17 +316,15 @@ class BreakerCore:
         return None
 
     def trip(self, until: float | None = None) -> None:
-        """Open the breaker (until monotonic time `until`, default now + open_for)."""
+        """Open the breaker (until monotonic time `until`, default now + cooldown)."""
         self.state = OPEN
-        self.open_until = self._clock.monotonic() + self.policy.open_for if until is None else until
-        self._trial_permits = self._trial_successes = 0
+        self._cooldown.trip(self._clock.monotonic(), until=until)
         self.window.reset()
 
     def close(self) -> None:
         """Close the breaker with an empty window."""
         self.state = CLOSED
-        self.open_until = 0.0
-        self._trial_permits = self._trial_successes = 0
+        self._cooldown.reset()
         self.window.reset()
 
     def window_counts(self) -> tuple[int, int, int]:
@@ -327,4 +338,4 @@ class BreakerCore:
         """Seconds until a call may be tried (0.0 unless open)."""
         if self.state != OPEN:
             return 0.0
-        return max(0.0, self.open_until - self._clock.monotonic())
+        return self._cooldown.remaining(self._clock.monotonic())

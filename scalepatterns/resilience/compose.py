@@ -259,7 +259,7 @@ def pipeline(
     clock = FakeClock()
     policies = pipeline(
         retry=retry(on=ConnectionError, attempts=2, clock=clock),
-        breaker=CircuitBreaker("quotes", minimum_calls=2, window=2, clock=clock),
+        breaker=CircuitBreaker(name="quotes", minimum_calls=2, window=2, clock=clock),
         fallback=fallback("cached quote", on=Exception),
     )
 

@@ -67,8 +67,8 @@ class RedisBreakerState:
     from scalepatterns.resilience import CircuitBreaker, RedisBreakerState
 
     shared = RedisBreakerState("redis://localhost:6379/0", prefix="docs:breaker:")
-    a = CircuitBreaker("search", shared=shared, minimum_calls=1, window=1)
-    b = CircuitBreaker("search", shared=shared, sync_interval=0)
+    a = CircuitBreaker(name="search", shared=shared, minimum_calls=1, window=1)
+    b = CircuitBreaker(name="search", shared=shared, sync_interval=0)
     a.trip()                      # one process opens...
     assert b.state == "open"      # ...and the other sees it
     ```

@@ -9,7 +9,10 @@ reports each ejection and re-admission as a `Transition`:
   is out until a sample shows it back under the bound;
 - a replica that failed `failure_threshold` times in a row is out for `cooldown` seconds;
   after that it is tried again, and the first success re-admits it (the first failure
-  ejects it for another cool-down).
+  ejects it for another cool-down). The count and the cool-down are the shared core's
+  (`scalepatterns._cooldown`), without its one-trial gate: a read session does not
+  report when it is done with a replica, so every read may try it once the cool-down is
+  over.
 
 ```python
 from scalepatterns.clock import FakeClock
@@ -36,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from scalepatterns._checks import seconds
+from scalepatterns._cooldown import CooldownPolicy, CooldownState
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.routing.timeline import Timeline
@@ -110,19 +113,18 @@ class ReplicaStatus:
 
 class _Replica:
     __slots__ = (
-        "failures",
         "in_recovery",
         "lag_bytes",
         "lag_ejected",
         "lag_seconds",
         "name",
+        "outage",
         "replay_lsn",
         "timeline",
-        "unreachable_until",
         "weight",
     )
 
-    def __init__(self, name: str, weight: float) -> None:
+    def __init__(self, name: str, weight: float, policy: CooldownPolicy) -> None:
         self.name = name
         self.weight = weight
         self.lag_bytes: int | None = None
@@ -130,10 +132,9 @@ class _Replica:
         self.replay_lsn: int | None = None
         self.timeline: Timeline | None = None
         self.in_recovery: bool | None = None
-        self.failures = 0
         self.lag_ejected = False
-        # 0.0 while reachable; else the monotonic time the cool-down ends.
-        self.unreachable_until = 0.0
+        # failures in a row and the cool-down after them ("unreachable")
+        self.outage = CooldownState(policy)
 
 
 class ReplicaHealth:
@@ -173,16 +174,12 @@ class ReplicaHealth:
             raise ConfigurationError("max_lag", max_lag_seconds, "seconds >= 0, or None")
         if max_lag_bytes is not None and not max_lag_bytes >= 0:
             raise ConfigurationError("max_lag_bytes", max_lag_bytes, "bytes >= 0, or None")
-        if not isinstance(failure_threshold, int) or failure_threshold < 1:
-            raise ConfigurationError("failure_threshold", failure_threshold, "an integer >= 1")
-        seconds("cooldown", cooldown, positive=True)
+        self._policy = policy = CooldownPolicy(failure_threshold, cooldown, outcomes="any")
         self.max_lag_seconds = max_lag_seconds
         self.max_lag_bytes = max_lag_bytes
-        self.failure_threshold = failure_threshold
-        self.cooldown = float(cooldown)
         self._clock = clock
         self._lock = threading.Lock()
-        self._replicas = {n: _Replica(n, float(weights.get(n, 1.0))) for n in names}
+        self._replicas = {n: _Replica(n, float(weights.get(n, 1.0)), policy) for n in names}
         self._order = tuple(self._replicas.values())
         # Bumped on every ejection and re-admission, so sessions can cheaply tell whether
         # the replica they pinned may have left the rotation.
@@ -192,13 +189,22 @@ class ReplicaHealth:
         self._troubled: set[str] = set()
 
     @property
+    def failure_threshold(self) -> int | None:
+        """Consecutive failures that eject a replica."""
+        return self._policy.failure_threshold
+
+    @property
+    def cooldown(self) -> float:
+        """Seconds an unreachable replica stays out before it is tried again."""
+        return self._policy.cooldown
+
+    @property
     def names(self) -> list[str]:
         return [r.name for r in self._order]
 
     def _available(self, replica: _Replica, now: float) -> bool:
-        return not replica.lag_ejected and (
-            replica.unreachable_until == 0.0 or now >= replica.unreachable_until
-        )
+        outage = replica.outage
+        return not replica.lag_ejected and not (outage.out and outage.cooling(now))
 
     def in_rotation(self) -> list[str]:
         """Names of the replicas that may serve reads now, in configured order."""
@@ -241,7 +247,8 @@ class ReplicaHealth:
 
     def _mark(self, replica: _Replica) -> None:
         """Keep `_troubled` in step with the replica's state (call with the lock held)."""
-        if replica.failures or replica.unreachable_until != 0.0 or replica.lag_ejected:
+        outage = replica.outage
+        if outage.failures or outage.out or replica.lag_ejected:
             self._troubled.add(replica.name)
         else:
             self._troubled.discard(replica.name)
@@ -305,30 +312,28 @@ class ReplicaHealth:
 
     def record_failure(self, name: str) -> list[Transition]:
         """A connection or query on the replica failed."""
-        replica = self._replicas[name]
+        outage = self._replicas[name].outage
         with self._lock:
-            replica.failures += 1
+            due = outage.failed()
             self._troubled.add(name)
-            if replica.failures < self.failure_threshold:
+            if due is None:
                 return []
-            was_out = replica.unreachable_until != 0.0
-            replica.unreachable_until = self._clock.monotonic() + self.cooldown
+            outage.trip(self._clock.monotonic())
             self.generation += 1
-            if was_out:
+            if due == "again":  # already out: the cool-down starts over
                 return []
             return [Transition(name, "ejected", "unreachable")]
 
     def record_success(self, name: str) -> list[Transition]:
         """The replica answered: clears failures and re-admits it after an outage."""
         replica = self._replicas[name]
-        if not replica.failures and replica.unreachable_until == 0.0:
+        outage = replica.outage
+        if not (outage.failures or outage.out):
             return []
         with self._lock:
-            replica.failures = 0
-            was_out = replica.unreachable_until != 0.0
-            replica.unreachable_until = 0.0
+            readmitted = outage.succeeded()
             self._mark(replica)
-            if not was_out:
+            if not readmitted:
                 return []
             self.generation += 1
             return [Transition(name, "readmitted", "unreachable")]
@@ -340,7 +345,7 @@ class ReplicaHealth:
         for r in self._order:
             available = self._available(r, now)
             ejected_for = None
-            if r.unreachable_until != 0.0:
+            if r.outage.out:
                 ejected_for = "unreachable"
             elif r.lag_ejected:
                 ejected_for = "lag"
@@ -353,7 +358,7 @@ class ReplicaHealth:
                     lag_bytes=r.lag_bytes,
                     lag_seconds=r.lag_seconds,
                     replay_lsn=r.replay_lsn,
-                    consecutive_failures=r.failures,
+                    consecutive_failures=r.outage.failures,
                     timeline=r.timeline,
                     in_recovery=r.in_recovery,
                 )

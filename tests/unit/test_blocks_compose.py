@@ -23,7 +23,9 @@ def test_resilient_uses_the_backpressure_rate_limiter() -> None:
     limiter = RateLimiter("2/second", burst=2, clock=clock)
     calls: list[int] = []
 
-    @resilient(limiter=limiter, limit_key="inventory", breaker=CircuitBreaker("inv", clock=clock))
+    @resilient(
+        limiter=limiter, limit_key="inventory", breaker=CircuitBreaker(name="inv", clock=clock)
+    )
     def stock(sku: int) -> int:
         calls.append(sku)
         return sku * 10

@@ -78,8 +78,11 @@ DURATIONS: list[tuple[str, Callable[[float], object]]] = [
     ("RabbitMQBroker(connect_timeout)", lambda v: RabbitMQBroker(connect_timeout=v)),
     ("RabbitMQBroker(blocked_timeout)", lambda v: RabbitMQBroker(blocked_timeout=v)),
     ("RabbitMQBroker(reconnect_max_delay)", lambda v: RabbitMQBroker(reconnect_max_delay=v)),
-    ("CircuitBreaker(open_for)", lambda v: CircuitBreaker("x", open_for=v)),
-    ("CircuitBreaker(slow_call_duration)", lambda v: CircuitBreaker("x", slow_call_duration=v)),
+    ("CircuitBreaker(cooldown)", lambda v: CircuitBreaker(name="x", cooldown=v)),
+    (
+        "CircuitBreaker(slow_call_duration)",
+        lambda v: CircuitBreaker(name="x", slow_call_duration=v),
+    ),
     ("ConcurrencyLimiter(timeout)", lambda v: ConcurrencyLimiter(2, timeout=v)),
     ("retry(deadline)", lambda v: retry(deadline=v)),
     ("retry(backoff)", lambda v: retry(backoff=v)),
@@ -87,7 +90,7 @@ DURATIONS: list[tuple[str, Callable[[float], object]]] = [
     ("OutageGuard(cooldown)", lambda v: OutageGuard(3, v)),
     ("RateLimiter(cooldown)", lambda v: RateLimiter("5/s", cooldown=v)),
     ("Cache.memory(ttl)", lambda v: Cache.memory(ttl=v)),
-    ("LoadBalancer(eject_for)", lambda v: LoadBalancer(["a"], eject_for=v)),
+    ("LoadBalancer(cooldown)", lambda v: LoadBalancer(["a"], cooldown=v)),
     ("OutboxRelay(poll_interval)", lambda v: _relay(poll_interval=v)),
     ("OutboxRelay(max_backoff)", lambda v: _relay(max_backoff=v)),
 ]

@@ -53,7 +53,7 @@ def test_breaker_status_exits_1_while_open(
     assert json.loads(capsys.readouterr().out)["open"] is False
 
     shared = RedisBreakerState(redis_url, prefix=prefix)
-    CircuitBreaker("payments", shared=shared, open_for=60).trip()
+    CircuitBreaker(name="payments", shared=shared, cooldown=60).trip()
     assert run([*argv, "--json"]) == exits.FOUND
     printed = json.loads(capsys.readouterr().out)
     assert printed["open"] is True

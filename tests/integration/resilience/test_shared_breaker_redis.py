@@ -24,7 +24,7 @@ TRIP = """
 import redis
 from scalepatterns.resilience import CircuitBreaker, RedisBreakerState
 shared = RedisBreakerState(redis.Redis.from_url({url!r}), prefix={prefix!r})
-breaker = CircuitBreaker("payments", shared=shared, window=5, minimum_calls=5, open_for=30)
+breaker = CircuitBreaker(name="payments", shared=shared, window=5, minimum_calls=5, cooldown=30)
 
 def charge():
     raise ConnectionError("payments down")
@@ -42,7 +42,7 @@ import json, redis
 from scalepatterns import CircuitOpen
 from scalepatterns.resilience import CircuitBreaker, RedisBreakerState
 shared = RedisBreakerState(redis.Redis.from_url({url!r}), prefix={prefix!r})
-breaker = CircuitBreaker("payments", shared=shared, open_for=30)
+breaker = CircuitBreaker(name="payments", shared=shared, cooldown=30)
 calls = []
 try:
     breaker.call(calls.append, 1)
@@ -101,14 +101,14 @@ def test_closing_clears_the_fleet_state(
     redis_url: str, unique_name: str, client: redis.Redis
 ) -> None:
     shared = RedisBreakerState(client, prefix=f"{unique_name}:breaker:")
-    one = CircuitBreaker("search", shared=shared, listeners=Listeners())
-    two = CircuitBreaker("search", shared=shared, sync_interval=0, listeners=Listeners())
+    one = CircuitBreaker(name="search", shared=shared, listeners=Listeners())
+    two = CircuitBreaker(name="search", shared=shared, sync_interval=0, listeners=Listeners())
     one.trip()
     with pytest.raises(CircuitOpen):
         two.call(lambda: None)
     one.reset()
     assert client.get(f"{unique_name}:breaker:search") is None
-    three = CircuitBreaker("search", shared=shared, sync_interval=0, listeners=Listeners())
+    three = CircuitBreaker(name="search", shared=shared, sync_interval=0, listeners=Listeners())
     assert three.call(lambda: "ok") == "ok"
 
 
@@ -116,7 +116,7 @@ def test_redis_dying_leaves_the_breaker_deciding_locally(throwaway_redis: RedisS
     client = redis.Redis.from_url(throwaway_redis.url, socket_timeout=1, socket_connect_timeout=1)
     shared = RedisBreakerState(client, prefix="t:")
     breaker = CircuitBreaker(
-        "dep", shared=shared, sync_interval=0, window=3, minimum_calls=3, listeners=Listeners()
+        name="dep", shared=shared, sync_interval=0, window=3, minimum_calls=3, listeners=Listeners()
     )
     assert breaker.call(lambda: "ok") == "ok"
     throwaway_redis.kill()

@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns.events import EventRecorder, Listeners
 from scalepatterns.routing import (
@@ -34,6 +33,7 @@ from scalepatterns.routing import (
     Timeline,
     TimelineChanged,
 )
+from tests.support.models import Base, Item, tables
 from tests.support.postgres_cluster import PostgresCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -43,20 +43,10 @@ WHO = text("SELECT inet_server_port(), pg_is_in_recovery()")
 FAILED_WRITE = (sa_exc.OperationalError, sa_exc.InterfaceError, NotPrimary)
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "sp_failover_items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    v: Mapped[str]
-
-
 @pytest.fixture(scope="module")
 def cluster(failover_cluster: PostgresCluster) -> PostgresCluster:
     engine = sa.create_engine(failover_cluster.primary_url)
-    Base.metadata.create_all(engine)
+    Base.metadata.create_all(engine, tables=tables(Item))
     engine.dispose()
     failover_cluster.wait_replayed()
     return failover_cluster
@@ -333,4 +323,4 @@ def test_the_write_log_would_show_a_write_sent_to_a_standby(cluster: PostgresClu
         engine.dispose()
     received = cluster.writes_received_in_recovery()[len(sent_before) :]
     assert len(received) == 1
-    assert "INSERT INTO sp_failover_items" in received[0]
+    assert f"INSERT INTO {Item.__tablename__}" in received[0]

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from scalepatterns.clock import FakeClock
 from scalepatterns.events import EventRecorder, Listeners
@@ -25,19 +25,10 @@ from scalepatterns.routing import (
     ReplicaReadmitted,
     RouteDecided,
 )
+from tests.support.models import Base, Item, tables
 from tests.support.postgres_cluster import PostgresCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Item(Base):
-    __tablename__ = "sp_routing_items"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    v: Mapped[str]
 
 
 IN_RECOVERY = text("SELECT pg_is_in_recovery()")
@@ -46,12 +37,12 @@ IN_RECOVERY = text("SELECT pg_is_in_recovery()")
 @pytest.fixture(scope="module")
 def items(pg_cluster: PostgresCluster) -> Iterator[None]:
     engine = sa.create_engine(pg_cluster.primary_url)
-    Base.metadata.create_all(engine)
+    Base.metadata.create_all(engine, tables=tables(Item))
     engine.dispose()
     pg_cluster.wait_replayed()
     yield
     engine = sa.create_engine(pg_cluster.primary_url)
-    Base.metadata.drop_all(engine)
+    Base.metadata.drop_all(engine, tables=tables(Item))
     engine.dispose()
 
 

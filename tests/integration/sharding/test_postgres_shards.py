@@ -10,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns.sharding import (
     AsyncShardedSession,
@@ -21,29 +20,11 @@ from scalepatterns.sharding import (
     ShardRouter,
     plan_rebalance,
 )
+from tests.support.models import Account, Base, Member, tables
 from tests.support.servers import TcpProxy
 from tests.unit.sharding.scenarios import session_scenario
 
 pytestmark = pytest.mark.postgres
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Account(Base):
-    __tablename__ = "accounts"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    owner: Mapped[str]
-    balance: Mapped[int]
-
-
-class Member(Base):
-    __tablename__ = "members"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-    score: Mapped[int]
-
 
 SHARDS3 = ["accounts-1", "accounts-2", "accounts-3"]
 SHARDS4 = [*SHARDS3, "accounts-4"]
@@ -63,7 +44,7 @@ def shard_engines(postgres_url: str, unique_name: str) -> Iterator[dict[str, sa.
         base = make_url(postgres_url)
         for shard, name in names.items():
             engines[shard] = sa.create_engine(base.set(database=name), pool_size=2)
-            Base.metadata.create_all(engines[shard])
+            Base.metadata.create_all(engines[shard], tables=tables(Account, Member))
         yield engines
     finally:
         for engine in engines.values():

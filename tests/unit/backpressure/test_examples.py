@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support.examples import load_example
 
 
-def test_api_rate_limit_example() -> None:
-    outcome = load("backpressure_api_rate_limit").main()
+def test_api_rate_limit_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome = load_example("backpressure_api_rate_limit", monkeypatch).main()
     assert outcome["polite ok"] == 5
     assert "polite 429" not in outcome
     # 1 s at 10/s plus a burst of 5, minus the polite user's own key: about 15 for greedy
@@ -24,8 +16,8 @@ def test_api_rate_limit_example() -> None:
     assert outcome["greedy ok"] + outcome["greedy 429"] == 40
 
 
-def test_queue_depth_example() -> None:
-    result = load("backpressure_queue_depth").main()
+def test_queue_depth_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = load_example("backpressure_queue_depth", monkeypatch).main()
     assert result["consumed"] == result["published"] == 1000
     assert result["peak depth"] <= 50
     assert result["pauses"] >= 2

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from scalepatterns.contrib import prometheus
+from tests.support.examples import run_example
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCS = (ROOT / "docs" / "observability.md").read_text()
@@ -35,19 +34,7 @@ def test_dashboard_queries_documented_metrics() -> None:
 
 
 def test_example_serves_the_tours_metrics() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "observability_metrics.py"),
-            "--once",
-            "--port",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    result = run_example("observability_metrics.py", "--once", "--port", "0", timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     scraped = {
         line.split("{")[0]

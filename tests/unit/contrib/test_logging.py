@@ -36,7 +36,7 @@ def test_breaker_lifecycle_logs_warning_then_info_with_stable_extras(
     logged, listeners, clock
 ) -> None:
     breaker = CircuitBreaker(
-        "payments", window=4, minimum_calls=2, open_for=5, clock=clock, listeners=listeners
+        name="payments", window=4, minimum_calls=2, cooldown=5, clock=clock, listeners=listeners
     )
 
     def boom() -> None:

@@ -29,7 +29,7 @@ def test_breaker_open_and_rejections_are_events_on_the_callers_span(
 ) -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(
-        "payments", window=4, minimum_calls=2, open_for=5, clock=clock, listeners=listeners
+        name="payments", window=4, minimum_calls=2, cooldown=5, clock=clock, listeners=listeners
     )
 
     def boom() -> None:

@@ -40,7 +40,7 @@ def instrumented(registry: CollectorRegistry, listeners: Listeners) -> Collector
 def test_breaker_state_transitions_and_rejections(instrumented, listeners) -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(
-        "payments", window=4, minimum_calls=2, open_for=5, clock=clock, listeners=listeners
+        name="payments", window=4, minimum_calls=2, cooldown=5, clock=clock, listeners=listeners
     )
 
     def boom() -> None:
@@ -137,7 +137,7 @@ def test_retry_timeout_and_fallback_counters(instrumented, listeners) -> None:
 def test_balancer_ejection_gauge_and_counter(instrumented, listeners) -> None:
     clock = FakeClock()
     lb = LoadBalancer(
-        ["a", "b"], "round_robin", eject_after_failures=2, clock=clock, listeners=listeners
+        ["a", "b"], "round_robin", failure_threshold=2, clock=clock, listeners=listeners
     )
     for _ in range(10):
         with contextlib.suppress(ConnectionError), lb.pick() as host:

@@ -7,21 +7,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns.contrib import logging as sp_logging
 from scalepatterns.contrib import otel, prometheus
 from scalepatterns.routing import LagSampled, ReadWriteRouter, ReplicaEjected, ReplicaReadmitted
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Article(Base):
-    __tablename__ = "articles"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str]
+from tests.support.models import Article, Base, tables
 
 
 @pytest.fixture
@@ -29,7 +19,7 @@ def router(tmp_path: Path, listeners):
     engines = []
     for name in ("primary", "replica1"):
         engine = sa.create_engine(f"sqlite:///{tmp_path / name}.db")
-        Base.metadata.create_all(engine)
+        Base.metadata.create_all(engine, tables=tables(Article))
         with engine.begin() as conn:
             conn.execute(sa.insert(Article).values(id=1, title="Hello"))
         engines.append(engine)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from scalepatterns.events import EventRecorder, Listeners
 from scalepatterns.outbox import (
@@ -34,17 +34,7 @@ from scalepatterns.queue import (
 )
 from scalepatterns.queue.broker import Outgoing
 from scalepatterns.queue.testing import until, wait_until
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Order(Base):
-    __tablename__ = "orders"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    item: Mapped[str]
-
+from tests.support.models import Base, Order, tables
 
 ORDERS = Order.__table__
 
@@ -52,7 +42,7 @@ ORDERS = Order.__table__
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.db'}")
-    ORDERS.metadata.create_all(engine)
+    Base.metadata.create_all(engine, tables=tables(Order))
     yield engine
     engine.dispose()
 

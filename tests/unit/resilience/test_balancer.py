@@ -97,7 +97,7 @@ def test_consistent_hash_moves_only_the_keys_of_an_ejected_endpoint() -> None:
     clock = FakeClock()
     endpoints = ["a", "b", "c", "d"]
     lb = LoadBalancer(
-        endpoints, "consistent_hash", eject_after_failures=1, clock=clock, listeners=Listeners()
+        endpoints, "consistent_hash", failure_threshold=1, clock=clock, listeners=Listeners()
     )
     keys = [f"user-{i}" for i in range(300)]
     before = {k: picks(lb, 1, k)[0] for k in keys}
@@ -158,7 +158,7 @@ def test_ejection_trial_and_readmission() -> None:
     clock, listeners, recorder = FakeClock(), Listeners(), EventRecorder()
     listeners.add(recorder)
     lb = LoadBalancer(
-        ["a", "b"], eject_after_failures=3, eject_for=10, clock=clock, listeners=listeners
+        ["a", "b"], failure_threshold=3, cooldown=10, clock=clock, listeners=listeners
     )
 
     def call(fail_on: str) -> str:
@@ -189,7 +189,7 @@ def test_ejection_trial_and_readmission() -> None:
 def test_failure_rate_ejection() -> None:
     lb = LoadBalancer(
         ["a", "b"],
-        eject_after_failures=None,
+        failure_threshold=None,
         eject_failure_rate=0.5,
         failure_window=10,
         min_calls=10,
@@ -207,7 +207,7 @@ def test_failure_rate_ejection() -> None:
 def test_max_ejected_keeps_some_endpoints_and_none_left_raises() -> None:
     clock = FakeClock()
     lb = LoadBalancer(
-        ["a", "b"], eject_after_failures=1, max_ejected=0.5, clock=clock, listeners=Listeners()
+        ["a", "b"], failure_threshold=1, max_ejected=0.5, clock=clock, listeners=Listeners()
     )
     for _ in range(4):
         with contextlib.suppress(ConnectionError), lb.pick():
@@ -215,7 +215,7 @@ def test_max_ejected_keeps_some_endpoints_and_none_left_raises() -> None:
     states = sorted(s.state for s in lb.stats().values())
     assert states == ["ejected", "up"]  # the second ejection was refused
     one = LoadBalancer(
-        ["only"], eject_after_failures=1, max_ejected=1.0, clock=clock, listeners=Listeners()
+        ["only"], failure_threshold=1, max_ejected=1.0, clock=clock, listeners=Listeners()
     )
     with contextlib.suppress(ConnectionError), one.pick():
         raise ConnectionError
@@ -323,10 +323,10 @@ def test_async_pick() -> None:
         (["abc"], {}, "endpoints"),
         ([{"a": 0}], {}, "weight of 'a'"),
         ([["a"], "random"], {}, "strategy"),
-        ([["a"]], {"eject_after_failures": 0}, "eject_after_failures"),
+        ([["a"]], {"failure_threshold": 0}, "failure_threshold"),
         ([["a"]], {"eject_failure_rate": 2}, "eject_failure_rate"),
         ([["a"]], {"min_calls": 50}, "min_calls"),
-        ([["a"]], {"eject_for": 0}, "eject_for"),
+        ([["a"]], {"cooldown": 0}, "cooldown"),
         ([["a"]], {"ewma_alpha": 0}, "ewma_alpha"),
         ([["a"]], {"max_ejected": 2}, "max_ejected"),
     ],

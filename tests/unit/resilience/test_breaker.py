@@ -40,11 +40,11 @@ def make(clock: FakeClock, listeners: Listeners | None = None, **options: object
     settings: dict[str, object] = {
         "window": 4,
         "minimum_calls": 4,
-        "open_for": 10.0,
+        "cooldown": 10.0,
         "trial_calls": 2,
     }
     settings.update(options)
-    return CircuitBreaker("dep", clock=clock, listeners=listeners or Listeners(), **settings)  # type: ignore[arg-type]
+    return CircuitBreaker(name="dep", clock=clock, listeners=listeners or Listeners(), **settings)  # type: ignore[arg-type]
 
 
 def fail_times(side: Side, breaker: CircuitBreaker, fn: Flaky, times: int) -> None:
@@ -226,7 +226,7 @@ def test_cancellation_releases_a_trial_slot() -> None:
         ("window", 0),
         ("window_type", "sliding"),
         ("minimum_calls", 50),
-        ("open_for", 0),
+        ("cooldown", 0),
         ("trial_calls", 0),
         ("slow_call_duration", -1),
         ("on", "ConnectionError"),
@@ -235,7 +235,7 @@ def test_cancellation_releases_a_trial_slot() -> None:
 )
 def test_bad_configuration_is_refused(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError) as info:
-        CircuitBreaker("x", **{option: value})  # type: ignore[arg-type]
+        CircuitBreaker(name="x", **{option: value})  # type: ignore[arg-type]
     assert info.value.parameter == option
 
 

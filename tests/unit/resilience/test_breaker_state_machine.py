@@ -67,7 +67,7 @@ class Model:
 
     def trip(self) -> None:
         self.state = "open"
-        self.open_until = self.clock.monotonic() + self.policy.open_for
+        self.open_until = self.clock.monotonic() + self.policy.cooldown
         self.outcomes, self.permits, self.successes = [], 0, 0
 
     def release(self) -> None:
@@ -87,7 +87,7 @@ def policies(draw: st.DrawFn) -> BreakerPolicy:
         minimum_calls=minimum,
         slow_call_duration=draw(st.sampled_from([None, 1.0])),
         slow_call_rate_threshold=draw(st.sampled_from([0.5, 1.0])),
-        open_for=draw(st.sampled_from([1.0, 2.5, 5.0])),
+        cooldown=draw(st.sampled_from([1.0, 2.5, 5.0])),
         trial_calls=draw(st.integers(1, 3)),
     )
 

@@ -96,17 +96,17 @@ def resilient_client(fleet: Fleet) -> Client:
     lb = LoadBalancer(
         list(fleet.instances),
         PowerOfTwoChoices(random.Random(7)),
-        eject_after_failures=3,
+        failure_threshold=3,
         eject_failure_rate=0.3,
         failure_window=10,
         min_calls=5,
-        eject_for=5.0,
+        cooldown=5.0,
         clock=clock,
         listeners=quiet,
     )
     breakers = {
         name: CircuitBreaker(
-            name, window=10, minimum_calls=5, open_for=5.0, clock=clock, listeners=quiet
+            name=name, window=10, minimum_calls=5, cooldown=5.0, clock=clock, listeners=quiet
         )
         for name in fleet.instances
     }

@@ -117,7 +117,7 @@ def test_each_retry_pays_the_limiter_and_backs_off_outside_the_bulkhead(side: Si
         limiter=FakeLimiter(log),
         limit_key="inventory",
         bulkhead=FakeBulkhead(log),
-        breaker=CircuitBreaker("inv", clock=clock, listeners=Listeners()),
+        breaker=CircuitBreaker(name="inv", clock=clock, listeners=Listeners()),
         timeout=timeout(5.0, mode="inline", clock=clock),
     )
     assert side.through(policies, dependency) == "ok"
@@ -127,7 +127,7 @@ def test_each_retry_pays_the_limiter_and_backs_off_outside_the_bulkhead(side: Si
 
 def test_our_own_refusals_never_trip_the_breaker(side: Side) -> None:
     log: list[str] = []
-    breaker = CircuitBreaker("dep", window=2, minimum_calls=2, listeners=Listeners())
+    breaker = CircuitBreaker(name="dep", window=2, minimum_calls=2, listeners=Listeners())
     limiter = FakeLimiter(log, capacity=0)
     policies = pipeline(limiter=limiter, breaker=breaker)
     for _ in range(5):
@@ -146,7 +146,9 @@ def test_open_breaker_ends_retrying_and_fallback_answers(side: Side) -> None:
         calls.append(1)
         raise ConnectionError
 
-    breaker = CircuitBreaker("dep", window=2, minimum_calls=2, clock=clock, listeners=Listeners())
+    breaker = CircuitBreaker(
+        name="dep", window=2, minimum_calls=2, clock=clock, listeners=Listeners()
+    )
     policies = pipeline(
         retry=retry(on=ConnectionError, attempts=10, clock=clock, listeners=Listeners()),
         breaker=breaker,
@@ -163,7 +165,9 @@ def test_timeouts_count_as_breaker_failures(side: Side) -> None:
         clock.advance(2.0)
         return "late"
 
-    breaker = CircuitBreaker("dep", window=3, minimum_calls=3, clock=clock, listeners=Listeners())
+    breaker = CircuitBreaker(
+        name="dep", window=3, minimum_calls=3, clock=clock, listeners=Listeners()
+    )
     policies = pipeline(breaker=breaker, timeout=timeout(1.0, mode="inline", clock=clock))
     for _ in range(3):
         with pytest.raises(DeadlineExceeded):

@@ -15,7 +15,7 @@ def test_open_until_reads_what_a_breaker_published() -> None:
     clock = FakeClock()
     shared = RedisBreakerState(fakeredis.FakeRedis(), prefix="t:", clock=clock)
     assert shared.open_until("payments") is None
-    breaker = CircuitBreaker("payments", shared=shared, open_for=30, clock=clock)
+    breaker = CircuitBreaker(name="payments", shared=shared, cooldown=30, clock=clock)
     breaker.trip()
     until, left = shared.open_until("payments") or (0.0, 0.0)
     assert left == pytest.approx(30, abs=0.01)

@@ -14,20 +14,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-
-
-WHOAMI = sa.Table("whoami", Base.metadata, sa.Column("name", sa.String, primary_key=True))
+from tests.support.models import WHOAMI, Base, User, tables
 
 
 @dataclass
@@ -51,7 +39,7 @@ class StatementLog:
 
 def make_database(path: Path, name: str, users: dict[int, str]) -> None:
     engine = sa.create_engine(f"sqlite:///{path}")
-    Base.metadata.create_all(engine)
+    Base.metadata.create_all(engine, tables=tables(User, WHOAMI))
     with engine.begin() as conn:
         conn.execute(WHOAMI.insert(), {"name": name})
         for uid, uname in users.items():

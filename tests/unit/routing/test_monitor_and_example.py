@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners
 from scalepatterns.routing import LagSampled, ReadWriteRouter, ReplicaMonitor
+from tests.support.examples import run_example
 from tests.unit.routing.conftest import SqliteCluster
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_monitor_thread_measures_until_stopped(cluster: SqliteCluster) -> None:
@@ -56,14 +52,8 @@ def test_the_monitor_task_measures_until_cancelled(cluster: SqliteCluster) -> No
 
 
 def test_the_seed_style_example_shows_the_stale_read_and_the_fix() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "routing_read_replicas.py")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        cwd=ROOT,
-    )
+    result = run_example("routing_read_replicas.py")
+    assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "'ada'   next GET: 'ada'   <- stale" in lines[1]
     assert "'Ada Lovelace'   next GET: 'Ada Lovelace'" in lines[3]

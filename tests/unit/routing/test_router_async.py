@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from scalepatterns.clock import FakeClock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.routing import ReadOnlyViolation, ReadWriteRouter
-from tests.unit.routing.conftest import WHOAMI, SqliteCluster, User
+from tests.support.models import WHOAMI, User
+from tests.unit.routing.conftest import SqliteCluster
 
 
 def make_router(cluster: SqliteCluster, **kw: object) -> ReadWriteRouter:

@@ -20,7 +20,8 @@ from scalepatterns.routing import (
     ReplicaReadmitted,
     RouteDecided,
 )
-from tests.unit.routing.conftest import WHOAMI, SqliteCluster, User
+from tests.support.models import WHOAMI, User
+from tests.unit.routing.conftest import SqliteCluster
 
 
 def make_router(cluster: SqliteCluster, **kw: object) -> ReadWriteRouter:

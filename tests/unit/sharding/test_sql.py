@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from scalepatterns import ConfigurationError, EventRecorder, Listeners
 from scalepatterns.sharding import (
@@ -24,19 +23,8 @@ from scalepatterns.sharding import (
     ShardedSession,
     ShardRouter,
 )
+from tests.support.models import Base, Member, tables
 from tests.unit.sharding.scenarios import session_scenario
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class User(Base):
-    __tablename__ = "users"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str]
-    score: Mapped[int]
-
 
 SHARDS3 = ["users-1", "users-2", "users-3"]
 SHARDS4 = [*SHARDS3, "users-4"]
@@ -46,7 +34,7 @@ SHARDS4 = [*SHARDS3, "users-4"]
 def engines(tmp_path: Path) -> Iterator[dict[str, sa.Engine]]:
     made = {s: sa.create_engine(f"sqlite:///{tmp_path / s}.db") for s in SHARDS4}
     for engine in made.values():
-        Base.metadata.create_all(engine)
+        Base.metadata.create_all(engine, tables=tables(Member))
     yield made
     for engine in made.values():
         engine.dispose()
@@ -54,8 +42,8 @@ def engines(tmp_path: Path) -> Iterator[dict[str, sa.Engine]]:
 
 def load(engines: dict[str, sa.Engine], count: int) -> None:
     router = ShardRouter(HashRing(SHARDS3), {s: engines[s] for s in SHARDS3})
-    with ShardedSession(router, {User: "id"}) as session:
-        session.add_all(User(id=i, name=f"user{i}", score=(i * 37) % 101) for i in range(count))
+    with ShardedSession(router, {Member: "id"}) as session:
+        session.add_all(Member(id=i, name=f"user{i}", score=(i * 37) % 101) for i in range(count))
         session.commit()
 
 
@@ -64,7 +52,7 @@ def snapshot(engines: dict[str, sa.Engine]) -> tuple[int, str, dict[str, list[in
     rows, where = [], {}
     for shard, engine in engines.items():
         with engine.connect() as conn:
-            found = list(conn.execute(sa.select(User.__table__).order_by(User.id)))
+            found = list(conn.execute(sa.select(Member.__table__).order_by(Member.id)))
         rows += [tuple(r) for r in found]
         where[shard] = [r[0] for r in found]
     digest = hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()
@@ -78,8 +66,8 @@ def test_session_routes_rows_and_merges_fan_outs(
     ring = HashRing(SHARDS3)
     if flavour == "sync":
         router = ShardRouter(ring, {s: engines[s] for s in SHARDS3})
-        with ShardedSession(router, {User: "id"}, expire_on_commit=False) as session:
-            asyncio.run(session_scenario(session, User, 90))
+        with ShardedSession(router, {Member: "id"}, expire_on_commit=False) as session:
+            asyncio.run(session_scenario(session, Member, 90))
         return
 
     async def main() -> None:
@@ -87,8 +75,8 @@ def test_session_routes_rows_and_merges_fan_outs(
             s: create_async_engine(f"sqlite+aiosqlite:///{tmp_path / s}.db") for s in SHARDS3
         }
         router = ShardRouter(ring, async_engines)
-        async with AsyncShardedSession(router, {User: "id"}, expire_on_commit=False) as session:
-            await session_scenario(session, User, 90)
+        async with AsyncShardedSession(router, {Member: "id"}, expire_on_commit=False) as session:
+            await session_scenario(session, Member, 90)
         for engine in async_engines.values():
             await engine.dispose()
 
@@ -96,10 +84,10 @@ def test_session_routes_rows_and_merges_fan_outs(
 
 
 def test_fan_out_reports_the_failing_shard(engines: dict[str, sa.Engine], tmp_path: Path) -> None:
-    broken = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no users table
+    broken = sa.create_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # no members table
     router = ShardRouter(HashRing(SHARDS3), {**engines, "users-3": broken})
-    with ShardedSession(router, {User: "id"}) as session, pytest.raises(FanOutError) as info:
-        session.fan_out(sa.select(User.id))
+    with ShardedSession(router, {Member: "id"}) as session, pytest.raises(FanOutError) as info:
+        session.fan_out(sa.select(Member.id))
     assert set(info.value.errors) == {"users-3"}
     assert set(info.value.results) == {"users-1", "users-2"}
     broken.dispose()
@@ -107,9 +95,9 @@ def test_fan_out_reports_the_failing_shard(engines: dict[str, sa.Engine], tmp_pa
 
 def test_an_entity_without_a_shard_key_is_refused(engines: dict[str, sa.Engine]) -> None:
     router = ShardRouter(HashRing(SHARDS3), {s: engines[s] for s in SHARDS3})
-    with ShardedSession(router, {User: "id"}) as session:
+    with ShardedSession(router, {Member: "id"}) as session:
         with pytest.raises(ConfigurationError, match="shard key"):
-            session.add(User(name="x", score=1))
+            session.add(Member(name="x", score=1))
         with pytest.raises(ConfigurationError, match="shard_keys"):
             session.add(object())
 
@@ -123,7 +111,7 @@ def test_reshard_three_to_four_loses_and_duplicates_nothing(
     listeners.add(recorder)
     target = HashRing(SHARDS4)
     report = Resharder(
-        engines, target, User.__table__, "id", batch_size=37, listeners=listeners
+        engines, target, Member.__table__, "id", batch_size=37, listeners=listeners
     ).run()
     after_count, after_checksum, where = snapshot(engines)
     assert (after_count, after_checksum) == (count, checksum)
@@ -132,7 +120,7 @@ def test_reshard_three_to_four_loses_and_duplicates_nothing(
     assert report.moved == len(where["users-4"]) > 0
     assert {t for _, t in report.routes or {}} == {"users-4"}  # only onto the new shard
     assert sum(e.rows for e in recorder.of_type(RowsResharded)) == report.moved
-    again = Resharder(engines, target, User.__table__, "id").run()
+    again = Resharder(engines, target, Member.__table__, "id").run()
     assert again.moved == 0
     assert snapshot(engines)[:2] == (count, checksum)
 
@@ -161,11 +149,13 @@ def test_an_interrupted_reshard_resumes_without_loss(
     name = "_delete_source" if where == "before_delete" else "_copy"
     monkeypatch.setattr(Resharder, name, crash_on_third)
     with pytest.raises(Interrupted):
-        Resharder(engines, target, User.__table__, "id", batch_size=20, checkpoint=checkpoint).run()
+        Resharder(
+            engines, target, Member.__table__, "id", batch_size=20, checkpoint=checkpoint
+        ).run()
     monkeypatch.undo()
     if where == "before_delete":  # a batch sits on both shards right now
         assert snapshot(engines)[0] > count
-    Resharder(engines, target, User.__table__, "id", batch_size=20, checkpoint=checkpoint).run()
+    Resharder(engines, target, Member.__table__, "id", batch_size=20, checkpoint=checkpoint).run()
     after_count, after_checksum, where_ids = snapshot(engines)
     assert (after_count, after_checksum) == (count, checksum)
     for shard, ids in where_ids.items():
@@ -179,22 +169,22 @@ def test_a_conflicting_row_on_the_target_stops_before_deleting(
     target = HashRing(SHARDS4)
     moving = next(i for i in range(100) if target.node_for(i) == "users-4")
     with engines["users-4"].begin() as conn:
-        conn.execute(sa.insert(User.__table__), [{"id": moving, "name": "other", "score": 0}])
+        conn.execute(sa.insert(Member.__table__), [{"id": moving, "name": "other", "score": 0}])
     with pytest.raises(ReshardError, match="differs") as info:
-        Resharder(engines, target, User.__table__, "id").run()
+        Resharder(engines, target, Member.__table__, "id").run()
     assert info.value.target == "users-4"
     source = HashRing(SHARDS3).node_for(moving)
     with engines[source].connect() as conn:  # the source row is still there
-        assert conn.scalar(sa.select(User.name).where(User.id == moving)) == f"user{moving}"
+        assert conn.scalar(sa.select(Member.name).where(Member.id == moving)) == f"user{moving}"
 
 
 def test_resharder_configuration(engines: dict[str, sa.Engine]) -> None:
     with pytest.raises(ConfigurationError, match="batch_size"):
-        Resharder(engines, HashRing(SHARDS4), User.__table__, "id", batch_size=0)
+        Resharder(engines, HashRing(SHARDS4), Member.__table__, "id", batch_size=0)
     with pytest.raises(ConfigurationError, match="key_column"):
-        Resharder(engines, HashRing(SHARDS4), User.__table__, "nope")
+        Resharder(engines, HashRing(SHARDS4), Member.__table__, "nope")
     with pytest.raises(ConfigurationError, match="engine"):
-        Resharder(engines, HashRing([*SHARDS4, "users-5"]), User.__table__, "id")
+        Resharder(engines, HashRing([*SHARDS4, "users-5"]), Member.__table__, "id")
 
 
 def test_two_shard_ids_on_one_database_are_refused(engines: dict[str, sa.Engine]) -> None:
@@ -203,7 +193,7 @@ def test_two_shard_ids_on_one_database_are_refused(engines: dict[str, sa.Engine]
     twin = sa.create_engine(engines["users-1"].url)  # another Engine, the same database
     shared = {**engines, "users-5": twin}
     with pytest.raises(ConfigurationError, match="one database per shard id"):
-        Resharder(shared, HashRing(SHARDS4), User.__table__, "id")
+        Resharder(shared, HashRing(SHARDS4), Member.__table__, "id")
     assert snapshot(engines)[0] == 20
     twin.dispose()
 
@@ -211,7 +201,7 @@ def test_two_shard_ids_on_one_database_are_refused(engines: dict[str, sa.Engine]
 def test_a_checkpoint_belongs_to_one_target(engines: dict[str, sa.Engine]) -> None:
     load(engines, 50)
     checkpoint: dict[str, object] = {}
-    Resharder(engines, HashRing(SHARDS4), User.__table__, "id", checkpoint=checkpoint).run()
+    Resharder(engines, HashRing(SHARDS4), Member.__table__, "id", checkpoint=checkpoint).run()
     assert checkpoint["target"] == repr(HashRing(SHARDS4))
     for other in (
         HashRing(SHARDS3),  # other nodes
@@ -219,14 +209,14 @@ def test_a_checkpoint_belongs_to_one_target(engines: dict[str, sa.Engine]) -> No
         Rendezvous(SHARDS4),  # the same nodes, another placement
     ):
         with pytest.raises(ConfigurationError, match="checkpoint"):
-            Resharder(engines, other, User.__table__, "id", checkpoint=checkpoint).run()
+            Resharder(engines, other, Member.__table__, "id", checkpoint=checkpoint).run()
 
 
 def test_close_closes_every_shard_even_when_one_fails(engines: dict[str, sa.Engine]) -> None:
     router = ShardRouter(HashRing(SHARDS3), {s: engines[s] for s in SHARDS3})
-    session = ShardedSession(router, {User: "id"})
+    session = ShardedSession(router, {Member: "id"})
     for i in range(30):  # touch every shard
-        session.get(User, i)
+        session.get(Member, i)
     opened = dict(session._open)
     assert set(opened) == set(SHARDS3)
     closed: list[str] = []
