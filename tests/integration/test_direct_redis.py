@@ -17,7 +17,7 @@ from scalepatterns import _direct_redis
 from scalepatterns._direct_redis import DirectConnections
 from scalepatterns.cache import Cache
 from scalepatterns.cache.redis_backend import RedisBackend
-from tests.support.servers import TcpProxy
+from tests.support.servers import RedisServer, TcpProxy, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -276,3 +276,25 @@ def test_cache_hits_on_a_plain_client_go_out_on_the_direct_connections(
     assert loads == [1]
     assert through_client == []
     assert user.cache_info().hits == 20
+
+
+def test_a_demoted_primary_is_left_for_a_fresh_connection(
+    throwaway_redis: RedisServer, monkeypatch: Any
+) -> None:
+    server = redis.Redis(port=throwaway_redis.port)
+    direct = DirectConnections.for_client(server)
+    assert direct is not None
+    assert direct.call(direct.pack("SET", "k", "v")) == b"OK"
+    server.replicaof("127.0.0.1", free_port())  # now a replica: writes answer READONLY
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        direct.call(direct.pack("SET", "k", "w"))
+    assert direct.open == 0  # not kept: the next call connects afresh
+    # Behind Sentinel the master's pool says so, and redis-py makes READONLY a lost
+    # connection (the sentinels name the new master on the next connect).
+    monkeypatch.setattr(direct, "_readonly_is_lost", True)
+    with pytest.raises(redis.ConnectionError, match="previous master"):
+        direct.call(direct.pack("SET", "k", "w"))
+    assert direct.open == 0
+    assert direct.get("k") == b"v"  # reads go on
+    direct.close()
+    server.close()
