@@ -269,9 +269,9 @@ class _Reply:
     """One RESP2 reply read from a socket, starting with the bytes already received.
 
     `read` returns it as `DirectConnections.call` describes, an error reply as the
-    (unraised) exception redis-py makes of it; it raises one that means the connection
-    is unusable (``LOADING``, ``NOAUTH``...), and `InvalidResponse` for bytes that are
-    not one whole reply.
+    (unraised) exception redis-py makes of it. It raises one that means the connection is
+    unusable (``LOADING``, ``NOAUTH``...), `InvalidResponse` for bytes that are not one
+    whole reply (`ValueError` where a length is not a number), and the socket's errors.
     """
 
     __slots__ = ("_data", "_pos", "_sock")
