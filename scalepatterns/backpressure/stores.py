@@ -13,8 +13,8 @@ import asyncio
 import threading
 from typing import Any
 
+from scalepatterns._direct_redis import DirectConnections
 from scalepatterns.backpressure.algorithms import SERVER_EPOCH, Algorithm, Decision
-from scalepatterns.backpressure.direct import DirectConnections
 from scalepatterns.backpressure.events import LimiterBackendFailed
 from scalepatterns.clock import Clock
 from scalepatterns.errors import BackendUnavailable, ConfigurationError

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scalepatterns._deps import require
+from scalepatterns._direct_redis import DirectConnections
 from scalepatterns._redis_url import client_from_url
 from scalepatterns._steps import Flow, adrive, drive
 
@@ -147,7 +148,14 @@ class _Commands:
 
 
 class RedisBackend:
-    """A `CacheBackend`, `LockingBackend` and `TaggingBackend` over a redis-py client."""
+    """A `CacheBackend`, `LockingBackend` and `TaggingBackend` over a redis-py client.
+
+    On a plain or Sentinel-managed ``redis.Redis`` (RESP2, the default) reads (``GET``,
+    ``MGET``) go out on the direct connections its client's pool shares with the rate
+    limiters (`scalepatterns._direct_redis`): each sent at most once, never retried, up to
+    the pool's ``max_connections``. Every other command, and every command of a Cluster,
+    RESP3 or fake client, goes through the client.
+    """
 
     name = "redis"
 
@@ -155,14 +163,19 @@ class RedisBackend:
         self.client = client
         self._mget = getattr(client, "mget_nonatomic", client.mget)
         self._commands = _Commands(client)
+        self._direct = DirectConnections.for_client(client)
 
     def get(self, key: str) -> bytes | None:
+        if self._direct is not None:
+            return self._direct.get(key)
         value: bytes | None = self.client.get(key)
         return value
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        if self._direct is not None:
+            return list(self._direct.call(self._direct.pack("MGET", *keys)))
         return list(self._mget(list(keys)))
 
     def set(self, key: str, value: bytes, ttl: float | None) -> None:
@@ -192,6 +205,8 @@ class RedisBackend:
         return drive(self._commands.pop_tagged(tags))
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self.client.close()
 
     def __repr__(self) -> str:

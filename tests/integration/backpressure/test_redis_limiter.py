@@ -14,13 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scalepatterns import EventRecorder, FakeClock, Listeners, RateLimiter
+from scalepatterns import _direct_redis as direct
 from scalepatterns.backpressure import (
     GCRA,
     FixedWindow,
     LimiterBackendFailed,
     Rate,
     SlidingWindow,
-    direct,
 )
 from scalepatterns.backpressure.stores import RedisStore
 from scalepatterns.events import Listeners as _Listeners
@@ -242,6 +242,15 @@ def _named_connections(client: redis.Redis, name: str) -> list[dict[str, object]
     return [c for c in client.client_list() if c.get("name") == name]
 
 
+def _named_connections_left(client: redis.Redis, name: str) -> list[dict[str, object]]:
+    """The connections named `name` once the server has seen ours close: it learns of a
+    closed socket on its next turn of the event loop, maybe after our CLIENT LIST."""
+    deadline = time.monotonic() + 5.0
+    while (left := _named_connections(client, name)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return left
+
+
 def test_decisions_run_on_the_limiters_own_connections(redis_url, client, unique_name):
     named = redis.Redis.from_url(redis_url, client_name=unique_name)  # tags every connection
     limiter = RateLimiter("40/hour", redis=named, prefix=unique_name)  # no refill mid-test
@@ -261,7 +270,7 @@ def test_decisions_run_on_the_limiters_own_connections(redis_url, client, unique
     assert 1 <= made <= 4  # at most one connection per thread deciding at once
     assert len(_named_connections(client, unique_name)) == made  # the pool made none
     limiter.close()
-    assert _named_connections(client, unique_name) == []
+    assert _named_connections_left(client, unique_name) == []
     assert not limiter.acquire("shared").allowed  # a later decision reconnects
     limiter.close()
     named.close()
@@ -327,7 +336,7 @@ def test_limiters_of_one_client_share_at_most_max_connections(redis_url, client,
     assert limiters[0].store.backend_errors == 0
     limiters[0].close()  # closes what the three share
     assert limiters[0].store.direct.open == 0
-    assert _named_connections(client, unique_name) == []
+    assert _named_connections_left(client, unique_name) == []
     shared.close()
 
 
@@ -340,28 +349,27 @@ def test_connections_close_when_their_client_is_collected(redis_url, client, uni
         assert limiter.acquire("k").allowed
         del limiter, named  # never closed: dropped, as a short-lived client often is
         gc.collect()
-    assert _named_connections(client, unique_name) == []
+    assert _named_connections_left(client, unique_name) == []
 
 
 def test_close_during_a_call_drops_that_connection_when_the_call_ends(
-    redis_url, client, unique_name
+    redis_url, client, unique_name, monkeypatch
 ):
     named = redis.Redis.from_url(redis_url, client_name=unique_name)
     limiter = RateLimiter("100/minute", redis=named, prefix=unique_name)
     connections = limiter.store.direct
     assert limiter.acquire("k").allowed
-    [(connection, _)] = connections._free
-    real_read = connection.read_response
+    real_check = direct._drop_if_closed
 
-    def read_then_close() -> object:
-        reply = real_read()
+    def close_then_check(connection: object) -> None:
         limiter.close()  # another thread closing while this call is in flight
-        return reply
+        real_check(connection)
 
-    connection.read_response = read_then_close
+    monkeypatch.setattr(direct, "_IDLE_CHECK_AFTER", 0.0)  # the check runs mid-call
+    monkeypatch.setattr(direct, "_drop_if_closed", close_then_check)
     assert limiter.acquire("k").allowed
     assert connections.open == 0
-    assert _named_connections(client, unique_name) == []
+    assert _named_connections_left(client, unique_name) == []
     named.close()
 
 

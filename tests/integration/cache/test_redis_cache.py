@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from scalepatterns._direct_redis import DirectConnections
 from scalepatterns.cache import Cache
 from scalepatterns.cache.redis_backend import AsyncRedisBackend, RedisBackend, connect
 from scalepatterns.cache.testing import AsyncBackendContract, BackendContract
@@ -68,18 +69,25 @@ def test_hit_miss_tags_namespace_and_get_many_on_real_redis(
     assert [square(n) for n in (1, 2, 1, 2)] == [1, 4, 1, 4]
     assert loads == [1, 2]
     commands: list[str] = []
-    original = client.execute_command
+    original, direct = client.execute_command, DirectConnections.for_client(client)
+    assert direct is not None
+    original_direct = direct.call
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         commands.append(str(args[0]))
         return original(*args, **kwargs)
 
+    def direct_spy(command: bytes) -> Any:
+        commands.append(command.split(b"\r\n")[2].decode())  # *<n>, $<len>, the name
+        return original_direct(command)
+
     client.execute_command = spy  # type: ignore[method-assign]
+    direct.call = direct_spy  # type: ignore[method-assign]
     try:
         assert square.get_many([1, 2, 3, 4]) == [1, 4, 9, 16]
     finally:
-        del client.execute_command
-    assert commands.count("MGET") == 1
+        del client.execute_command, direct.call
+    assert commands.count("MGET") == 1  # on the direct connections
     assert "GET" not in commands
     assert loads == [1, 2, 3, 4]
     cache.invalidate_tags("parity:1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from scalepatterns._direct_redis import DirectConnections
 from scalepatterns.cache import Cache
 from scalepatterns.cache.redis_backend import RedisBackend
 from scalepatterns.cache.testing import BackendContract
@@ -17,6 +18,8 @@ class TestRedisClusterBackend(BackendContract):
 
     @pytest.fixture
     def backend(self, cluster_client: object) -> RedisBackend:
+        # Every command goes through the cluster client: it knows which node owns a slot.
+        assert DirectConnections.for_client(cluster_client) is None
         return RedisBackend(cluster_client)
 
 

@@ -11,13 +11,13 @@ import pytest
 import redis
 
 from scalepatterns import EventRecorder, FakeClock, Listeners, RateLimited, RateLimiter
+from scalepatterns._direct_redis import DirectConnections
 from scalepatterns.backpressure import (
     LimiterBackendFailed,
     RateAllowed,
     RateRejected,
     RateWaited,
 )
-from scalepatterns.backpressure.direct import DirectConnections
 from tests.support.servers import free_port
 
 ALGORITHMS = ["gcra", "sliding-window", "fixed-window"]
