@@ -14,6 +14,7 @@ from typing_extensions import ParamSpec
 
 from scalepatterns._checks import seconds
 from scalepatterns._coroutines import is_coroutine_callable
+from scalepatterns._within import within
 from scalepatterns.backpressure.errors import BulkheadFull
 from scalepatterns.backpressure.events import BulkheadRejected
 from scalepatterns.errors import ConfigurationError
@@ -171,7 +172,7 @@ class ConcurrencyLimiter:
         if waiter is None:
             return
         try:
-            await asyncio.wait_for(cast("asyncio.Future[None]", waiter.future), timeout)
+            await within(cast("asyncio.Future[None]", waiter.future), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             self._withdraw(waiter)
             if isinstance(exc, asyncio.CancelledError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from scalepatterns._coroutines import call_async, is_coroutine_callable
 from scalepatterns._steps import adrive
+from scalepatterns._within import within
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError
 from scalepatterns.events import Listeners, default_listeners
@@ -198,7 +199,7 @@ class AsyncWorker:
         finished = True
         if self._idle is not None and not self._idle.is_set():
             try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
+                await within(self._idle.wait(), timeout)
             except asyncio.TimeoutError:
                 finished = False
         await self._cancel_tasks()

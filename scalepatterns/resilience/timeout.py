@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from scalepatterns._checks import seconds as check_seconds
+from scalepatterns._within import within
 from scalepatterns.clock import SYSTEM_CLOCK, Clock
 from scalepatterns.errors import ConfigurationError, DeadlineExceeded
 from scalepatterns.events import Listeners, default_listeners
@@ -220,7 +221,7 @@ class Timeout:
         """
         budget, expires, token = self._enter(fn)
         try:
-            result = await asyncio.wait_for(fn(*args, **kwargs), budget)
+            result = await within(fn(*args, **kwargs), budget)
         except DeadlineExceeded:
             raise  # a nested deadline ran out first: keep its error
         except asyncio.TimeoutError as exc:

@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from scalepatterns._deps import require
+from scalepatterns._within import within
 from scalepatterns.errors import BackendUnavailable, ConfigurationError, DeadlineExceeded
 from scalepatterns.events import Listeners, default_listeners
 from scalepatterns.queue.broker import Delivery, Outgoing, QueueSpec
@@ -187,7 +188,7 @@ class AsyncRabbitMQBroker:
         ready = cast(asyncio.Event, link.ready)
         if not ready.is_set():
             try:
-                await asyncio.wait_for(ready.wait(), timeout)
+                await within(ready.wait(), timeout)
             except asyncio.TimeoutError:
                 error = link.connection_error
                 raise ConnectionLost(
@@ -209,7 +210,7 @@ class AsyncRabbitMQBroker:
             what,
         )
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await within(future, timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(timeout, what) from None
 
@@ -278,7 +279,7 @@ class AsyncRabbitMQBroker:
         unblocked = cast(asyncio.Event, link.unblocked)
         if not unblocked.is_set():
             try:
-                await asyncio.wait_for(unblocked.wait(), blocked_timeout)
+                await within(unblocked.wait(), blocked_timeout)
             except asyncio.TimeoutError:
                 raise BrokerBlocked(link.blocked_reason, blocked_timeout) from None
         link = await self._wait_ready(min(timeout, self._settings.connect_timeout))
@@ -355,7 +356,7 @@ class AsyncRabbitMQBroker:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         link.close(functools.partial(_resolve, future, None))
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), 10)
+            await within(asyncio.shield(future), 10)
 
     async def __aenter__(self) -> AsyncRabbitMQBroker:
         return self

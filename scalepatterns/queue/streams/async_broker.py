@@ -13,6 +13,7 @@ from typing import Any
 
 from scalepatterns._redis_url import aclose_client
 from scalepatterns._steps import Flow, R, adrive
+from scalepatterns._within import within
 from scalepatterns.errors import BackendUnavailable
 from scalepatterns.events import Listeners
 from scalepatterns.queue.broker import Delivery, Outgoing, QueueSpec
@@ -43,8 +44,8 @@ class _LoopWaker:
                 self._loop.call_soon_threadsafe(self._event.set)
 
     async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+        with contextlib.suppress(asyncio.TimeoutError):  # not the builtin before 3.11
+            await within(self._event.wait(), timeout)
         self._event.clear()
 
 
