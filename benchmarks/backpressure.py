@@ -105,7 +105,7 @@ def _redis(bench: Bench) -> None:
     prefix = f"sp_bench_{uuid.uuid4().hex[:8]}"
     try:
         # Same parameters as the floor: 1 µs per unit, a bucket one second deep.
-        ours = RateLimiter("1000000/second", redis=client, prefix=prefix)
+        ours = RateLimiter("1000000/second", redis=client, prefix=f"{prefix}:")
         sha = client.script_load(FLOOR_GCRA)
         floor_key = f"{prefix}:floor"
         storage = RedisStorage(services.REDIS_URL, key_prefix=prefix)
@@ -165,7 +165,7 @@ def _accuracy(bench: Bench, client: object, prefix: str) -> None:
             burst=burst if algorithm == "gcra" else None,
             algorithm=algorithm,
             redis=client,
-            prefix=f"{prefix}:acc:{algorithm}",
+            prefix=f"{prefix}:acc:{algorithm}:",
         )
         counts = [0] * 4
         start = time.time()

@@ -24,7 +24,7 @@ def main(redis_url: str | None = None) -> Counter[str]:
         client = redis.Redis.from_url(redis_url)
         clock = SYSTEM_CLOCK
     # A prefix of its own per run: limits left by an earlier run must not count here.
-    prefix = f"example:api:{uuid.uuid4().hex[:8]}"
+    prefix = f"example:api:{uuid.uuid4().hex[:8]}:"
     limiter = RateLimiter("10/second", burst=5, redis=client, prefix=prefix, clock=clock)
 
     @limiter.limit(key=lambda user, **_: f"user:{user}")

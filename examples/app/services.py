@@ -118,7 +118,7 @@ class Services:
             s.rate,
             burst=s.burst,
             redis=self.redis,
-            prefix=f"{s.prefix}:rl",
+            prefix=f"{s.prefix}:rl:",
             name="api",
             listeners=self.listeners,
         )

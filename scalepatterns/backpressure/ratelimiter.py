@@ -71,7 +71,7 @@ class RateLimiter:
             sync client from (``redis://``, ``rediss://``, ``unix://``,
             ``redis+sentinel://``; `close` closes it); None keeps the state in this
             process.
-        prefix: prefix of the Redis keys (``<prefix>:{<key>}``).
+        prefix: prefix of the Redis keys (``<prefix>{<key>}``), its separator included.
         fail_open: when Redis is unreachable, allow (True, the default) or refuse calls.
         failure_threshold, cooldown: the `OutageGuard` that stops calling a dead Redis.
         name: low-cardinality name used as the events' `source`.
@@ -100,7 +100,7 @@ class RateLimiter:
         period: float | None = None,
         algorithm: str = "gcra",
         redis: Any = None,
-        prefix: str = "sp:rl",
+        prefix: str = "sp:rl:",
         fail_open: bool = True,
         failure_threshold: int = 3,
         cooldown: float = 5.0,

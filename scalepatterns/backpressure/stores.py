@@ -105,13 +105,13 @@ class _RedisBase:
         self._sha: str = self.script.sha
         self.backend_errors = 0
         self.fallback_decisions = 0
-        self._tag = f"{prefix}:{{"
+        self._tag = f"{prefix}{{"
 
     def redis_key(self, key: str) -> str:
-        """The Redis key holding `key`'s state: ``<prefix>:{<key>}``."""
+        """The Redis key holding `key`'s state: ``<prefix>{<key>}``."""
         # Redis Cluster routes the script by this one key; the {hash tag} puts it on the
         # slot of the limiter key itself, next to any key the application tags the same way.
-        return f"{self.prefix}:{{{key}}}"
+        return f"{self.prefix}{{{key}}}"
 
     def _argv(self, cost: int, now: float | None) -> tuple[str, ...]:
         if now is not None:

@@ -31,7 +31,7 @@ def limiter() -> None:
     default="gcra",
     show_default=True,
 )
-@click.option("--prefix", default="sp:rl", show_default=True, help="The limiter's key prefix.")
+@click.option("--prefix", default="sp:rl:", show_default=True, help="The limiter's key prefix.")
 @redis_option
 @json_option
 def peek(
@@ -52,7 +52,7 @@ def peek(
     rl = RateLimiter(rate, burst, algorithm=algorithm, redis=redis_url, prefix=prefix)
     try:
         decision = rl.peek(key)
-        redis_key = f"{prefix}:{{{key}}}"
+        redis_key = f"{prefix}{{{key}}}"
     finally:
         rl.close()
     data = {

@@ -225,7 +225,7 @@ def test_limiter_dedup_and_breaker_state_carry_on_after_a_failover(
     elapsed = time.monotonic() - started
     assert gap_ended > 0
     assert_within_the_limit(decisions, elapsed)
-    assert raw.exists(f"{unique_name}:{{k}}") == 1  # the new master holds the limiter state
+    assert raw.exists(f"{unique_name}{{k}}") == 1  # the new master holds the limiter state
 
     assert retrying(lambda: dedup.claim("before", 600)) is Claim.DONE  # replicated mark
     assert dedup.claim("after", 600) is Claim.ACQUIRED

@@ -128,7 +128,7 @@ def test_per_key_isolation(client, unique_name):
     refused = limiter.acquire("alice")
     assert 19 < refused.retry_after <= 20.001
     keys = sorted(k.decode() for k in client.scan_iter(f"{unique_name}*"))
-    assert keys == [f"{unique_name}:{{alice}}", f"{unique_name}:{{bob}}"]
+    assert keys == [f"{unique_name}{{alice}}", f"{unique_name}{{bob}}"]
     assert 0 < client.pttl(keys[0]) <= 60_000  # state expires with the bucket
 
 

@@ -38,7 +38,7 @@ def test_limiter_peek_shows_what_the_fleet_spent(
         assert run(argv) == exits.OK
         printed = json.loads(capsys.readouterr().out)
         assert (printed["remaining"], printed["allowed"], printed["burst"]) == (2, True, 5)
-        assert printed["redis_key"] == f"{prefix}:{{user:42}}"
+        assert printed["redis_key"] == f"{prefix}{{user:42}}"
         assert 0 < printed["reset_after"] <= 120
     assert limiter.acquire("user:42").remaining == 1
     limiter.close()
