@@ -100,6 +100,43 @@ def _matching(
     return total, looked, [m for m in looked if where(m)]
 
 
+@dataclass(frozen=True)
+class _Found:
+    """The dead letters `dlq list` and `dlq inspect` show, and the counts behind them."""
+
+    queue: str
+    dead_letter_queue: str
+    total: int
+    scanned: int
+    matching: int
+    shown: list[DeadMessage]
+
+    def data(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "queue": self.queue,
+            "dead_letter_queue": self.dead_letter_queue,
+            "total": self.total,
+            "scanned": self.scanned,
+            "matching": self.matching,
+            "messages": messages,
+        }
+
+    def tally(self) -> str:
+        return _tally(
+            self.dead_letter_queue, self.total, self.scanned, self.matching, len(self.shown)
+        )
+
+
+def _find(
+    name: str, where: DeadLetterFilter, scan: int, limit: int, *, amqp_url: str, timeout: float
+) -> _Found:
+    """The first `limit` of QUEUE's dead letters matching `where` among the first `scan`."""
+    with broker(amqp_url, timeout) as rabbit:
+        dead = DeadLetters(rabbit, name)
+        total, looked, matching = _matching(dead, where, scan)
+    return _Found(name, dead.name, total, len(looked), len(matching), matching[:limit])
+
+
 def _summary(message: DeadMessage) -> dict[str, Any]:
     return {
         "id": message.id,
@@ -131,27 +168,17 @@ def list_(
 ) -> int:
     """One line per dead letter of QUEUE: id, type, error, attempts (nothing is removed)."""
     where = DeadLetterFilter(ids, message_type, error_type, grep)
-    with broker(amqp_url, timeout) as rabbit:
-        dead = DeadLetters(rabbit, name)
-        total, looked, matching = _matching(dead, where, scan)
-    shown = matching[:limit]
-    data = {
-        "queue": name,
-        "dead_letter_queue": dead.name,
-        "total": total,
-        "scanned": len(looked),
-        "matching": len(matching),
-        "messages": [_summary(m) for m in shown],
-    }
+    found = _find(name, where, scan, limit, amqp_url=amqp_url, timeout=timeout)
 
     def human() -> str:
         rows = [
-            [m.id, m.type, m.error_type, m.attempts, _short(m.error_message, 60)] for m in shown
+            [m.id, m.type, m.error_type, m.attempts, _short(m.error_message, 60)]
+            for m in found.shown
         ]
         head = table(["id", "type", "error", "attempts", "message"], rows) + "\n" if rows else ""
-        return head + _tally(dead.name, total, len(looked), len(matching), len(shown))
+        return head + found.tally()
 
-    emit(as_json, data, human)
+    emit(as_json, found.data([_summary(m) for m in found.shown]), human)
     return exits.OK
 
 
@@ -176,18 +203,7 @@ def inspect(
 ) -> int:
     """Dead letters of QUEUE in full: body and whole error (nothing is removed)."""
     where = DeadLetterFilter(ids, message_type, error_type, grep)
-    with broker(amqp_url, timeout) as rabbit:
-        dead = DeadLetters(rabbit, name)
-        total, looked, matching = _matching(dead, where, scan)
-    shown = matching[:limit]
-    data = {
-        "queue": name,
-        "dead_letter_queue": dead.name,
-        "total": total,
-        "scanned": len(looked),
-        "matching": len(matching),
-        "messages": [{**_summary(m), "body": m.body} for m in shown],
-    }
+    found = _find(name, where, scan, limit, amqp_url=amqp_url, timeout=timeout)
 
     def human() -> str:
         blocks = [
@@ -200,12 +216,11 @@ def inspect(
                     ("body", json.dumps(jsonable(m.body), indent=2)),
                 ]
             )
-            for m in shown
+            for m in found.shown
         ]
-        tally = _tally(dead.name, total, len(looked), len(matching), len(shown))
-        return "\n\n".join([*blocks, tally])
+        return "\n\n".join([*blocks, found.tally()])
 
-    emit(as_json, data, human)
+    emit(as_json, found.data([{**_summary(m), "body": m.body} for m in found.shown]), human)
     return exits.OK
 
 
